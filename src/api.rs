@@ -1,0 +1,216 @@
+//! The wire format: request bodies, per-image results and timing, shared by every front door.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorBody;
+
+/// Body of `POST /api/detect` with `Content-Type: application/json`.
+///
+/// Either the original service's `{"images": [...], "names": [...]}` or S3 keys `{"s3": {...}}`.
+/// The base64 strings are borrowed from the request body, never copied.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectRequest<'a> {
+    /// Base64 images, with or without a `data:image/...;base64,` prefix.
+    #[serde(default, borrow)]
+    pub images: Option<Vec<std::borrow::Cow<'a, str>>>,
+    /// One name per image (optional; defaults to `image-<i>`).
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// Images already in S3.
+    #[serde(default)]
+    pub s3: Option<S3Keys>,
+}
+
+/// S3-keys mode: detect objects already uploaded to S3.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Keys {
+    /// Bucket to read (default `UPLOAD_BUCKET`); must be in `ALLOWED_BUCKETS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Object keys; each becomes one result named by its key.
+    pub keys: Vec<String>,
+}
+
+/// Body of `POST /api/uploads`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsRequest {
+    /// How many presigned PUT URLs to make.
+    pub count: usize,
+    /// Content type the client will upload (`image/jpeg`, `image/png` or `image/webp`).
+    #[serde(default = "default_upload_type")]
+    pub content_type: String,
+}
+
+fn default_upload_type() -> String {
+    "image/jpeg".into()
+}
+
+/// Response of `POST /api/uploads`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadsResponse {
+    /// Bucket the URLs point into.
+    pub bucket: String,
+    /// One presigned PUT per requested image.
+    pub uploads: Vec<Upload>,
+}
+
+/// One presigned upload slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Upload {
+    /// Object key to send to `/api/detect` afterwards.
+    pub key: String,
+    /// Presigned PUT URL (send the same `Content-Type`).
+    pub url: String,
+    /// Seconds the URL stays valid.
+    pub expires_in: u64,
+}
+
+/// A box in original-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BBox {
+    /// Left.
+    pub x1: f32,
+    /// Top.
+    pub y1: f32,
+    /// Right.
+    pub x2: f32,
+    /// Bottom.
+    pub y2: f32,
+}
+
+impl BBox {
+    /// Area in square pixels (0 for degenerate boxes).
+    pub fn area(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
+    }
+
+    /// Intersection over union with `other`.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let iw = (self.x2.min(other.x2) - self.x1.max(other.x1)).max(0.0);
+        let ih = (self.y2.min(other.y2) - self.y1.max(other.y1)).max(0.0);
+        let inter = iw * ih;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+}
+
+/// One detected object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Object {
+    /// COCO class name.
+    pub label: String,
+    /// COCO-80 class index.
+    pub class_id: u32,
+    /// Confidence 0..1.
+    pub score: f32,
+    /// Box in original-image pixels.
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+}
+
+/// The result for one image. On a per-image failure `error` is set and `objects` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageResult {
+    /// The name sent with the image, `image-<i>`, or the S3 key.
+    pub name: String,
+    /// Width after EXIF orientation (null when the image could not be read).
+    pub width: Option<u32>,
+    /// Height after EXIF orientation (null when the image could not be read).
+    pub height: Option<u32>,
+    /// Detections, best first.
+    pub objects: Vec<Object>,
+    /// Time in `session.run` for this image.
+    pub inference_ms: f64,
+    /// Decode + preprocess time for this image.
+    #[serde(default)]
+    pub decode_ms: f64,
+    /// Why this image has no detections, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// Per-request timing, in milliseconds (also sent as a `Server-Timing` header).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timing {
+    /// Request body size in bytes (the "payload size" of the original study).
+    pub payload_bytes: u64,
+    /// Time to receive the body from the client.
+    pub receive_ms: f64,
+    /// Time to fetch S3 objects (S3-keys mode only; overlaps with inference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_fetch_ms: Option<f64>,
+    /// Sum over images of base64 + image decode + resize.
+    pub decode_ms: f64,
+    /// Sum over images of `session.run` time.
+    pub inference_ms_total: f64,
+    /// `inference_ms_total / images`.
+    pub avg_inference_ms: f64,
+    /// Wall time of the request inside the server, receive included.
+    pub total_ms: f64,
+}
+
+impl Timing {
+    /// The `Server-Timing` header value for these stages.
+    pub fn server_timing_header(&self) -> String {
+        let mut parts = vec![format!("receive;dur={:.2}", self.receive_ms)];
+        if let Some(s3) = self.s3_fetch_ms {
+            parts.push(format!("s3;dur={s3:.2}"));
+        }
+        parts.push(format!("decode;dur={:.2}", self.decode_ms));
+        parts.push(format!("inference;dur={:.2}", self.inference_ms_total));
+        parts.push(format!("total;dur={:.2}", self.total_ms));
+        parts.join(", ")
+    }
+}
+
+/// Response of `POST /api/detect` (and the output of `objdet detect`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectResponse {
+    /// One result per image, in request order.
+    pub results: Vec<ImageResult>,
+    /// Where the time went.
+    pub timing: Timing,
+}
+
+/// What the S3 trigger writes to `results/<key>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerResult {
+    /// Bucket of the uploaded object.
+    pub bucket: String,
+    /// Key of the uploaded object.
+    pub key: String,
+    /// Same schema as one entry of `DetectResponse::results`.
+    pub result: ImageResult,
+    /// Timing of this detection.
+    pub timing: Timing,
+}
+
+/// Milliseconds elapsed since `t`.
+pub fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_of_known_boxes() {
+        let a = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
+        let b = BBox { x1: 5.0, y1: 0.0, x2: 15.0, y2: 10.0 };
+        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
+        assert_eq!(a.iou(&a), 1.0);
+        let far = BBox { x1: 20.0, y1: 20.0, x2: 30.0, y2: 30.0 };
+        assert_eq!(a.iou(&far), 0.0);
+    }
+
+    #[test]
+    fn request_borrows_base64() {
+        let body = r#"{"images": ["aGVsbG8="], "names": ["a.jpg"]}"#;
+        let r: DetectRequest = serde_json::from_str(body).unwrap();
+        assert!(matches!(r.images.as_ref().unwrap()[0], std::borrow::Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,259 @@
+//! Configuration: every environment variable objdet reads, its default, validated once at start-up.
+//!
+//! The defaults work from the repository root after `make setup` (model in `models/`, ONNX Runtime
+//! in `.cache/ort/`). The README has the same table.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// Default model, relative to the working directory.
+pub const DEFAULT_MODEL_PATH: &str = "models/centernet_mobilenetv3_coco.onnx";
+/// Default request body limit of the HTTP server (64 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default body limit of the Lambda front door: just under Lambda's 6 MB synchronous payload,
+/// leaving room for the event envelope.
+pub const DEFAULT_LAMBDA_MAX_BODY_BYTES: usize = 5_800_000;
+/// Memory size that buys one full vCPU on Lambda.
+pub const LAMBDA_MB_PER_VCPU: u64 = 1769;
+
+/// Where the ONNX Runtime shared library is looked for when `ORT_DYLIB_PATH` is unset, in order.
+/// Relative entries are resolved against the working directory.
+pub const ORT_DYLIB_CANDIDATES: &[&str] =
+    &[".cache/ort/libonnxruntime.so", "/opt/onnxruntime/lib/libonnxruntime.so"];
+
+/// Detector settings: model files, thresholds, limits and threads.
+#[derive(Debug, Clone)]
+pub struct DetectorConfig {
+    /// `MODEL_PATH`: the ONNX model.
+    pub model_path: PathBuf,
+    /// `LABELS_PATH`: one class name per line (default: `coco80.txt` beside the model).
+    pub labels_path: PathBuf,
+    /// `ORT_DYLIB_PATH`: the ONNX Runtime shared library.
+    pub ort_dylib_path: Option<PathBuf>,
+    /// `SCORE_THRESHOLD` (0.3): detections below are dropped.
+    pub score_threshold: f32,
+    /// `NMS_IOU` (0.4): class-agnostic NMS overlap threshold.
+    pub nms_iou: f32,
+    /// `MAX_PIXELS` (40,000,000): larger images are refused before decoding.
+    pub max_pixels: u64,
+    /// `ORT_SESSIONS`: ORT sessions (= images in flight). Default: the vCPU count.
+    pub sessions: usize,
+    /// `ORT_INTRA_THREADS`: intra-op threads per session. Default: 1.
+    pub intra_threads: usize,
+    /// `ORT_SPIN` (false): let ORT's threads spin between ops (burns billed CPU on Lambda).
+    pub spin: bool,
+    /// `ORT_OPTIMIZED_MODEL_PATH`: where ORT caches the optimized graph (unset: no cache).
+    pub optimized_model_path: Option<PathBuf>,
+}
+
+/// S3 settings for S3-key requests, presigned uploads and the upload trigger.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `UPLOAD_BUCKET`: the bucket uploads go to and keys are read from by default.
+    pub upload_bucket: Option<String>,
+    /// `ALLOWED_BUCKETS` (comma-separated; default: `UPLOAD_BUCKET`): buckets S3 mode may read.
+    pub allowed_buckets: Vec<String>,
+    /// `UPLOADS_PREFIX` (`uploads/`): where presigned uploads go and what the trigger processes.
+    pub uploads_prefix: String,
+    /// `RESULTS_PREFIX` (`results/`): where the trigger writes `<key>.json`.
+    pub results_prefix: String,
+    /// `S3_FORCE_PATH_STYLE` (false): path-style addressing, for local S3 servers.
+    pub force_path_style: bool,
+    /// `S3_FETCH_CONCURRENCY` (8): objects fetched at once per request.
+    pub fetch_concurrency: usize,
+    /// `PRESIGN_EXPIRES_SECS` (900): lifetime of presigned upload URLs.
+    pub presign_expires_secs: u64,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST` (127.0.0.1): address `objdet serve` binds.
+    pub host: String,
+    /// `PORT` (5000): port `objdet serve` binds.
+    pub port: u16,
+    /// `MAX_BODY_BYTES` (64 MiB): request body limit.
+    pub max_body_bytes: usize,
+    /// `LAMBDA_MAX_BODY_BYTES` (5,800,000): body limit behind API Gateway / Lambda.
+    pub lambda_max_body_bytes: usize,
+    /// `MAX_IMAGES` (256): images per request.
+    pub max_images: usize,
+    /// Detector settings.
+    pub detector: DetectorConfig,
+    /// S3 settings.
+    pub s3: S3Config,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get` (used by tests with a map instead of the environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        fn num<T: FromStr>(k: &str, v: Option<String>, default: T) -> Result<T> {
+            match v {
+                None => Ok(default),
+                Some(s) => s
+                    .replace('_', "")
+                    .parse::<T>()
+                    .map_err(|_| Error::Config(format!("{k}={s:?} is not a valid number"))),
+            }
+        }
+        fn flag(k: &str, v: Option<String>) -> Result<bool> {
+            match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("0" | "false" | "no" | "off") => Ok(false),
+                Some("1" | "true" | "yes" | "on") => Ok(true),
+                Some(other) => Err(Error::Config(format!("{k}={other:?} is not a boolean"))),
+            }
+        }
+
+        let model_path = PathBuf::from(get("MODEL_PATH").unwrap_or_else(|| DEFAULT_MODEL_PATH.into()));
+        let labels_path = match get("LABELS_PATH") {
+            Some(p) => PathBuf::from(p),
+            None => model_path.parent().unwrap_or(Path::new(".")).join("coco80.txt"),
+        };
+        let ort_dylib_path = get("ORT_DYLIB_PATH").map(PathBuf::from).or_else(default_ort_dylib);
+
+        let vcpus = vcpus(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|m| m.parse().ok()));
+        let sessions: usize = num("ORT_SESSIONS", get("ORT_SESSIONS"), vcpus)?;
+        let intra_threads: usize = num("ORT_INTRA_THREADS", get("ORT_INTRA_THREADS"), 1)?;
+        if sessions == 0 || intra_threads == 0 {
+            return Err(Error::Config("ORT_SESSIONS and ORT_INTRA_THREADS must be at least 1".into()));
+        }
+
+        let score_threshold: f32 = num("SCORE_THRESHOLD", get("SCORE_THRESHOLD"), 0.3)?;
+        let nms_iou: f32 = num("NMS_IOU", get("NMS_IOU"), 0.4)?;
+        for (k, v) in [("SCORE_THRESHOLD", score_threshold), ("NMS_IOU", nms_iou)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::Config(format!("{k}={v} must be within 0..1")));
+            }
+        }
+
+        let upload_bucket = get("UPLOAD_BUCKET");
+        let allowed_buckets = match get("ALLOWED_BUCKETS") {
+            Some(list) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+            None => upload_bucket.iter().cloned().collect(),
+        };
+        let prefix = |k: &str, d: &str| {
+            let mut p = get(k).unwrap_or_else(|| d.to_string());
+            if !p.ends_with('/') {
+                p.push('/');
+            }
+            p
+        };
+
+        let cfg = Config {
+            host: get("HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            port: num("PORT", get("PORT"), 5000)?,
+            max_body_bytes: num("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES)?,
+            lambda_max_body_bytes: num(
+                "LAMBDA_MAX_BODY_BYTES",
+                get("LAMBDA_MAX_BODY_BYTES"),
+                DEFAULT_LAMBDA_MAX_BODY_BYTES,
+            )?,
+            max_images: num("MAX_IMAGES", get("MAX_IMAGES"), 256)?,
+            detector: DetectorConfig {
+                model_path,
+                labels_path,
+                ort_dylib_path,
+                score_threshold,
+                nms_iou,
+                max_pixels: num("MAX_PIXELS", get("MAX_PIXELS"), 40_000_000)?,
+                sessions,
+                intra_threads,
+                spin: flag("ORT_SPIN", get("ORT_SPIN"))?,
+                optimized_model_path: get("ORT_OPTIMIZED_MODEL_PATH").map(PathBuf::from),
+            },
+            s3: S3Config {
+                upload_bucket,
+                allowed_buckets,
+                uploads_prefix: prefix("UPLOADS_PREFIX", "uploads/"),
+                results_prefix: prefix("RESULTS_PREFIX", "results/"),
+                force_path_style: flag("S3_FORCE_PATH_STYLE", get("S3_FORCE_PATH_STYLE"))?,
+                fetch_concurrency: num("S3_FETCH_CONCURRENCY", get("S3_FETCH_CONCURRENCY"), 8usize)?.max(1),
+                presign_expires_secs: num("PRESIGN_EXPIRES_SECS", get("PRESIGN_EXPIRES_SECS"), 900)?,
+            },
+        };
+        if cfg.max_images == 0 {
+            return Err(Error::Config("MAX_IMAGES must be at least 1".into()));
+        }
+        if cfg.s3.uploads_prefix == cfg.s3.results_prefix {
+            return Err(Error::Config("UPLOADS_PREFIX and RESULTS_PREFIX must differ".into()));
+        }
+        Ok(cfg)
+    }
+}
+
+/// The first existing entry of [`ORT_DYLIB_CANDIDATES`], then `libonnxruntime.so` beside the executable.
+fn default_ort_dylib() -> Option<PathBuf> {
+    let beside_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("libonnxruntime.so")));
+    ORT_DYLIB_CANDIDATES.iter().map(PathBuf::from).chain(beside_exe).find(|p| p.exists())
+}
+
+/// vCPUs this process may use: on Lambda derived from the memory size (1,769 MB ≈ 1 vCPU, at most 6),
+/// elsewhere the cgroup-aware available parallelism.
+pub fn vcpus(lambda_memory_mb: Option<u64>) -> usize {
+    match lambda_memory_mb {
+        Some(mb) => ((mb as f64 / LAMBDA_MB_PER_VCPU as f64).round() as usize).clamp(1, 6),
+        None => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.max_images, 256);
+        assert_eq!(c.max_body_bytes, 64 << 20);
+        assert_eq!(c.detector.max_pixels, 40_000_000);
+        assert_eq!(c.detector.labels_path, PathBuf::from("models/coco80.txt"));
+        assert_eq!(c.s3.uploads_prefix, "uploads/");
+        assert!(c.s3.allowed_buckets.is_empty());
+    }
+
+    #[test]
+    fn lambda_memory_maps_to_vcpus() {
+        assert_eq!(vcpus(Some(128)), 1);
+        assert_eq!(vcpus(Some(1769)), 1);
+        assert_eq!(vcpus(Some(3538)), 2);
+        assert_eq!(vcpus(Some(10240)), 6);
+        let c = cfg(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "5307")]).unwrap();
+        assert_eq!(c.detector.sessions, 3);
+        let c = cfg(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "5307"), ("ORT_SESSIONS", "2")]).unwrap();
+        assert_eq!(c.detector.sessions, 2);
+    }
+
+    #[test]
+    fn allowed_buckets_default_to_upload_bucket() {
+        let c = cfg(&[("UPLOAD_BUCKET", "up")]).unwrap();
+        assert_eq!(c.s3.allowed_buckets, vec!["up".to_string()]);
+        let c = cfg(&[("UPLOAD_BUCKET", "up"), ("ALLOWED_BUCKETS", "a, b")]).unwrap();
+        assert_eq!(c.s3.allowed_buckets, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert_eq!(cfg(&[("PORT", "http")]).unwrap_err().code(), "invalid_config");
+        assert_eq!(cfg(&[("SCORE_THRESHOLD", "2")]).unwrap_err().code(), "invalid_config");
+        assert_eq!(cfg(&[("ORT_SESSIONS", "0")]).unwrap_err().code(), "invalid_config");
+        assert_eq!(cfg(&[("S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().code(), "invalid_config");
+        assert_eq!(cfg(&[("UPLOADS_PREFIX", "x"), ("RESULTS_PREFIX", "x/")]).unwrap_err().code(), "invalid_config");
+    }
+}

@@ -1,0 +1,175 @@
+//! Bytes → RGB pixels: format sniffing, the pixel-count guard before any pixel is allocated,
+//! EXIF orientation, and base64 (with or without a `data:` prefix).
+
+use std::io::{Cursor, ErrorKind};
+
+use base64::Engine as _;
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
+
+use crate::error::{Error, Result};
+
+/// An 8-bit RGB image, rows packed.
+#[derive(Debug, Clone)]
+pub struct RgbImage {
+    /// Width in pixels (after EXIF orientation).
+    pub width: u32,
+    /// Height in pixels (after EXIF orientation).
+    pub height: u32,
+    /// `width * height * 3` bytes.
+    pub pixels: Vec<u8>,
+}
+
+/// Strips an optional `data:<mime>;base64,` prefix and surrounding whitespace.
+pub fn strip_data_url(text: &str) -> &str {
+    let t = text.trim();
+    if let Some(rest) = t.strip_prefix("data:")
+        && let Some((_, payload)) = rest.split_once(',')
+    {
+        return payload.trim();
+    }
+    t
+}
+
+/// Decodes base64 text (standard alphabet, padding optional, `data:` prefix allowed).
+pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>> {
+    let text = std::str::from_utf8(text).map_err(|_| Error::InvalidBase64("not UTF-8 text".into()))?;
+    let payload = strip_data_url(text);
+    if payload.is_empty() {
+        return Err(Error::InvalidBase64("empty string".into()));
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    // Line breaks inside base64 (MIME style) are tolerated, as Python's b64decode does.
+    let result = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
+        let compact: Vec<u8> = payload.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        engine.decode(compact)
+    } else {
+        engine.decode(payload)
+    };
+    result.map_err(|e| Error::InvalidBase64(e.to_string()))
+}
+
+/// The formats objdet accepts, recognised by their magic bytes.
+pub fn sniff_format(bytes: &[u8]) -> Result<ImageFormat> {
+    match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP)) => Ok(f),
+        Ok(other) => Err(Error::NotAnImage(format!("{other:?} images are not supported"))),
+        Err(_) if bytes.is_empty() => Err(Error::NotAnImage("empty data".into())),
+        Err(_) => Err(Error::NotAnImage("unrecognised data (expected JPEG, PNG or WebP)".into())),
+    }
+}
+
+/// Reads only the header: `(width, height)` before orientation.
+pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
+    let format = sniff_format(bytes)?;
+    let decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(header_error)?;
+    Ok(decoder.dimensions())
+}
+
+/// Decodes JPEG/PNG/WebP bytes to RGB, refusing images over `max_pixels` from their header alone
+/// and applying the EXIF orientation.
+pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
+    let format = sniff_format(bytes)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    // Decoder working memory beyond the output buffer; the output itself is bounded by max_pixels.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(header_error)?;
+
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(Error::NotAnImage(format!("image has no pixels ({w}x{h})")));
+    }
+    if u64::from(w) * u64::from(h) > max_pixels {
+        return Err(Error::ImageTooLarge { width: w, height: h, limit: max_pixels });
+    }
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| body_error(e, w, h, max_pixels))?;
+    img.apply_orientation(orientation);
+    let rgb = img.into_rgb8();
+    Ok(RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() })
+}
+
+/// An error while reading the header: the data is not a usable image.
+fn header_error(e: ImageError) -> Error {
+    match e {
+        ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
+            Error::TruncatedImage("the image header is cut short".into())
+        }
+        other => Error::NotAnImage(other.to_string()),
+    }
+}
+
+/// An error after the header was accepted: the pixel data is cut short or corrupt.
+fn body_error(e: ImageError, w: u32, h: u32, max_pixels: u64) -> Error {
+    match e {
+        ImageError::Limits(_) => Error::ImageTooLarge { width: w, height: h, limit: max_pixels },
+        other => Error::TruncatedImage(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PNG header (signature + IHDR) claiming `w`x`h`, with no pixel data at all.
+    pub(crate) fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        out.extend_from_slice(&13u32.to_be_bytes());
+        let mut chunk = b"IHDR".to_vec();
+        chunk.extend_from_slice(&ihdr);
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        out
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn huge_png_header_is_refused_before_decoding() {
+        let png = png_header(50_000, 50_000);
+        assert_eq!(dimensions(&png).unwrap(), (50_000, 50_000));
+        let err = decode_image(&png, 40_000_000).unwrap_err();
+        assert_eq!(err.code(), "image_too_large", "{err}");
+    }
+
+    #[test]
+    fn garbage_is_not_an_image() {
+        assert_eq!(decode_image(b"hello world, not an image", 1 << 20).unwrap_err().code(), "not_an_image");
+        assert_eq!(decode_image(b"", 1 << 20).unwrap_err().code(), "not_an_image");
+        assert_eq!(decode_image(b"GIF89a\x01\x00\x01\x00", 1 << 20).unwrap_err().code(), "not_an_image");
+    }
+
+    #[test]
+    fn png_without_pixel_data_is_truncated() {
+        let png = png_header(4, 4);
+        assert_eq!(decode_image(&png, 1 << 20).unwrap_err().code(), "truncated_image");
+    }
+
+    #[test]
+    fn base64_variants() {
+        assert_eq!(decode_base64(b"aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64(b"aGVsbG8").unwrap(), b"hello");
+        assert_eq!(decode_base64(b"data:image/png;base64,aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64(b"aGVs\nbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64(b"***").unwrap_err().code(), "invalid_base64");
+        assert_eq!(decode_base64(b"").unwrap_err().code(), "invalid_base64");
+    }
+}

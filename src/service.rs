@@ -1,0 +1,246 @@
+//! The request service: a request's images (inline base64, a raw body or S3 keys) → per-image
+//! results with timing. Knows nothing of HTTP servers or Lambda; every front door calls it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::api::{
+    DetectRequest, DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse, ms_since,
+};
+use crate::config::Config;
+use crate::detector::{Detector, Input, Outcome};
+use crate::error::{Error, Result};
+use crate::s3::S3Store;
+
+/// When and how a request body arrived (measured by the front door).
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    /// When the front door started handling the request.
+    pub start: Instant,
+    /// Time spent receiving the body.
+    pub receive_ms: f64,
+    /// Body size in bytes.
+    pub payload_bytes: u64,
+}
+
+impl Arrival {
+    /// A request whose body was already in memory (`receive_ms` = 0).
+    pub fn now(payload_bytes: usize) -> Self {
+        Self { start: Instant::now(), receive_ms: 0.0, payload_bytes: payload_bytes as u64 }
+    }
+}
+
+/// Detection as a service: limits, batching, S3 and timing around the [`Detector`].
+#[derive(Debug, Clone)]
+pub struct DetectService {
+    detector: Arc<Detector>,
+    s3: Option<S3Store>,
+    config: Arc<Config>,
+}
+
+/// Accepted upload content types and the key suffix of each.
+const UPLOAD_TYPES: &[(&str, &str)] = &[("image/jpeg", "jpg"), ("image/png", "png"), ("image/webp", "webp")];
+
+impl DetectService {
+    /// Loads the detector (blocking: call before serving) and, when a bucket is configured, the S3 client.
+    pub async fn from_config(config: Arc<Config>) -> Result<Self> {
+        let t = Instant::now();
+        let detector = Arc::new(Detector::load(&config.detector)?);
+        tracing::info!(
+            model = %config.detector.model_path.display(),
+            sessions = config.detector.sessions,
+            intra_threads = config.detector.intra_threads,
+            load_ms = ms_since(t),
+            "model loaded"
+        );
+        let s3_wanted = config.s3.upload_bucket.is_some() || !config.s3.allowed_buckets.is_empty();
+        let s3 = if s3_wanted { Some(S3Store::from_env(config.s3.clone()).await) } else { None };
+        Ok(Self::new(detector, s3, config))
+    }
+
+    /// Builds the service around a loaded detector and an optional S3 store.
+    pub fn new(detector: Arc<Detector>, s3: Option<S3Store>, config: Arc<Config>) -> Self {
+        Self { detector, s3, config }
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The detector.
+    pub fn detector(&self) -> &Arc<Detector> {
+        &self.detector
+    }
+
+    /// The S3 store, when configured.
+    pub fn s3(&self) -> Option<&S3Store> {
+        self.s3.as_ref()
+    }
+
+    /// `POST /api/detect` with a JSON body: inline base64 images or S3 keys.
+    pub async fn detect_json(&self, body: Bytes, arrival: Arrival) -> Result<DetectResponse> {
+        let req: DetectRequest<'_> = serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?;
+        match (req.images, req.s3) {
+            (Some(_), Some(_)) => Err(Error::InvalidRequest("send either \"images\" or \"s3\", not both".into())),
+            (None, Some(s3)) => {
+                if req.names.is_some() {
+                    return Err(Error::InvalidRequest("\"names\" is not used with \"s3\": results are named by key".into()));
+                }
+                self.detect_s3(s3, arrival).await
+            }
+            (None, None) => Err(Error::NoImages),
+            (Some(images), None) => {
+                self.check_count(images.len())?;
+                let names = resolve_names(req.names, images.len())?;
+                // Slices of the body, not copies: base64 is decoded on the workers, one image at a time.
+                let inputs = images.into_iter().map(|text| match text {
+                    std::borrow::Cow::Borrowed(s) => Input::Base64(body.slice_ref(s.as_bytes())),
+                    std::borrow::Cow::Owned(s) => Input::Base64(Bytes::from(s)),
+                });
+                self.detect_inputs(names.into_iter().zip(inputs).collect(), arrival).await
+            }
+        }
+    }
+
+    /// Detects a batch of named inputs (inline images, local files), in order.
+    pub async fn detect_inputs(&self, items: Vec<(String, Input)>, arrival: Arrival) -> Result<DetectResponse> {
+        if items.is_empty() {
+            return Err(Error::NoImages);
+        }
+        self.check_count(items.len())?;
+        let (names, pending): (Vec<_>, Vec<_>) =
+            items.into_iter().map(|(name, input)| (name, self.detector.start(input))).unzip();
+        let outcomes = futures::future::join_all(pending).await;
+        Ok(self.respond(names.into_iter().zip(outcomes).collect(), arrival, None))
+    }
+
+    /// `POST /api/detect` with a raw image body: one result.
+    pub async fn detect_raw(&self, body: Bytes, name: Option<String>, arrival: Arrival) -> Result<DetectResponse> {
+        if body.is_empty() {
+            return Err(Error::NoImages);
+        }
+        let outcome = self.detector.detect(Input::Image(body)).await;
+        Ok(self.respond(vec![(name.unwrap_or_else(|| "image-0".into()), outcome)], arrival, None))
+    }
+
+    /// S3-keys mode: fetch the objects concurrently (bounded) and detect each as soon as it arrives.
+    pub async fn detect_s3(&self, req: S3Keys, arrival: Arrival) -> Result<DetectResponse> {
+        let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
+        let bucket = s3.readable_bucket(req.bucket.as_deref())?;
+        if req.keys.is_empty() {
+            return Err(Error::NoImages);
+        }
+        self.check_count(req.keys.len())?;
+        let fetch_start = Instant::now();
+        let max = self.config.max_body_bytes;
+        // Up to S3_FETCH_CONCURRENCY objects are fetched at once, in key order; each image is queued
+        // for detection as soon as its bytes are in, so fetching overlaps inference.
+        let mut fetches = futures::stream::iter(req.keys.clone())
+            .map(|key| {
+                let (s3, bucket) = (s3.clone(), bucket.clone());
+                async move { s3.get(&bucket, &key, max).await }
+            })
+            .buffered(s3.config().fetch_concurrency);
+        let mut pending = Vec::with_capacity(req.keys.len());
+        while let Some(fetched) = fetches.next().await {
+            pending.push(match fetched {
+                Ok(bytes) => self.detector.start(Input::Image(bytes)),
+                Err(e) => Box::pin(futures::future::ready(Outcome { result: Err(e), times: Default::default() })),
+            });
+        }
+        let s3_fetch_ms = ms_since(fetch_start);
+        let outcomes = futures::future::join_all(pending).await;
+        Ok(self.respond(req.keys.into_iter().zip(outcomes).collect(), arrival, Some(s3_fetch_ms)))
+    }
+
+    /// `POST /api/uploads`: presigned PUT URLs under `UPLOADS_PREFIX`.
+    pub async fn presign_uploads(&self, req: UploadsRequest) -> Result<UploadsResponse> {
+        let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
+        let bucket = s3.config().upload_bucket.clone().ok_or(Error::S3NotConfigured)?;
+        if req.count == 0 {
+            return Err(Error::NoImages);
+        }
+        self.check_count(req.count)?;
+        let ext = UPLOAD_TYPES.iter().find(|(t, _)| *t == req.content_type).map(|(_, e)| *e).ok_or_else(|| {
+            Error::UnsupportedMediaType(format!("{} (uploads accept image/jpeg, image/png, image/webp)", req.content_type))
+        })?;
+        let batch = uuid::Uuid::new_v4();
+        let prefix = &s3.config().uploads_prefix;
+        let mut uploads = Vec::with_capacity(req.count);
+        for i in 0..req.count {
+            let key = format!("{prefix}{batch}/{i}.{ext}");
+            let url = s3.presign_put(&bucket, &key, &req.content_type).await?;
+            uploads.push(Upload { key, url, expires_in: s3.config().presign_expires_secs });
+        }
+        Ok(UploadsResponse { bucket, uploads })
+    }
+
+    fn check_count(&self, count: usize) -> Result<()> {
+        if count > self.config.max_images {
+            return Err(Error::TooManyImages { count, limit: self.config.max_images });
+        }
+        Ok(())
+    }
+
+    fn respond(&self, items: Vec<(String, Outcome)>, arrival: Arrival, s3_fetch_ms: Option<f64>) -> DetectResponse {
+        let n = items.len().max(1) as f64;
+        let mut timing = Timing {
+            payload_bytes: arrival.payload_bytes,
+            receive_ms: arrival.receive_ms,
+            s3_fetch_ms,
+            ..Default::default()
+        };
+        let results: Vec<ImageResult> = items
+            .into_iter()
+            .map(|(name, outcome)| {
+                timing.decode_ms += outcome.times.decode_ms + outcome.times.preprocess_ms;
+                timing.inference_ms_total += outcome.times.inference_ms;
+                to_result(name, outcome)
+            })
+            .collect();
+        timing.avg_inference_ms = timing.inference_ms_total / n;
+        timing.total_ms = ms_since(arrival.start);
+        DetectResponse { results, timing }
+    }
+}
+
+/// One outcome as the wire's per-image result.
+pub fn to_result(name: String, outcome: Outcome) -> ImageResult {
+    let decode_ms = outcome.times.decode_ms + outcome.times.preprocess_ms;
+    match outcome.result {
+        Ok(d) => ImageResult {
+            name,
+            width: Some(d.width),
+            height: Some(d.height),
+            objects: d.objects,
+            inference_ms: outcome.times.inference_ms,
+            decode_ms,
+            error: None,
+        },
+        Err(e) => {
+            tracing::info!(image = %name, code = e.code(), error = %e, "image failed");
+            ImageResult {
+                name,
+                width: None,
+                height: None,
+                objects: vec![],
+                inference_ms: 0.0,
+                decode_ms,
+                error: Some(e.body()),
+            }
+        }
+    }
+}
+
+/// `names` as sent (one per image), or `image-0`, `image-1`, ...
+fn resolve_names(names: Option<Vec<String>>, count: usize) -> Result<Vec<String>> {
+    match names {
+        None => Ok((0..count).map(|i| format!("image-{i}")).collect()),
+        Some(n) if n.len() == count => Ok(n),
+        Some(n) => Err(Error::NamesMismatch { images: count, names: n.len() }),
+    }
+}

@@ -1,0 +1,15 @@
+//! Structured logging with `tracing`: human-readable text locally, JSON on Lambda (or `LOG_FORMAT=json`).
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber once. `RUST_LOG` filters (default `info`); logs go to stderr.
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let json = json || std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().with_current_span(false).flatten_event(true).try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}

@@ -1,0 +1,146 @@
+//! The S3 upload trigger: `ObjectCreated:*` under `UPLOADS_PREFIX` → detect →
+//! `RESULTS_PREFIX` + key + `.json`.
+//!
+//! Objects outside the uploads prefix (including the results this trigger writes) are ignored, so a
+//! misconfigured notification cannot loop. Re-delivery rewrites the same result object.
+
+use std::time::Instant;
+
+use aws_lambda_events::s3::S3Event;
+use serde::Serialize;
+
+use crate::api::{Timing, TriggerResult, ms_since};
+use crate::detector::{Input, Outcome};
+use crate::error::{Error, Result};
+use crate::service::{DetectService, to_result};
+
+/// What one invocation did with each record.
+#[derive(Debug, Default, Serialize)]
+pub struct TriggerSummary {
+    /// Objects detected and written.
+    pub processed: Vec<Processed>,
+    /// Records skipped, with the reason.
+    pub ignored: Vec<Ignored>,
+}
+
+/// One processed object.
+#[derive(Debug, Serialize)]
+pub struct Processed {
+    /// Bucket.
+    pub bucket: String,
+    /// Decoded object key.
+    pub key: String,
+    /// Where the result was written.
+    pub result_key: String,
+    /// Objects found.
+    pub objects: usize,
+    /// Error code when the object could not be detected on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One skipped record.
+#[derive(Debug, Serialize)]
+pub struct Ignored {
+    /// Decoded object key (raw key when it does not decode).
+    pub key: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// Decodes an S3 event key: `+` is a space, `%XX` an escaped byte.
+pub fn decode_key(raw: &str) -> Result<String> {
+    let plus = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8()
+        .map(|k| k.into_owned())
+        .map_err(|e| Error::InvalidRequest(format!("S3 key {raw:?} is not valid UTF-8 after decoding: {e}")))
+}
+
+/// The result object key for an upload key.
+pub fn result_key(results_prefix: &str, key: &str) -> String {
+    format!("{results_prefix}{key}.json")
+}
+
+/// Handles an S3 notification. Per-object image problems are written into that object's result;
+/// S3 failures fail the invocation so Lambda retries it (and then sends it to the on-failure destination).
+pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSummary> {
+    let s3 = service.s3().ok_or(Error::S3NotConfigured)?;
+    let cfg = s3.config();
+    let mut summary = TriggerSummary::default();
+    for record in event.records {
+        let raw_key = record.s3.object.key.clone().unwrap_or_default();
+        let key = match decode_key(&raw_key) {
+            Ok(k) => k,
+            Err(e) => {
+                summary.ignored.push(Ignored { key: raw_key, reason: e.to_string() });
+                continue;
+            }
+        };
+        let event_name = record.event_name.clone().unwrap_or_default();
+        let bucket = record.s3.bucket.name.clone().unwrap_or_default();
+        let reason = if !event_name.starts_with("ObjectCreated:") {
+            Some(format!("event {event_name:?} is not ObjectCreated"))
+        } else if !key.starts_with(&cfg.uploads_prefix) {
+            Some(format!("key is outside the uploads prefix {:?}", cfg.uploads_prefix))
+        } else if !cfg.allowed_buckets.iter().any(|b| *b == bucket) {
+            Some(format!("bucket {bucket:?} is not allowed"))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            tracing::info!(%bucket, %key, %reason, "trigger record ignored");
+            summary.ignored.push(Ignored { key, reason });
+            continue;
+        }
+
+        let start = Instant::now();
+        let fetched = s3.get(&bucket, &key, service.config().max_body_bytes).await;
+        let fetch_ms = ms_since(start);
+        let (payload_bytes, outcome) = match fetched {
+            Ok(bytes) => (bytes.len() as u64, service.detector().detect(Input::Image(bytes)).await),
+            Err(e @ (Error::NotFound(_) | Error::PayloadTooLarge { .. })) => {
+                (0, Outcome { result: Err(e), times: Default::default() })
+            }
+            Err(e) => return Err(e),
+        };
+        let result = to_result(key.clone(), outcome);
+        let timing = Timing {
+            payload_bytes,
+            receive_ms: 0.0,
+            s3_fetch_ms: Some(fetch_ms),
+            decode_ms: result.decode_ms,
+            inference_ms_total: result.inference_ms,
+            avg_inference_ms: result.inference_ms,
+            total_ms: ms_since(start),
+        };
+        let out_key = result_key(&cfg.results_prefix, &key);
+        let processed = Processed {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            result_key: out_key.clone(),
+            objects: result.objects.len(),
+            error: result.error.as_ref().map(|e| e.code.clone()),
+        };
+        let doc = TriggerResult { bucket: bucket.clone(), key, result, timing };
+        let body = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
+        s3.put_json(&bucket, &out_key, body).await?;
+        tracing::info!(%bucket, key = %processed.key, result_key = %out_key, objects = processed.objects, "trigger result written");
+        summary.processed.push(processed);
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_url_decoded() {
+        assert_eq!(decode_key("uploads/my+photo.jpg").unwrap(), "uploads/my photo.jpg");
+        assert_eq!(decode_key("uploads/a%2Bb.jpg").unwrap(), "uploads/a+b.jpg");
+        assert_eq!(decode_key("uploads/caf%C3%A9.jpg").unwrap(), "uploads/café.jpg");
+        assert!(decode_key("uploads/%FF.jpg").is_err());
+        assert_eq!(result_key("results/", "uploads/a.jpg"), "results/uploads/a.jpg.json");
+    }
+}

@@ -1,0 +1,158 @@
+//! The real model on the real ONNX Runtime against the fixture photos, compared with the reference
+//! table in models/README.md (Python onnxruntime, threshold 0.3, NMS 0.4).
+
+mod common;
+
+use objdet::api::BBox;
+use objdet::detector::{Input, Model, StageTimes};
+
+/// (image, [(label, reference score)]).
+const REFERENCE: &[(&str, &[(&str, f32)])] = &[
+    ("dog.jpg", &[("car", 0.56), ("bicycle", 0.51), ("dog", 0.42), ("parking meter", 0.32)]),
+    ("person.jpg", &[("person", 0.67), ("dog", 0.44)]),
+    ("giraffe.jpg", &[("zebra", 0.59), ("giraffe", 0.49)]),
+    ("eagle.jpg", &[("bird", 0.55)]),
+    ("astronaut.png", &[("person", 0.61)]),
+    ("coffee.png", &[("cup", 0.47)]),
+    ("scream.jpg", &[]),
+];
+
+fn detect(name: &str) -> objdet::detector::Detections {
+    let outcome = common::detector().detect_blocking(Input::Image(common::fixture(name).into()));
+    outcome.result.unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn matches_the_reference_table() {
+    for (image, expected) in REFERENCE {
+        let d = detect(image);
+        let found = common::labels(&d.objects);
+        for (label, score) in *expected {
+            let best = found.iter().filter(|(l, _)| l == label).map(|(_, s)| *s).fold(f32::NAN, f32::max);
+            assert!(
+                (best - score).abs() <= 0.05,
+                "{image}: {label} expected at {score} ± 0.05, found {found:?}"
+            );
+        }
+        // Anything clearly above the threshold must be in the reference too.
+        for (label, score) in &found {
+            if *score >= 0.35 {
+                assert!(expected.iter().any(|(l, _)| l == label), "{image}: unexpected {label} {score}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dog_has_dog_and_bicycle() {
+    let d = detect("dog.jpg");
+    assert_eq!((d.width, d.height), (768, 576));
+    let labels: Vec<_> = d.objects.iter().map(|o| o.label.as_str()).collect();
+    assert!(labels.contains(&"dog") && labels.contains(&"bicycle"), "{labels:?}");
+    for o in &d.objects {
+        assert!(o.bbox.x1 >= 0.0 && o.bbox.x2 <= 768.0 && o.bbox.y1 >= 0.0 && o.bbox.y2 <= 576.0, "{o:?}");
+        assert!(o.bbox.x1 < o.bbox.x2 && o.bbox.y1 < o.bbox.y2, "{o:?}");
+    }
+}
+
+#[test]
+fn person_has_person() {
+    assert!(detect("person.jpg").objects.iter().any(|o| o.label == "person"));
+}
+
+#[test]
+fn astronaut_box_matches_reference() {
+    let d = detect("astronaut.png");
+    let want = BBox { x1: 8.0, y1: 9.0, x2: 369.0, y2: 520.0 };
+    let person = d.objects.iter().find(|o| o.label == "person").expect("a person");
+    let iou = person.bbox.iou(&want);
+    assert!(iou >= 0.8, "IoU {iou} for {:?}", person.bbox);
+}
+
+#[test]
+fn scream_has_nothing_confident() {
+    let d = detect("scream.jpg");
+    assert!(d.objects.iter().all(|o| o.score < 0.5), "{:?}", d.objects);
+}
+
+#[test]
+fn nms_leaves_no_heavy_overlaps() {
+    for (image, _) in REFERENCE {
+        let d = detect(image);
+        for (i, a) in d.objects.iter().enumerate() {
+            for b in &d.objects[i + 1..] {
+                assert!(a.bbox.iou(&b.bbox) <= 0.4, "{image}: {a:?} vs {b:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    // The same photo re-encoded as a JPEG rotated 90° on disk with EXIF orientation 6 (rotate back 90° CW)
+    // must come out upright: same size as the original, same detections.
+    let original = image::load_from_memory(&common::fixture("dog.jpg")).unwrap();
+    let stored = original.rotate270(); // what a camera writes before tagging "rotate 90 CW"
+    let mut jpeg = Vec::new();
+    stored.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    let tagged = with_exif_orientation(&jpeg, 6);
+    let d = common::detector().detect_blocking(Input::Image(tagged.into())).result.unwrap();
+    assert_eq!((d.width, d.height), (768, 576));
+    assert!(d.objects.iter().any(|o| o.label == "dog"), "{:?}", d.objects);
+    assert!(d.objects.iter().any(|o| o.label == "bicycle"), "{:?}", d.objects);
+}
+
+/// Inserts an APP1 EXIF segment with the given orientation right after the JPEG SOI marker.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec(); // big-endian TIFF header, IFD at 8
+    tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0]);
+    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xff, 0xe1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn single_model_agrees_with_the_pool() {
+    let mut model = Model::load(&common::config().detector).unwrap();
+    let mut times = StageTimes::default();
+    let bytes = common::fixture("person.jpg");
+    let single = model.detect(&Input::Image(bytes.clone().into()), &mut times).unwrap();
+    let pooled = detect("person.jpg");
+    assert_eq!(single.objects, pooled.objects);
+    assert!(times.inference_ms > 0.0 && times.decode_ms > 0.0);
+}
+
+#[test]
+fn missing_library_or_model_is_a_clear_error() {
+    let mut cfg = common::config().detector;
+    cfg.model_path = "/nonexistent/model.onnx".into();
+    let err = Model::load(&cfg).err().expect("must fail");
+    assert_eq!(err.code(), "startup_failed");
+    assert!(err.to_string().contains("MODEL_PATH"), "{err}");
+    let mut cfg = common::config().detector;
+    cfg.labels_path = "/nonexistent/labels.txt".into();
+    assert!(Model::load(&cfg).err().expect("must fail").to_string().contains("LABELS_PATH"));
+}
+
+#[test]
+fn corrupt_and_truncated_inputs_are_per_image_errors() {
+    let d = common::detector();
+    let png = common::fixture("astronaut.png");
+    let code = |input| d.detect_blocking(input).result.unwrap_err().code();
+    assert_eq!(code(Input::Image(png[..png.len() / 2].to_vec().into())), "truncated_image");
+    assert_eq!(code(Input::Image(b"definitely not an image".to_vec().into())), "not_an_image");
+    assert_eq!(code(Input::Base64(b"!!!not base64!!!".to_vec().into())), "invalid_base64");
+    // After errors, the workers still answer.
+    assert!(d.detect_blocking(Input::Image(common::fixture("eagle.jpg").into())).result.is_ok());
+}
