@@ -20,8 +20,7 @@ pub const LAMBDA_MB_PER_VCPU: u64 = 1769;
 
 /// Where the ONNX Runtime shared library is looked for when `ORT_DYLIB_PATH` is unset, in order.
 /// Relative entries are resolved against the working directory.
-pub const ORT_DYLIB_CANDIDATES: &[&str] =
-    &[".cache/ort/libonnxruntime.so", "/opt/onnxruntime/lib/libonnxruntime.so"];
+pub const ORT_DYLIB_CANDIDATES: &[&str] = &[".cache/ort/libonnxruntime.so", "/opt/onnxruntime/lib/libonnxruntime.so"];
 
 /// Detector settings: model files, thresholds, limits and threads.
 #[derive(Debug, Clone)]
@@ -191,9 +190,7 @@ impl Config {
 
 /// The first existing entry of [`ORT_DYLIB_CANDIDATES`], then `libonnxruntime.so` beside the executable.
 fn default_ort_dylib() -> Option<PathBuf> {
-    let beside_exe = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("libonnxruntime.so")));
+    let beside_exe = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("libonnxruntime.so")));
     ORT_DYLIB_CANDIDATES.iter().map(PathBuf::from).chain(beside_exe).find(|p| p.exists())
 }
 

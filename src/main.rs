@@ -74,7 +74,8 @@ async fn main() -> anyhow::Result<()> {
                 bytes_total += data.len();
                 items.push((f.display().to_string(), Input::Image(data.into())));
             }
-            let arrival = Arrival { start, receive_ms: objdet::api::ms_since(start), payload_bytes: bytes_total as u64 };
+            let arrival =
+                Arrival { start, receive_ms: objdet::api::ms_since(start), payload_bytes: bytes_total as u64 };
             let response = service.detect_inputs(items, arrival).await?;
             let out = if pretty { serde_json::to_string_pretty(&response)? } else { serde_json::to_string(&response)? };
             println!("{out}");

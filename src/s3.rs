@@ -49,7 +49,7 @@ impl S3Store {
             Some(b) => b.to_string(),
             None => self.cfg.upload_bucket.clone().ok_or(Error::S3NotConfigured)?,
         };
-        if self.cfg.allowed_buckets.iter().any(|b| *b == bucket) {
+        if self.cfg.allowed_buckets.contains(&bucket) {
             Ok(bucket)
         } else {
             Err(Error::BucketNotAllowed(bucket))
@@ -73,11 +73,7 @@ impl S3Store {
         if out.content_length().unwrap_or(0) > max_bytes as i64 {
             return Err(Error::PayloadTooLarge { limit: max_bytes });
         }
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::S3(format!("reading s3://{bucket}/{key}: {e}")))?;
+        let data = out.body.collect().await.map_err(|e| Error::S3(format!("reading s3://{bucket}/{key}: {e}")))?;
         Ok(data.into_bytes())
     }
 

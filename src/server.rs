@@ -66,10 +66,8 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 
 /// Reads the whole body, refusing it as soon as it passes `limit` bytes.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::PayloadTooLarge { limit });
     }

@@ -88,7 +88,9 @@ impl DetectService {
             (Some(_), Some(_)) => Err(Error::InvalidRequest("send either \"images\" or \"s3\", not both".into())),
             (None, Some(s3)) => {
                 if req.names.is_some() {
-                    return Err(Error::InvalidRequest("\"names\" is not used with \"s3\": results are named by key".into()));
+                    return Err(Error::InvalidRequest(
+                        "\"names\" is not used with \"s3\": results are named by key".into(),
+                    ));
                 }
                 self.detect_s3(s3, arrival).await
             }
@@ -97,7 +99,7 @@ impl DetectService {
                 self.check_count(images.len())?;
                 let names = resolve_names(req.names, images.len())?;
                 // Slices of the body, not copies: base64 is decoded on the workers, one image at a time.
-                let inputs = images.into_iter().map(|text| match text {
+                let inputs = images.into_iter().map(|text| match text.0 {
                     std::borrow::Cow::Borrowed(s) => Input::Base64(body.slice_ref(s.as_bytes())),
                     std::borrow::Cow::Owned(s) => Input::Base64(Bytes::from(s)),
                 });
@@ -166,7 +168,10 @@ impl DetectService {
         }
         self.check_count(req.count)?;
         let ext = UPLOAD_TYPES.iter().find(|(t, _)| *t == req.content_type).map(|(_, e)| *e).ok_or_else(|| {
-            Error::UnsupportedMediaType(format!("{} (uploads accept image/jpeg, image/png, image/webp)", req.content_type))
+            Error::UnsupportedMediaType(format!(
+                "{} (uploads accept image/jpeg, image/png, image/webp)",
+                req.content_type
+            ))
         })?;
         let batch = uuid::Uuid::new_v4();
         let prefix = &s3.config().uploads_prefix;

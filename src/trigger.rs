@@ -83,7 +83,7 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
             Some(format!("event {event_name:?} is not ObjectCreated"))
         } else if !key.starts_with(&cfg.uploads_prefix) {
             Some(format!("key is outside the uploads prefix {:?}", cfg.uploads_prefix))
-        } else if !cfg.allowed_buckets.iter().any(|b| *b == bucket) {
+        } else if !cfg.allowed_buckets.contains(&bucket) {
             Some(format!("bucket {bucket:?} is not allowed"))
         } else {
             None

@@ -29,10 +29,7 @@ fn matches_the_reference_table() {
         let found = common::labels(&d.objects);
         for (label, score) in *expected {
             let best = found.iter().filter(|(l, _)| l == label).map(|(_, s)| *s).fold(f32::NAN, f32::max);
-            assert!(
-                (best - score).abs() <= 0.05,
-                "{image}: {label} expected at {score} ± 0.05, found {found:?}"
-            );
+            assert!((best - score).abs() <= 0.05, "{image}: {label} expected at {score} ± 0.05, found {found:?}");
         }
         // Anything clearly above the threshold must be in the reference too.
         for (label, score) in &found {
@@ -151,6 +148,8 @@ fn corrupt_and_truncated_inputs_are_per_image_errors() {
     let png = common::fixture("astronaut.png");
     let code = |input| d.detect_blocking(input).result.unwrap_err().code();
     assert_eq!(code(Input::Image(png[..png.len() / 2].to_vec().into())), "truncated_image");
+    let jpg = common::fixture("dog.jpg");
+    assert_eq!(code(Input::Image(jpg[..jpg.len() / 2].to_vec().into())), "truncated_image");
     assert_eq!(code(Input::Image(b"definitely not an image".to_vec().into())), "not_an_image");
     assert_eq!(code(Input::Base64(b"!!!not base64!!!".to_vec().into())), "invalid_base64");
     // After errors, the workers still answer.

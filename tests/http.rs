@@ -209,7 +209,9 @@ async fn error_payload_too_large() {
     let v = expect_error(app.clone(), json_req(body.clone()), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     assert!(v["error"]["message"].as_str().unwrap().contains("/api/uploads"), "{v}");
     // Also without a Content-Length (a streamed body).
-    let stream = futures::stream::iter(body.into_bytes().chunks(100).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let stream = futures::stream::iter(
+        body.into_bytes().chunks(100).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
+    );
     let req = Request::post("/api/detect")
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))

@@ -64,15 +64,24 @@ pub fn sniff_format(bytes: &[u8]) -> Result<ImageFormat> {
 
 /// Reads only the header: `(width, height)` before orientation.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
-    let format = sniff_format(bytes)?;
-    let decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(header_error)?;
-    Ok(decoder.dimensions())
+    sniff_format(bytes)?;
+    let size = imagesize::blob_size(bytes).map_err(|e| Error::NotAnImage(e.to_string()))?;
+    let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok((clamp(size.width), clamp(size.height)))
 }
 
 /// Decodes JPEG/PNG/WebP bytes to RGB, refusing images over `max_pixels` from their header alone
 /// and applying the EXIF orientation.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
     let format = sniff_format(bytes)?;
+    // The guard runs on the header bytes alone (some decoders read far past the header on creation).
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        check_pixels(size.width as u64, size.height as u64, max_pixels)?;
+    }
+    // The JPEG decoder fills a cut-off scan with grey instead of failing: check for the end marker.
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(Error::TruncatedImage("the JPEG data ends before its end-of-image marker".into()));
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     // Decoder working memory beyond the output buffer; the output itself is bounded by max_pixels.
@@ -84,14 +93,44 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
     if w == 0 || h == 0 {
         return Err(Error::NotAnImage(format!("image has no pixels ({w}x{h})")));
     }
-    if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(Error::ImageTooLarge { width: w, height: h, limit: max_pixels });
-    }
+    check_pixels(u64::from(w), u64::from(h), max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| body_error(e, w, h, max_pixels))?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
     Ok(RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() })
+}
+
+/// Whether a JPEG's scan data is followed by an end-of-image marker (FF D9).
+///
+/// Walks the marker segments up to the first start-of-scan (skipping APP segments, whose embedded
+/// thumbnails carry their own markers), then looks for EOI: inside entropy-coded data a literal FF is
+/// always stuffed as FF 00, so FF D9 after the scan starts can only be the real end.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut pos = 2; // after SOI
+    loop {
+        while bytes.get(pos) == Some(&0xff) && bytes.get(pos + 1) == Some(&0xff) {
+            pos += 1; // fill bytes
+        }
+        match (bytes.get(pos), bytes.get(pos + 1)) {
+            (Some(0xff), Some(0xda)) => break,
+            (Some(0xff), Some(0x01 | 0xd0..=0xd7)) => pos += 2,
+            (Some(0xff), Some(_)) => match bytes.get(pos + 2..pos + 4) {
+                Some(len) => pos += 2 + usize::from(u16::from_be_bytes([len[0], len[1]])),
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    bytes[pos..].windows(2).any(|w| w == [0xff, 0xd9])
+}
+
+fn check_pixels(w: u64, h: u64, max_pixels: u64) -> Result<()> {
+    if w.saturating_mul(h) > max_pixels {
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        return Err(Error::ImageTooLarge { width: clamp(w), height: clamp(h), limit: max_pixels });
+    }
+    Ok(())
 }
 
 /// An error while reading the header: the data is not a usable image.
@@ -161,6 +200,20 @@ mod tests {
     fn png_without_pixel_data_is_truncated() {
         let png = png_header(4, 4);
         assert_eq!(decode_image(&png, 1 << 20).unwrap_err().code(), "truncated_image");
+    }
+
+    #[test]
+    fn jpeg_completeness() {
+        let mut img = Vec::new();
+        image::DynamicImage::new_rgb8(64, 48).write_to(&mut Cursor::new(&mut img), ImageFormat::Jpeg).unwrap();
+        assert!(jpeg_is_complete(&img));
+        let mut trailing = img.clone();
+        trailing.extend_from_slice(b"trailing metadata");
+        assert!(jpeg_is_complete(&trailing));
+        assert!(!jpeg_is_complete(&img[..img.len() - 2]));
+        assert!(!jpeg_is_complete(&img[..20]));
+        assert_eq!(decode_image(&img[..img.len() - 10], 1 << 20).unwrap_err().code(), "truncated_image");
+        assert_eq!(decode_image(&img, 1 << 20).unwrap().width, 64);
     }
 
     #[test]

@@ -148,14 +148,8 @@ impl Model {
         times.inference_ms = ms_since(t);
 
         let t = Instant::now();
-        let objects = postprocess::postprocess(
-            &rows,
-            img.width,
-            img.height,
-            self.score_threshold,
-            self.nms_iou,
-            &self.labels,
-        );
+        let objects =
+            postprocess::postprocess(&rows, img.width, img.height, self.score_threshold, self.nms_iou, &self.labels);
         times.postprocess_ms = ms_since(t);
         Ok(Detections { width: img.width, height: img.height, objects })
     }

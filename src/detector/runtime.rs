@@ -24,13 +24,14 @@ pub fn environment(path: Option<&Path>) -> Result<&'static Environment> {
     ENVIRONMENT
         .get_or_init(|| {
             let path = path.ok_or_else(|| {
-                "ONNX Runtime library not found: run `make setup` or set ORT_DYLIB_PATH to libonnxruntime.so".to_string()
+                "ONNX Runtime library not found: run `make setup` or set ORT_DYLIB_PATH to libonnxruntime.so"
+                    .to_string()
             })?;
             if !path.exists() {
                 return Err(format!("ONNX Runtime library {} does not exist (ORT_DYLIB_PATH)", path.display()));
             }
-            let builder = ort::init_from(path)
-                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+            let builder =
+                ort::init_from(path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
             builder
                 .with_name("objdet")
                 .with_telemetry(false)

@@ -1,0 +1,80 @@
+//! The `objdet` binary: local detection, start-up errors, and `serve` on a real port.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn objdet() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_objdet"));
+    c.current_dir(common::root()).env("RUST_LOG", "warn");
+    c
+}
+
+#[test]
+fn detect_prints_the_server_json() {
+    let out = objdet()
+        .args(["detect", "tests/fixtures/images/dog.jpg", "tests/fixtures/images/coffee.png"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: objdet::api::DetectResponse = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.results.len(), 2);
+    assert_eq!(v.results[0].name, "tests/fixtures/images/dog.jpg");
+    assert!(v.results[0].objects.iter().any(|o| o.label == "dog"));
+    assert!(v.results[1].objects.iter().any(|o| o.label == "cup"));
+    assert!(v.timing.inference_ms_total > 0.0);
+}
+
+#[test]
+fn missing_onnx_runtime_is_a_clear_error_not_a_panic() {
+    let out = objdet()
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .args(["detect", "tests/fixtures/images/dog.jpg"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ORT_DYLIB_PATH"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn wrong_library_is_a_clear_error() {
+    // A file that exists but is not ONNX Runtime.
+    let out = objdet()
+        .env("ORT_DYLIB_PATH", common::root().join("models/coco80.txt"))
+        .args(["detect", "tests/fixtures/images/dog.jpg"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot load ONNX Runtime"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn serve_answers_on_a_free_port_and_stops_on_sigterm() {
+    let mut child = objdet().args(["serve", "--port", "0"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let body: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{base}/api/detect"))
+            .header("content-type", "image/jpeg")
+            .body(common::fixture("person.jpg"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert!(body["results"][0]["objects"].as_array().unwrap().iter().any(|o| o["label"] == "person"));
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown, got {exit:?}");
+}
