@@ -45,4 +45,4 @@ fmt:
 
 bench: setup ## per-stage timings vs bare session.run, cold start, peak RSS (see docs/performance.md)
 	$(CARGO) build --release --bins
-	$(CARGO) run --release --bin objdet -- bench-stages
+	$(CARGO) bench --bench stages

@@ -49,11 +49,7 @@ impl S3Store {
             Some(b) => b.to_string(),
             None => self.cfg.upload_bucket.clone().ok_or(Error::S3NotConfigured)?,
         };
-        if self.cfg.allowed_buckets.contains(&bucket) {
-            Ok(bucket)
-        } else {
-            Err(Error::BucketNotAllowed(bucket))
-        }
+        if self.cfg.allowed_buckets.contains(&bucket) { Ok(bucket) } else { Err(Error::BucketNotAllowed(bucket)) }
     }
 
     /// Reads one object; a missing key (or bucket) is [`Error::NotFound`].
