@@ -33,8 +33,7 @@ run: setup ## serve the API on http://$(HOST):$(PORT) with the bundled model
 	HOST=$(HOST) PORT=$(PORT) $(CARGO) run --release --bin objdet -- serve
 
 test: setup-test ## all tests: real model, real ORT, real HTTP, local S3 and the Lambda emulator
-	$(CARGO) build --release --bins
-	$(CARGO) test --release --all-targets
+	$(CARGO) test --release --lib --bins --tests
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
@@ -46,3 +45,51 @@ fmt:
 bench: setup ## per-stage timings vs bare session.run, cold start, peak RSS (see docs/performance.md)
 	$(CARGO) build --release --bins
 	$(CARGO) bench --bench stages
+
+LAMBDA_PORT ?= 9000
+.PHONY: lambda-watch verify-model
+
+lambda-watch: setup setup-tools ## cargo lambda watch: the bootstrap behind a local Lambda/function-URL emulator
+	PATH=$(CACHE)/tools/bin:$$PATH cargo lambda watch -A 127.0.0.1 -P $(LAMBDA_PORT) --release --bin bootstrap \
+	  --env-var ORT_DYLIB_PATH=$(ORT_DYLIB_PATH),MODEL_PATH=$(CURDIR)/models/centernet_mobilenetv3_coco.onnx
+
+verify-model: ## check the bundled model and labels against models/SHA256SUMS
+	cd models && sha256sum -c SHA256SUMS
+
+# ---- IaC, images and deployment (docs/deploy.md) -------------------------------------------------
+TEMPLATE   ?= template.yaml
+EVENT      ?= events/apigw-http-detect-inline.json
+PLATFORM   ?= linux/amd64
+IMAGE_TAG  ?= latest
+.PHONY: lint-iac test-iac check-glibc image sam-build deploy deploy-guided local-invoke start-api push-server
+
+lint-iac: ## sam validate --lint, samtranslator + cfn-lint, checkov, hadolint (TEMPLATE=template.yaml)
+	scripts/lint-iac.sh $(TEMPLATE)
+
+test-iac: ## a template with a bucket <-> function <-> policy cycle must fail lint-iac
+	scripts/test-lint-iac.sh
+
+check-glibc: ## release binaries must need at most GLIBC_2.34 (AWS Lambda AL2023)
+	scripts/check-glibc.sh 2.34 target/release/objdet target/release/bootstrap $(CACHE)/ort/libonnxruntime.so
+
+image: ## docker build both targets (objdet-lambda, objdet-server) for PLATFORM
+	docker build --platform $(PLATFORM) --target lambda -t objdet-lambda:$(IMAGE_TAG) .
+	docker build --platform $(PLATFORM) --target server -t objdet-server:$(IMAGE_TAG) .
+
+sam-build: ## sam build (builds the lambda image from the Dockerfile)
+	$(CACHE)/lint/bin/sam build --template-file $(TEMPLATE)
+
+deploy-guided: sam-build ## first deployment: asks for parameters and writes samconfig.toml
+	$(CACHE)/lint/bin/sam deploy --guided
+
+deploy: sam-build ## deploy with samconfig.toml
+	$(CACHE)/lint/bin/sam deploy
+
+local-invoke: ## sam local invoke with EVENT=events/....json (needs Docker)
+	$(CACHE)/lint/bin/sam local invoke DetectFunction --event $(EVENT)
+
+start-api: ## sam local start-api on 127.0.0.1:3000 (needs Docker)
+	$(CACHE)/lint/bin/sam local start-api --host 127.0.0.1 --port 3000
+
+push-server: ## push the server image to the EC2 variant's ECR repository (STACK=objdet)
+	scripts/push-server.sh $(or $(STACK),objdet) $(PLATFORM)

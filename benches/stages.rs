@@ -122,7 +122,11 @@ impl Server {
     fn start(extra_env: &[(&str, &str)]) -> (Server, Instant) {
         let t0 = Instant::now();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_objdet"));
-        cmd.current_dir(root()).args(["serve", "--port", "0"]).env("RUST_LOG", "warn").stdout(Stdio::piped());
+        cmd.current_dir(root())
+            .args(["serve", "--port", "0"])
+            .env("RUST_LOG", "warn")
+            .env("MAX_BODY_BYTES", "536870912")
+            .stdout(Stdio::piped());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -172,6 +176,11 @@ async fn post_json(client: &reqwest::Client, base: &str, body: Vec<u8>) -> serde
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary without `--bench`: only check that it builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("stages: run with `make bench` (cargo bench --bench stages)");
+        return;
+    }
     let rounds = env_usize("BENCH_ROUNDS", 5);
     let batch = env_usize("BENCH_BATCH", 200);
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);

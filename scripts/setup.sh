@@ -21,7 +21,8 @@ CHECKOV_VERSION=3.3.30
 HADOLINT_VERSION=2.15.1
 CARGO_LAMBDA_VERSION=1.9.2
 
-arch=$(uname -m)
+# ORT_ARCH overrides the machine's architecture (Docker builds fetch the target's library).
+arch=${ORT_ARCH:-$(uname -m)}
 case "$arch" in
   x86_64) plat=manylinux_2_28_x86_64 ;;
   aarch64) plat=manylinux_2_28_aarch64 ;;

@@ -3,7 +3,8 @@
 //! [`Router`] `objdet serve` runs, by `lambda_http`.
 
 use axum::Router;
-use lambda_http::request::LambdaRequest;
+use lambda_http::RequestExt as _;
+use lambda_http::request::{LambdaRequest, RequestContext};
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tower::Service as _;
@@ -59,7 +60,8 @@ impl LambdaHandler {
                 let request: LambdaRequest = serde_json::from_value(payload).map_err(|e| {
                     Error::InvalidRequest(format!("unsupported event: neither S3 nor an HTTP (API Gateway) event: {e}"))
                 })?;
-                let mut adapter = lambda_http::Adapter::from(self.router.clone());
+                let service = tower::ServiceExt::map_request(self.router.clone(), strip_stage);
+                let mut adapter = lambda_http::Adapter::from(service);
                 let response = adapter
                     .call(LambdaEvent::new(request, context))
                     .await
@@ -77,4 +79,32 @@ impl LambdaHandler {
         }))
         .await
     }
+}
+
+/// Removes the API Gateway stage (`/prod/api/detect` → `/api/detect`) that `lambda_http` puts in front
+/// of the path, so the same routes answer on any stage name, `$default` included.
+pub fn strip_stage(mut req: lambda_http::Request) -> lambda_http::Request {
+    let stage = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(c)) => c.stage.clone(),
+        Some(RequestContext::ApiGatewayV2(c)) => c.stage.clone(),
+        _ => None,
+    };
+    let Some(stage) = stage.filter(|s| !s.is_empty() && s != "$default") else { return req };
+    let prefix = format!("/{stage}");
+    let Some(rest) = req.uri().path().strip_prefix(&prefix).filter(|r| r.is_empty() || r.starts_with('/')) else {
+        return req;
+    };
+    let path = if rest.is_empty() { "/" } else { rest };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }

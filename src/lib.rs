@@ -5,6 +5,7 @@
 //! [`lambda`] and [`trigger`] are thin front doors around it.
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod detector;
 pub mod error;

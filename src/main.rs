@@ -1,20 +1,34 @@
-//! `objdet`: the command-line front door (server, local detection, and the offloading experiment).
+//! `objdet`: the command-line front door — the server, local or offloaded detection, and the
+//! offloading experiment (bench, plot, dataset, advise).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
 
+use objdet::bench::client::{self, Image, Link, Mode, Remote};
+use objdet::bench::{self, BenchOptions, Target, advise};
 use objdet::detector::Input;
 use objdet::service::Arrival;
 use objdet::{Config, DetectService, server, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "objdet", version, about = "Object detection here, on EC2/Docker, or on AWS Lambda")]
+#[command(name = "objdet", version, about = "Object detection here, on EC2/Docker, or on AWS Lambda — and which wins")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Whether `detect` runs here or on `--endpoint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Offload {
+    /// Always run locally.
+    Never,
+    /// Always send to --endpoint.
+    Always,
+    /// Decide per batch from a benchmark profile (--profile results.csv).
+    Auto,
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,14 +42,106 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Detect objects in local files and print the same JSON the server returns.
+    /// Exit 0 when the server on 127.0.0.1:$PORT answers /healthz (the container HEALTHCHECK).
+    Health {
+        /// Base URL (default http://127.0.0.1:$PORT).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Detect objects in image files and print the server's JSON — here, or offloaded.
     Detect {
         /// Image files (JPEG, PNG, WebP).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// A remote objdet (base URL) to offload to.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// never | always | auto (default: always with --endpoint, never without).
+        #[arg(long, value_enum)]
+        offload: Option<Offload>,
+        /// Benchmark CSV the `auto` decision is fitted from.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Location label of the remote rows in --profile (default: the one with most rows).
+        #[arg(long)]
+        profile_location: Option<String>,
         /// Pretty-print the JSON.
         #[arg(long)]
         pretty: bool,
+    },
+    /// Measure a target like the original study: batches of 1..200 images, one CSV row per batch.
+    Bench {
+        /// `local` (in-process, no network) or the service's base URL.
+        #[arg(long, default_value = "local")]
+        target: Target,
+        /// How images travel to a remote target.
+        #[arg(long, value_enum, default_value = "inline")]
+        mode: Mode,
+        /// Directory of images, cycled to fill each batch.
+        #[arg(long, default_value = "tests/fixtures/images")]
+        images: PathBuf,
+        /// Batch sizes.
+        #[arg(long, value_delimiter = ',', default_values_t = bench::DEFAULT_SIZES.to_vec())]
+        sizes: Vec<usize>,
+        /// Repeats per size (p50/p95 columns when > 1).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// The "Location" column.
+        #[arg(long, default_value = "local")]
+        label: String,
+        /// CSV to append to.
+        #[arg(long, default_value = "results.csv")]
+        out: PathBuf,
+        /// Concurrent requests (binary mode, S3 PUTs; inline splits the batch into this many requests).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Emulate an uplink of this many Mbit/s (the client paces request bodies).
+        #[arg(long)]
+        uplink_mbps: Option<f64>,
+        /// Emulated round-trip time added per request, ms.
+        #[arg(long)]
+        rtt_ms: Option<f64>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Draw execution time and average inference time vs number of images from a results CSV.
+    Plot {
+        /// Results CSV.
+        csv: PathBuf,
+        /// Output .png or .svg.
+        #[arg(long, default_value = "fig.png")]
+        out: PathBuf,
+    },
+    /// Make a deterministic benchmark image set (crops, scales, flips, JPEG qualities).
+    Dataset {
+        /// Source photos.
+        #[arg(long, default_value = "tests/fixtures/images")]
+        from: PathBuf,
+        /// Images to write.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Target average file size, MB (the original: 43.6 MB / 200).
+        #[arg(long, default_value_t = 0.218)]
+        avg_mb: f64,
+    },
+    /// Fit the benchmark rows and say when offloading pays.
+    Advise {
+        /// Results CSV.
+        #[arg(long)]
+        from: PathBuf,
+        /// Also decide for this payload, MB.
+        #[arg(long)]
+        payload_mb: Option<f64>,
+        /// Re-estimate remote times at this uplink, Mbit/s.
+        #[arg(long)]
+        uplink_mbps: Option<f64>,
+        /// Lambda memory for the cost estimate, MB.
+        #[arg(long, default_value_t = 3538.0)]
+        memory_mb: f64,
     },
 }
 
@@ -63,23 +169,131 @@ async fn main() -> anyhow::Result<()> {
             println!("listening on http://{local}");
             server::serve(listener, router).await?;
         }
-        Command::Detect { files, pretty } => {
-            let config = Arc::new(config);
-            let service = DetectService::from_config(config).await?;
-            let start = std::time::Instant::now();
-            let mut items = Vec::with_capacity(files.len());
-            let mut bytes_total = 0usize;
-            for f in &files {
-                let data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-                bytes_total += data.len();
-                items.push((f.display().to_string(), Input::Image(data.into())));
-            }
-            let arrival =
-                Arrival { start, receive_ms: objdet::api::ms_since(start), payload_bytes: bytes_total as u64 };
-            let response = service.detect_inputs(items, arrival).await?;
+        Command::Health { url } => {
+            let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}", config.port));
+            let res = reqwest::Client::new()
+                .get(format!("{}/healthz", url.trim_end_matches('/')))
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await
+                .context("health check request")?;
+            anyhow::ensure!(res.status().is_success(), "health check answered {}", res.status());
+        }
+        Command::Detect { files, endpoint, offload, profile, profile_location, pretty } => {
+            let response = detect(Arc::new(config), files, endpoint, offload, profile, profile_location).await?;
             let out = if pretty { serde_json::to_string_pretty(&response)? } else { serde_json::to_string(&response)? };
             println!("{out}");
         }
+        Command::Bench { target, mode, images, sizes, repeat, label, out, concurrency, uplink_mbps, rtt_ms, quiet } => {
+            if repeat == 0 || sizes.is_empty() || sizes.contains(&0) {
+                bail!("--repeat and every --sizes entry must be at least 1");
+            }
+            let opts = BenchOptions {
+                target,
+                mode,
+                images,
+                sizes,
+                repeat,
+                label,
+                concurrency: concurrency.max(1),
+                link: Link { uplink_mbps, rtt_ms },
+                progress: !quiet,
+            };
+            let rows = bench::run(&opts, Arc::new(config)).await?;
+            if rows.is_empty() {
+                bail!("no batch succeeded");
+            }
+            bench::csv::append(&out, &rows)?;
+            println!("{}", bench::summary(&rows));
+            println!("appended {} rows to {}", rows.len(), out.display());
+        }
+        Command::Plot { csv, out } => {
+            let rows = bench::csv::read(&csv)?;
+            let n = bench::plot::plot(&rows, &out)?;
+            println!("wrote {} with {n} series", out.display());
+        }
+        Command::Dataset { from, count, out, avg_mb } => {
+            let s = bench::dataset::make(&from, count, &out, avg_mb)?;
+            println!(
+                "wrote {} images to {}: {:.1} MB, {:.3} MB per image",
+                s.count,
+                out.display(),
+                s.total_bytes as f64 / 1e6,
+                s.total_bytes as f64 / 1e6 / s.count.max(1) as f64
+            );
+        }
+        Command::Advise { from, payload_mb, uplink_mbps, memory_mb } => {
+            let rows = bench::csv::read(&from)?;
+            let (text, ok) = advise::report(&rows, payload_mb, uplink_mbps, memory_mb);
+            println!("{text}");
+            if !ok {
+                bail!("the data in {} can't support an answer (see above)", from.display());
+            }
+        }
     }
     Ok(())
+}
+
+/// `objdet detect`: locally, or on `--endpoint` (inline under the Lambda limit, else via S3 uploads),
+/// or chosen per batch from a benchmark profile. The JSON is the same either way.
+async fn detect(
+    config: Arc<Config>,
+    files: Vec<PathBuf>,
+    endpoint: Option<String>,
+    offload: Option<Offload>,
+    profile: Option<PathBuf>,
+    profile_location: Option<String>,
+) -> anyhow::Result<objdet::api::DetectResponse> {
+    let start = std::time::Instant::now();
+    let mut images = Vec::with_capacity(files.len());
+    for f in &files {
+        let data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        images.push(Image { name: f.display().to_string(), bytes: data.into() });
+    }
+    let payload: usize = images.iter().map(|i| i.bytes.len()).sum();
+    let inline_fits = client::inline_body(&images).len() <= config.lambda_max_body_bytes;
+    let remote_mode = if inline_fits { Mode::Inline } else { Mode::S3 };
+    let offload = offload.unwrap_or(if endpoint.is_some() { Offload::Always } else { Offload::Never });
+    let go_remote = match offload {
+        Offload::Never => false,
+        Offload::Always => true,
+        Offload::Auto => {
+            let profile = profile.context("--offload auto needs --profile results.csv")?;
+            let rows = bench::csv::read(&profile)?;
+            let fits: Vec<advise::Fit> =
+                advise::fit_all(&rows, None).into_iter().filter_map(|f| f.ok()).filter(|f| f.usable()).collect();
+            let local = fits.iter().find(|f| f.mode == "local");
+            let remote = fits
+                .iter()
+                .filter(|f| f.mode == remote_mode.as_str())
+                .filter(|f| profile_location.as_ref().is_none_or(|l| &f.location == l))
+                .max_by_key(|f| f.rows);
+            match (local, remote) {
+                (Some(l), Some(r)) => {
+                    let d = advise::decide(l, r, payload as f64 / 1e6, images.len());
+                    eprintln!("objdet: {}", d.reason);
+                    d.offload
+                }
+                _ => {
+                    eprintln!(
+                        "objdet: {} has no usable local and {} fits: running locally",
+                        profile.display(),
+                        remote_mode.as_str()
+                    );
+                    false
+                }
+            }
+        }
+    };
+    if go_remote {
+        let endpoint = endpoint.context("offloading needs --endpoint URL")?;
+        let remote = Remote::new(&endpoint, Link::default(), 4)?;
+        eprintln!("objdet: sending {} images to {endpoint} ({})", images.len(), remote_mode.as_str());
+        Ok(remote.detect(&images, remote_mode).await?.response)
+    } else {
+        let service = DetectService::from_config(config).await?;
+        let items = images.into_iter().map(|i| (i.name, Input::Image(i.bytes))).collect();
+        let arrival = Arrival { start, receive_ms: objdet::api::ms_since(start), payload_bytes: payload as u64 };
+        Ok(service.detect_inputs(items, arrival).await?)
+    }
 }

@@ -70,3 +70,4 @@ pub fn b64(bytes: &[u8]) -> String {
 pub fn labels(objects: &[objdet::api::Object]) -> Vec<(String, f32)> {
     objects.iter().map(|o| (o.label.clone(), o.score)).collect()
 }
+pub mod aws;

@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1
+# Two images from one build (see docs/deploy.md):
+#   docker build --target lambda -t objdet-lambda .   AWS Lambda container image (provided:al2023)
+#   docker build --target server -t objdet-server .   the EC2/Docker variant: objdet serve on 0.0.0.0:$PORT
+# Multi-arch: --platform linux/amd64 (default) or linux/arm64 (Graviton).
+#
+# Builder: the official Rust image on Debian bookworm. Its glibc is 2.36, but the release binaries
+# only reference symbols up to GLIBC_2.34 (AL2023's glibc), which `make check-glibc` verifies in CI;
+# the same binaries then run on the Lambda base image (AL2023) and on the slim server image.
+
+# ---- ONNX Runtime shared library: the same pinned PyPI wheel as `make setup` --------------------
+FROM --platform=$BUILDPLATFORM public.ecr.aws/docker/library/python:3.11-slim-bookworm AS ort
+ARG TARGETARCH
+WORKDIR /src
+COPY scripts/setup.sh scripts/setup.sh
+RUN case "${TARGETARCH:-amd64}" in arm64) arch=aarch64 ;; *) arch=x86_64 ;; esac \
+ && ORT_ARCH="$arch" OBJDET_CACHE=/cache scripts/setup.sh ort \
+ && mkdir -p /opt/onnxruntime/lib \
+ && cp -P /cache/ort/libonnxruntime.so* /opt/onnxruntime/lib/
+
+# ---- release binaries: objdet (CLI + server) and bootstrap (Lambda) ----------------------------
+FROM public.ecr.aws/docker/library/rust:1.95-slim-bookworm AS builder
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY benches benches
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bins \
+ && mkdir -p /out \
+ && cp target/release/objdet target/release/bootstrap /out/
+
+# ---- Lambda: provided:al2023 runs ${LAMBDA_RUNTIME_DIR}/bootstrap --------------------------------
+FROM public.ecr.aws/lambda/provided:al2023 AS lambda
+COPY --from=ort /opt/onnxruntime/lib /opt/onnxruntime/lib
+COPY models/centernet_mobilenetv3_coco.onnx models/coco80.txt /opt/models/
+COPY --from=builder /out/bootstrap ${LAMBDA_RUNTIME_DIR}/bootstrap
+ENV ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
+    MODEL_PATH=/opt/models/centernet_mobilenetv3_coco.onnx \
+    LABELS_PATH=/opt/models/coco80.txt \
+    LOG_FORMAT=json
+CMD ["bootstrap"]
+
+# ---- EC2/Docker server --------------------------------------------------------------------------
+FROM public.ecr.aws/docker/library/debian:bookworm-slim AS server
+# ca-certificates: TLS to S3 when the server is given a bucket. Versions follow the pinned base image.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 objdet \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin objdet
+COPY --from=ort /opt/onnxruntime/lib /opt/onnxruntime/lib
+COPY models/centernet_mobilenetv3_coco.onnx models/coco80.txt /opt/models/
+COPY --from=builder /out/objdet /usr/local/bin/objdet
+ENV HOST=0.0.0.0 \
+    PORT=5000 \
+    ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
+    MODEL_PATH=/opt/models/centernet_mobilenetv3_coco.onnx \
+    LABELS_PATH=/opt/models/coco80.txt \
+    LOG_FORMAT=json
+USER 10001:10001
+EXPOSE 5000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["objdet", "health"]
+ENTRYPOINT ["objdet"]
+CMD ["serve"]

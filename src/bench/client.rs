@@ -1,0 +1,288 @@
+//! The client side of offloading: sending a batch to a remote objdet (inline JSON, raw bodies, or
+//! presigned S3 uploads + keys), with optional uplink emulation, and timing every phase.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::api::{DetectResponse, ImageResult, Timing, UploadsResponse};
+use crate::error::{Error, Result};
+
+/// A named image to send.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Name sent with the image.
+    pub name: String,
+    /// Encoded bytes.
+    pub bytes: Bytes,
+}
+
+/// How images travel to the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The original JSON body of base64 images.
+    Inline,
+    /// One raw image body per request.
+    Binary,
+    /// Presigned PUTs to S3, then detection by key.
+    S3,
+}
+
+impl Mode {
+    /// The CSV name of the mode.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Inline => "inline",
+            Mode::Binary => "binary",
+            Mode::S3 => "s3",
+        }
+    }
+}
+
+/// An emulated link: the client paces request bodies and waits one RTT per request.
+/// Nothing is done to the real network; rows record the emulated values.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Link {
+    /// Uplink rate in Mbit/s.
+    pub uplink_mbps: Option<f64>,
+    /// Added round-trip time per request, ms.
+    pub rtt_ms: Option<f64>,
+}
+
+/// What one batch cost, seen from the client.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Results in batch order (names as sent).
+    pub response: DetectResponse,
+    /// Bytes put on the uplink.
+    pub payload_bytes: u64,
+    /// Wall time from the first byte prepared to the last response parsed.
+    pub round_trip_s: f64,
+    /// Time to hand the payload to the network (s3: presign + all PUTs).
+    pub upload_s: f64,
+}
+
+/// A remote objdet at `base` (e.g. `http://127.0.0.1:5000` or an API Gateway URL).
+#[derive(Debug, Clone)]
+pub struct Remote {
+    base: String,
+    http: reqwest::Client,
+    link: Link,
+    concurrency: usize,
+}
+
+/// The content type of encoded image bytes.
+pub fn content_type(bytes: &[u8]) -> &'static str {
+    match image::guess_format(bytes) {
+        Ok(image::ImageFormat::Png) => "image/png",
+        Ok(image::ImageFormat::WebP) => "image/webp",
+        _ => "image/jpeg",
+    }
+}
+
+/// The original service's JSON body for `images`.
+pub fn inline_body(images: &[Image]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = json!({
+        "images": images.iter().map(|i| b64.encode(&i.bytes)).collect::<Vec<_>>(),
+        "names": images.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// A request body that goes out at the emulated uplink rate, recording when its last byte left.
+fn paced_body(body: Bytes, link: Link, sent: Arc<Mutex<Option<Instant>>>) -> reqwest::Body {
+    const CHUNK: usize = 16 * 1024;
+    let rate = link.uplink_mbps.map(|m| m * 1e6 / 8.0); // bytes per second
+    let start = Instant::now();
+    let stream = futures::stream::unfold(0usize, move |off| {
+        let (body, sent) = (body.clone(), sent.clone());
+        async move {
+            if off >= body.len() {
+                *sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                return None;
+            }
+            let end = (off + CHUNK).min(body.len());
+            if let Some(rate) = rate {
+                tokio::time::sleep_until((start + Duration::from_secs_f64(end as f64 / rate)).into()).await;
+            }
+            Some((Ok::<Bytes, std::io::Error>(body.slice(off..end)), end))
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+impl Remote {
+    /// A client for the service at `base`.
+    pub fn new(base: &str, link: Link, concurrency: usize) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(900))
+            .build()
+            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+        Ok(Self { base: base.trim_end_matches('/').to_string(), http, link, concurrency: concurrency.max(1) })
+    }
+
+    /// Sends `body` with the emulated link; returns (status, response bytes, seconds until the body was sent).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(reqwest::StatusCode, Bytes, f64)> {
+        if let Some(rtt) = self.link.rtt_ms {
+            tokio::time::sleep(Duration::from_secs_f64(rtt / 1e3)).await;
+        }
+        let sent = Arc::new(Mutex::new(None));
+        let len = body.len();
+        let start = Instant::now();
+        let res = self
+            .http
+            .request(method, url)
+            .header("content-type", content_type)
+            .header("content-length", len)
+            .body(paced_body(body, self.link, sent.clone()))
+            .send()
+            .await
+            .map_err(|e| Error::Internal(format!("{url}: {e}")))?;
+        let upload = sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or_else(|| start.elapsed(), |t| t.duration_since(start))
+            .as_secs_f64();
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|e| Error::Internal(format!("{url}: {e}")))?;
+        Ok((status, bytes, upload))
+    }
+
+    async fn detect_request(&self, content_type: &str, body: Bytes, query: &str) -> Result<(DetectResponse, f64)> {
+        let url = format!("{}/api/detect{query}", self.base);
+        let (status, bytes, upload) = self.send(reqwest::Method::POST, &url, content_type, body).await?;
+        if !status.is_success() {
+            return Err(remote_error(status, &bytes));
+        }
+        let response = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("unexpected answer from {url}: {e}")))?;
+        Ok((response, upload))
+    }
+
+    /// Sends the batch in `mode`.
+    pub async fn detect(&self, images: &[Image], mode: Mode) -> Result<Measured> {
+        match mode {
+            Mode::Inline => self.detect_inline(images).await,
+            Mode::Binary => self.detect_binary(images).await,
+            Mode::S3 => self.detect_s3(images).await,
+        }
+    }
+
+    /// The original JSON API; with concurrency > 1 the batch is split into that many requests sent at once.
+    pub async fn detect_inline(&self, images: &[Image]) -> Result<Measured> {
+        let start = Instant::now();
+        let chunk = images.len().div_ceil(self.concurrency).max(1);
+        let bodies: Vec<Bytes> = images.chunks(chunk).map(|c| Bytes::from(inline_body(c))).collect();
+        let payload_bytes = bodies.iter().map(|b| b.len() as u64).sum();
+        let parts =
+            futures::future::try_join_all(bodies.into_iter().map(|b| self.detect_request("application/json", b, "")))
+                .await?;
+        let upload_s = parts.iter().map(|(_, u)| *u).fold(0.0, f64::max);
+        let response = merge(parts.into_iter().map(|(r, _)| r).collect());
+        Ok(Measured { response, payload_bytes, round_trip_s: start.elapsed().as_secs_f64(), upload_s })
+    }
+
+    /// One raw-body request per image, `concurrency` at a time.
+    pub async fn detect_binary(&self, images: &[Image]) -> Result<Measured> {
+        let start = Instant::now();
+        let payload_bytes = images.iter().map(|i| i.bytes.len() as u64).sum();
+        let parts: Vec<Result<(DetectResponse, f64)>> = futures::stream::iter(images.iter())
+            .map(|img| async move {
+                let query = format!("?name={}", percent_encoding::utf8_percent_encode(&img.name, QUERY));
+                self.detect_request(content_type(&img.bytes), img.bytes.clone(), &query).await
+            })
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let parts: Vec<_> = parts.into_iter().collect::<Result<_>>()?;
+        let upload_s = parts.iter().map(|(_, u)| *u).sum();
+        let response = merge(parts.into_iter().map(|(r, _)| r).collect());
+        Ok(Measured { response, payload_bytes, round_trip_s: start.elapsed().as_secs_f64(), upload_s })
+    }
+
+    /// Presigned uploads (`POST /api/uploads`, then PUTs), then detection by key. Upload time counts.
+    pub async fn detect_s3(&self, images: &[Image]) -> Result<Measured> {
+        let start = Instant::now();
+        let ct = images.first().map_or("image/jpeg", |i| content_type(&i.bytes));
+        let url = format!("{}/api/uploads", self.base);
+        let req = json!({"count": images.len(), "content_type": ct}).to_string();
+        let (status, bytes, _) = self.send(reqwest::Method::POST, &url, "application/json", req.into()).await?;
+        if !status.is_success() {
+            return Err(remote_error(status, &bytes));
+        }
+        let slots: UploadsResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("unexpected answer from {url}: {e}")))?;
+        if slots.uploads.len() != images.len() {
+            return Err(Error::Internal(format!(
+                "asked for {} upload URLs, got {}",
+                images.len(),
+                slots.uploads.len()
+            )));
+        }
+        let puts: Vec<Result<()>> = futures::stream::iter(slots.uploads.iter().zip(images))
+            .map(|(slot, img)| async move {
+                let (status, body, _) =
+                    self.send(reqwest::Method::PUT, &slot.url, content_type(&img.bytes), img.bytes.clone()).await?;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(Error::S3(format!("PUT {}: {status} {}", slot.key, String::from_utf8_lossy(&body))))
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        puts.into_iter().collect::<Result<Vec<()>>>()?;
+        let upload_s = start.elapsed().as_secs_f64();
+        let keys: Vec<&str> = slots.uploads.iter().map(|u| u.key.as_str()).collect();
+        let body = json!({"s3": {"bucket": slots.bucket, "keys": keys}}).to_string();
+        let (mut response, _) = self.detect_request("application/json", body.into(), "").await?;
+        for (r, img) in response.results.iter_mut().zip(images) {
+            r.name = img.name.clone();
+        }
+        let payload_bytes = images.iter().map(|i| i.bytes.len() as u64).sum();
+        Ok(Measured { response, payload_bytes, round_trip_s: start.elapsed().as_secs_f64(), upload_s })
+    }
+}
+
+/// Characters escaped in a `?name=` value.
+const QUERY: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// Turns a non-2xx answer into an error that carries the service's code and message.
+fn remote_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
+    let detail = serde_json::from_slice::<crate::error::ErrorResponse>(body)
+        .map(|e| format!("{}: {}", e.error.code, e.error.message))
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(300).collect());
+    Error::Internal(format!("the service answered {status}: {detail}"))
+}
+
+/// Concatenates the results of several requests and sums their timing.
+pub fn merge(parts: Vec<DetectResponse>) -> DetectResponse {
+    let mut results: Vec<ImageResult> = Vec::new();
+    let mut t = Timing::default();
+    for p in parts {
+        results.extend(p.results);
+        t.payload_bytes += p.timing.payload_bytes;
+        t.receive_ms += p.timing.receive_ms;
+        t.decode_ms += p.timing.decode_ms;
+        t.inference_ms_total += p.timing.inference_ms_total;
+        t.total_ms += p.timing.total_ms;
+        if let Some(s3) = p.timing.s3_fetch_ms {
+            *t.s3_fetch_ms.get_or_insert(0.0) += s3;
+        }
+    }
+    t.avg_inference_ms = t.inference_ms_total / results.len().max(1) as f64;
+    DetectResponse { results, timing: t }
+}

@@ -1,0 +1,230 @@
+//! The offloading experiment: `objdet bench` (the original study's table against any target),
+//! `objdet plot`, `objdet dataset`, `objdet advise`, and the runtime offloading decision.
+
+pub mod advise;
+pub mod client;
+pub mod csv;
+pub mod dataset;
+pub mod plot;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::detector::Input;
+use crate::error::{Error, Result};
+use crate::service::{Arrival, DetectService};
+use client::{Image, Link, Measured, Mode, Remote};
+use csv::Row;
+
+/// The original study's batch sizes.
+pub const DEFAULT_SIZES: &[usize] = &[1, 2, 5, 10, 20, 50, 100, 200];
+
+/// Where a benchmark runs.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// In-process, no network: the "don't offload" baseline.
+    Local,
+    /// A remote objdet at this base URL.
+    Remote(String),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "local" {
+            Ok(Target::Local)
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(Target::Remote(s.to_string()))
+        } else {
+            Err(format!("target must be `local` or an http(s) URL, got {s:?}"))
+        }
+    }
+}
+
+/// Everything `objdet bench` needs.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Where detection runs.
+    pub target: Target,
+    /// How images travel (ignored for `local`).
+    pub mode: Mode,
+    /// Directory of images (cycled to fill a batch).
+    pub images: PathBuf,
+    /// Batch sizes.
+    pub sizes: Vec<usize>,
+    /// Repeats per size.
+    pub repeat: usize,
+    /// The "Location" column.
+    pub label: String,
+    /// Concurrent requests (binary, s3 PUTs, inline split).
+    pub concurrency: usize,
+    /// Emulated link.
+    pub link: Link,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Loads the images of `dir` (JPEG/PNG/WebP), sorted by name.
+pub fn load_images(dir: &Path) -> Result<Vec<Image>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::InvalidRequest(format!("{}: {e}", dir.display())))?;
+    let mut paths: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "webp"))
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Error::InvalidRequest(format!("no JPEG/PNG/WebP images in {}", dir.display())));
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).map_err(|e| Error::InvalidRequest(format!("{}: {e}", p.display())))?;
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok(Image { name, bytes: Bytes::from(bytes) })
+        })
+        .collect()
+}
+
+/// The first `n` images of the cycled set, named `<i>-<file>`.
+pub fn batch(images: &[Image], n: usize) -> Vec<Image> {
+    (0..n)
+        .map(|i| {
+            let img = &images[i % images.len()];
+            Image { name: format!("{i}-{}", img.name), bytes: img.bytes.clone() }
+        })
+        .collect()
+}
+
+/// Runs one batch in-process through the service, timed like a request.
+pub async fn run_local(service: &DetectService, images: &[Image]) -> Result<Measured> {
+    let start = Instant::now();
+    let payload_bytes: u64 = images.iter().map(|i| i.bytes.len() as u64).sum();
+    let items = images.iter().map(|i| (i.name.clone(), Input::Image(i.bytes.clone()))).collect();
+    let response = service.detect_inputs(items, Arrival::now(payload_bytes as usize)).await?;
+    Ok(Measured { response, payload_bytes, round_trip_s: start.elapsed().as_secs_f64(), upload_s: 0.0 })
+}
+
+/// A measured batch as a CSV row.
+pub fn to_row(m: &Measured, opts: &BenchOptions, mode: &str, repeat: usize) -> Row {
+    let t = &m.response.timing;
+    let n = m.response.results.len();
+    let payload_mb = m.payload_bytes as f64 / 1e6;
+    let server_total_s = t.total_ms / 1e3;
+    let remote_http = mode == "inline" || mode == "binary";
+    let upload = (mode != "local").then_some(m.upload_s);
+    Row {
+        date: csv::utc_now(),
+        total_images: n,
+        payload_mb,
+        transfer_mb_s: (remote_http && t.receive_ms > 0.0)
+            .then(|| (t.payload_bytes as f64 / 1e6) / (t.receive_ms / 1e3)),
+        server_total_s,
+        avg_inference_s: t.avg_inference_ms / 1e3,
+        location: opts.label.clone(),
+        mode: mode.to_string(),
+        round_trip_s: m.round_trip_s,
+        upload_s: upload,
+        client_overhead_s: (m.round_trip_s - server_total_s - if mode == "s3" { m.upload_s } else { 0.0 }).max(0.0),
+        repeat,
+        uplink_mbps: opts.link.uplink_mbps,
+        rtt_ms: opts.link.rtt_ms,
+        client_mb_s: upload.filter(|u| *u > 0.0).map(|u| payload_mb / u),
+        round_trip_p50_s: None,
+        round_trip_p95_s: None,
+        errors: m.response.results.iter().filter(|r| r.error.is_some()).count(),
+    }
+}
+
+/// The `q` quantile (0..1) by nearest rank.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[idx]
+}
+
+/// Runs the experiment and returns its rows (also printed as a summary by the CLI).
+pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
+    let images = load_images(&opts.images)?;
+    let (local, remote, mode) = match &opts.target {
+        Target::Local => (Some(DetectService::from_config(config).await?), None, "local"),
+        Target::Remote(url) => (None, Some(Remote::new(url, opts.link, opts.concurrency)?), opts.mode.as_str()),
+    };
+    let total = (opts.sizes.len() * opts.repeat) as u64;
+    let bar = if opts.progress {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut rows = Vec::new();
+    for &n in &opts.sizes {
+        let batch = batch(&images, n);
+        let mut group = Vec::new();
+        for r in 1..=opts.repeat {
+            bar.set_message(format!("{n} images, repeat {r}"));
+            let measured = match (&local, &remote) {
+                (Some(service), _) => run_local(service, &batch).await,
+                (None, Some(remote)) => remote.detect(&batch, opts.mode).await,
+                (None, None) => unreachable!("a target is always set"),
+            };
+            match measured {
+                Ok(m) => group.push(to_row(&m, opts, mode, r)),
+                Err(e) => bar.println(format!("{n} images, repeat {r}: {e}")),
+            }
+            bar.inc(1);
+        }
+        if opts.repeat > 1 && !group.is_empty() {
+            let rts: Vec<f64> = group.iter().map(|r| r.round_trip_s).collect();
+            let (p50, p95) = (quantile(&rts, 0.5), quantile(&rts, 0.95));
+            for row in &mut group {
+                row.round_trip_p50_s = Some(p50);
+                row.round_trip_p95_s = Some(p95);
+            }
+        }
+        rows.extend(group);
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+/// A readable table of rows (medians per size when repeated).
+pub fn summary(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| location | mode | images | payload MB | round trip s | server s | avg inference s | transfer MB/s | errors |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut keys: Vec<(String, String, usize)> =
+        rows.iter().map(|r| (r.location.clone(), r.mode.clone(), r.total_images)).collect();
+    keys.dedup();
+    for (loc, mode, n) in keys {
+        let g: Vec<&Row> = rows.iter().filter(|r| r.location == loc && r.mode == mode && r.total_images == n).collect();
+        let med = |f: &dyn Fn(&Row) -> f64| quantile(&g.iter().map(|r| f(r)).collect::<Vec<_>>(), 0.5);
+        let transfer = g.iter().filter_map(|r| r.transfer_mb_s).collect::<Vec<_>>();
+        out.push_str(&format!(
+            "| {loc} | {mode} | {n} | {:.2} | {:.3} | {:.3} | {:.4} | {} | {} |\n",
+            med(&|r| r.payload_mb),
+            med(&|r| r.round_trip_s),
+            med(&|r| r.server_total_s),
+            med(&|r| r.avg_inference_s),
+            if transfer.is_empty() { "-".into() } else { format!("{:.1}", quantile(&transfer, 0.5)) },
+            g.iter().map(|r| r.errors).sum::<usize>(),
+        ));
+    }
+    out
+}

@@ -1,0 +1,191 @@
+//! Real local stand-ins for AWS, started by the tests themselves:
+//! moto's S3 server and AWS's Lambda Runtime Interface Emulator (both installed by `make setup-test`).
+//!
+//! Each runs under a small shell watchdog that stops it when the test process exits.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+use super::root;
+
+/// The bucket the events in `events/` name.
+pub const BUCKET: &str = "objdet-uploads";
+
+/// A tool installed by `scripts/setup.sh test`.
+pub fn tool(name: &str) -> PathBuf {
+    let p = root().join(".cache/test/bin").join(name);
+    assert!(p.exists(), "{} is missing: run `make setup-test` (or `make test`)", p.display());
+    p
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `program args...` so that it dies with this test process; its output goes to
+/// `target/test-logs/<log>` (read it when a test fails).
+fn spawn_watched(program: &std::path::Path, args: &[String], envs: &[(String, String)], log: &str) -> Child {
+    let dir = root().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::fs::File::create(dir.join(log)).unwrap();
+    let mut script = String::from("\"$0\" \"$@\" & child=$!; ");
+    script.push_str("trap 'kill $child 2>/dev/null' EXIT TERM; ");
+    script.push_str(&format!(
+        "while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
+        std::process::id()
+    ));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out));
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A moto S3 server on a free port.
+pub struct Moto {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    _child: Child,
+}
+
+impl Moto {
+    /// Starts moto_server and waits until it accepts connections.
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = spawn_watched(
+            &tool("moto_server"),
+            &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
+            &[],
+            &format!("moto-{port}.log"),
+        );
+        wait_for_port(port, "moto_server");
+        Moto { endpoint: format!("http://127.0.0.1:{port}"), _child: child }
+    }
+
+    /// An S3 client for this server (path-style, static test credentials).
+    pub fn client(&self) -> Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+            .force_path_style(true)
+            .build();
+        Client::from_conf(conf)
+    }
+
+    /// Environment that points objdet's default AWS config chain at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL_S3", self.endpoint.as_str()),
+            ("S3_FORCE_PATH_STYLE", "true"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("UPLOAD_BUCKET", BUCKET),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+/// Creates `bucket` (ignoring "already exists").
+pub async fn create_bucket(client: &Client, bucket: &str) {
+    let _ = client.create_bucket().bucket(bucket).send().await;
+}
+
+/// Uploads `body` to `bucket/key`.
+pub async fn put(client: &Client, bucket: &str, key: &str, body: Vec<u8>) {
+    client.put_object().bucket(bucket).key(key).body(body.into()).send().await.expect("put_object");
+}
+
+/// Reads `bucket/key`, `None` when missing.
+pub async fn get(client: &Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let out = client.get_object().bucket(bucket).key(key).send().await.ok()?;
+    Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+}
+
+/// AWS's Lambda Runtime Interface Emulator running the `bootstrap` binary.
+pub struct Emulator {
+    /// The invoke URL.
+    pub invoke_url: String,
+    _child: Child,
+}
+
+impl Emulator {
+    /// Starts the emulator with `bootstrap` as the function, on free ports, with `envs`.
+    pub fn start(envs: &[(String, String)]) -> Emulator {
+        let (p1, p2) = (free_port(), free_port());
+        let mut all = vec![
+            ("MODEL_PATH".to_string(), root().join("models/centernet_mobilenetv3_coco.onnx").display().to_string()),
+            (
+                "ORT_DYLIB_PATH".to_string(),
+                std::env::var("ORT_DYLIB_PATH")
+                    .unwrap_or_else(|_| root().join(".cache/ort/libonnxruntime.so").display().to_string()),
+            ),
+            ("RUST_LOG".to_string(), "warn".to_string()),
+        ];
+        all.extend_from_slice(envs);
+        let child = spawn_watched(
+            &tool("aws-lambda-rie"),
+            &[
+                "--runtime-interface-emulator-address".into(),
+                format!("127.0.0.1:{p1}"),
+                "--runtime-api-address".into(),
+                format!("127.0.0.1:{p2}"),
+                env!("CARGO_BIN_EXE_bootstrap").into(),
+            ],
+            &all,
+            &format!("lambda-rie-{p1}.log"),
+        );
+        wait_for_port(p1, "aws-lambda-rie");
+        Emulator {
+            invoke_url: format!("http://127.0.0.1:{p1}/2015-03-31/functions/function/invocations"),
+            _child: child,
+        }
+    }
+
+    /// Invokes the function with `event` and returns what it answered.
+    pub async fn invoke(&self, event: &serde_json::Value) -> serde_json::Value {
+        // The emulator runs one invocation at a time.
+        static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _guard = LOCK.lock().await;
+        let res = reqwest::Client::new()
+            .post(&self.invoke_url)
+            .json(event)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .expect("invoke the emulator");
+        let text = res.text().await.unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("emulator answered non-JSON ({e}): {text}"))
+    }
+}
+
+/// An `events/` file as JSON.
+pub fn event(name: &str) -> serde_json::Value {
+    let p = root().join("events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}

@@ -1,0 +1,187 @@
+//! End to end through AWS's real Lambda Runtime Interface Emulator running `target/release/bootstrap`,
+//! with a real moto S3 server behind it. Events come from `events/` (shapes from `sam local generate-event`).
+
+mod common;
+
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+use common::aws::{self, BUCKET, Emulator, Moto};
+
+struct Stack {
+    moto: Moto,
+    lambda: Emulator,
+}
+
+/// One moto + one emulator for this test binary (the first invocation pays the Init phase).
+fn stack() -> &'static Stack {
+    static S: OnceLock<Stack> = OnceLock::new();
+    S.get_or_init(|| {
+        let moto = Moto::start();
+        let lambda = Emulator::start(&moto.env());
+        Stack { moto, lambda }
+    })
+}
+
+async fn ready() -> (&'static Stack, aws_sdk_s3::Client) {
+    let s = stack();
+    let client = s.moto.client();
+    aws::create_bucket(&client, BUCKET).await;
+    aws::create_bucket(&client, "someone-elses-bucket").await;
+    (s, client)
+}
+
+fn http_response(res: &Value) -> (u64, Value) {
+    let status = res["statusCode"].as_u64().unwrap_or_else(|| panic!("no statusCode in {res}"));
+    let raw = res["body"].as_str().unwrap_or("");
+    let bytes = if res["isBase64Encoded"].as_bool() == Some(true) {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(raw).unwrap()
+    } else {
+        raw.as_bytes().to_vec()
+    };
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("body not JSON ({e}): {raw}")))
+}
+
+fn labels(result: &Value) -> Vec<String> {
+    result["objects"].as_array().unwrap().iter().map(|o| o["label"].as_str().unwrap().to_string()).collect()
+}
+
+/// The HTTP API detect event with `body` as its JSON body.
+fn detect_event(body: Value) -> Value {
+    let mut ev = aws::event("apigw-http-detect-s3.json");
+    ev["body"] = json!(body.to_string());
+    ev["isBase64Encoded"] = json!(false);
+    ev
+}
+
+#[tokio::test]
+async fn inline_http_api_v2() {
+    let (s, _) = ready().await;
+    let (status, body) = http_response(&s.lambda.invoke(&aws::event("apigw-http-detect-inline.json")).await);
+    assert_eq!(status, 200, "{body}");
+    assert!(labels(&body["results"][0]).contains(&"person".into()), "{body}");
+}
+
+#[tokio::test]
+async fn inline_rest_api_v1() {
+    let (s, _) = ready().await;
+    let (status, body) = http_response(&s.lambda.invoke(&aws::event("apigw-rest-detect-inline.json")).await);
+    assert_eq!(status, 200, "{body}");
+    let found = labels(&body["results"][0]);
+    assert!(found.contains(&"dog".into()) && found.contains(&"bicycle".into()), "{body}");
+}
+
+#[tokio::test]
+async fn binary_body() {
+    let (s, _) = ready().await;
+    let (status, body) = http_response(&s.lambda.invoke(&aws::event("apigw-http-detect-binary.json")).await);
+    assert_eq!(status, 200, "{body}");
+    assert!(labels(&body["results"][0]).contains(&"bird".into()), "{body}");
+}
+
+#[tokio::test]
+async fn s3_keys_with_a_missing_key() {
+    let (s, client) = ready().await;
+    let keys: Vec<String> =
+        ["dog.jpg", "person.jpg", "eagle.jpg"].iter().map(|n| format!("uploads/keys/{n}")).collect();
+    for (k, n) in keys.iter().zip(["dog.jpg", "person.jpg", "eagle.jpg"]) {
+        aws::put(&client, BUCKET, k, common::fixture(n)).await;
+    }
+    let mut all = keys.clone();
+    all.push("uploads/keys/missing.jpg".into());
+    let res = s.lambda.invoke(&detect_event(json!({"s3": {"bucket": BUCKET, "keys": all}}))).await;
+    let (status, body) = http_response(&res);
+    assert_eq!(status, 200, "{body}");
+    let r = body["results"].as_array().unwrap();
+    assert_eq!(r.len(), 4);
+    for (i, want) in ["dog", "person", "bird"].iter().enumerate() {
+        assert_eq!(r[i]["name"], keys[i]);
+        assert!(labels(&r[i]).contains(&want.to_string()), "{}", r[i]);
+    }
+    assert_eq!(r[3]["error"]["code"], "not_found", "{}", r[3]);
+    assert!(body["timing"]["s3_fetch_ms"].as_f64().unwrap() > 0.0);
+    // Without "bucket": UPLOAD_BUCKET.
+    let res = s.lambda.invoke(&detect_event(json!({"s3": {"keys": [keys[0]]}}))).await;
+    let (status, body) = http_response(&res);
+    assert_eq!(status, 200, "{body}");
+    assert!(labels(&body["results"][0]).contains(&"dog".into()));
+}
+
+#[tokio::test]
+async fn disallowed_bucket_is_403() {
+    let (s, client) = ready().await;
+    aws::put(&client, "someone-elses-bucket", "uploads/x.jpg", common::fixture("dog.jpg")).await;
+    let res = s
+        .lambda
+        .invoke(&detect_event(json!({"s3": {"bucket": "someone-elses-bucket", "keys": ["uploads/x.jpg"]}})))
+        .await;
+    let (status, body) = http_response(&res);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "bucket_not_allowed");
+}
+
+#[tokio::test]
+async fn presigned_upload_with_curl_then_detect_by_key() {
+    let (s, _) = ready().await;
+    let mut ev = aws::event("apigw-http-uploads.json");
+    ev["body"] = json!(json!({"count": 2, "content_type": "image/jpeg"}).to_string());
+    let (status, body) = http_response(&s.lambda.invoke(&ev).await);
+    assert_eq!(status, 200, "{body}");
+    let uploads = body["uploads"].as_array().unwrap();
+    assert_eq!(uploads.len(), 2);
+    let photos = ["giraffe.jpg", "person.jpg"];
+    for (u, photo) in uploads.iter().zip(photos) {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-f", "-X", "PUT", "-H", "Content-Type: image/jpeg", "--data-binary"])
+            .arg(format!("@{}", common::root().join("tests/fixtures/images").join(photo).display()))
+            .arg(u["url"].as_str().unwrap())
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "curl PUT: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let keys: Vec<&str> = uploads.iter().map(|u| u["key"].as_str().unwrap()).collect();
+    let (status, body) = http_response(&s.lambda.invoke(&detect_event(json!({"s3": {"keys": keys}}))).await);
+    assert_eq!(status, 200, "{body}");
+    assert!(labels(&body["results"][0]).contains(&"zebra".into()), "{body}");
+    assert!(labels(&body["results"][1]).contains(&"person".into()), "{body}");
+}
+
+#[tokio::test]
+async fn upload_trigger_writes_results() {
+    let (s, client) = ready().await;
+    // "uploads/my+photo.jpg" in the event is the object "uploads/my photo.jpg".
+    aws::put(&client, BUCKET, "uploads/my photo.jpg", common::fixture("dog.jpg")).await;
+    let summary = s.lambda.invoke(&aws::event("s3-put-upload.json")).await;
+    assert_eq!(summary["processed"][0]["result_key"], "results/uploads/my photo.jpg.json", "{summary}");
+    let doc = aws::get(&client, BUCKET, "results/uploads/my photo.jpg.json").await.expect("result object");
+    let doc: Value = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(doc["key"], "uploads/my photo.jpg");
+    let found = labels(&doc["result"]);
+    assert!(found.contains(&"dog".into()) && found.contains(&"bicycle".into()), "{doc}");
+    assert!(doc["timing"]["total_ms"].as_f64().is_some());
+    // Re-delivery rewrites the same object.
+    let again = s.lambda.invoke(&aws::event("s3-put-upload.json")).await;
+    assert_eq!(again["processed"][0]["result_key"], summary["processed"][0]["result_key"]);
+}
+
+#[tokio::test]
+async fn trigger_ignores_its_own_results_and_reports_non_images() {
+    let (s, client) = ready().await;
+    let mut ev = aws::event("s3-put-upload.json");
+    ev["Records"][0]["s3"]["object"]["key"] = json!("results/x.json");
+    aws::put(&client, BUCKET, "results/x.json", b"{}".to_vec()).await;
+    let summary = s.lambda.invoke(&ev).await;
+    assert_eq!(summary["processed"].as_array().unwrap().len(), 0, "{summary}");
+    assert_eq!(summary["ignored"][0]["key"], "results/x.json");
+    assert!(aws::get(&client, BUCKET, "results/results/x.json.json").await.is_none());
+
+    aws::put(&client, BUCKET, "uploads/notes.txt", b"not an image".to_vec()).await;
+    ev["Records"][0]["s3"]["object"]["key"] = json!("uploads/notes.txt");
+    let summary = s.lambda.invoke(&ev).await;
+    assert!(summary.get("errorType").is_none(), "the invocation must succeed: {summary}");
+    let doc = aws::get(&client, BUCKET, "results/uploads/notes.txt.json").await.expect("error result");
+    let doc: Value = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(doc["result"]["error"]["code"], "not_an_image", "{doc}");
+}
