@@ -22,7 +22,8 @@ pub struct Row {
     pub payload_mb: f64,
     /// Original definition: payload ÷ server receive time, MB/s (empty for local and s3).
     pub transfer_mb_s: Option<f64>,
-    /// Server-side time of the request(s), s (`timing.total_ms`).
+    /// Server-side time of the request(s), s (`timing.total_ms`; summed over requests when several
+    /// run at once, so it can exceed `round_trip_s` with `--concurrency` > 1).
     pub server_total_s: f64,
     /// Average `session.run` time per image, s.
     pub avg_inference_s: f64,

@@ -57,7 +57,8 @@ where
     let max_n = all.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(1.0, f64::max);
     let max_t = all.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.001, f64::max);
     let max_i = all.iter().flat_map(|s| s.points.iter().map(|p| p.2 * 1e3)).fold(1.0, f64::max);
-    let specs: [(&str, &str, f64, fn(&(f64, f64, f64)) -> f64); 2] = [
+    type Pick = fn(&(f64, f64, f64)) -> f64;
+    let specs: [(&str, &str, f64, Pick); 2] = [
         ("Execution time vs number of images", "round trip (s)", max_t * 1.1, |p| p.1),
         ("Average inference time per image", "inference (ms)", max_i * 1.15, |p| p.2 * 1e3),
     ];
@@ -73,6 +74,9 @@ where
             .configure_mesh()
             .x_desc("number of images")
             .y_desc(ylabel)
+            .x_labels(10)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .light_line_style(WHITE)
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(err)?;
