@@ -58,6 +58,7 @@ ENV HOST=0.0.0.0 \
     ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
     MODEL_PATH=/opt/models/centernet_mobilenetv3_coco.onnx \
     LABELS_PATH=/opt/models/coco80.txt \
+    ORT_OPTIMIZED_MODEL_PATH=/tmp/objdet-optimized.onnx \
     LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 5000

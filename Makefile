@@ -30,7 +30,8 @@ build: setup ## release build of objdet and bootstrap
 	$(CARGO) build --release --bins
 
 run: setup ## serve the API on http://$(HOST):$(PORT) with the bundled model
-	HOST=$(HOST) PORT=$(PORT) $(CARGO) run --release --bin objdet -- serve
+	HOST=$(HOST) PORT=$(PORT) ORT_OPTIMIZED_MODEL_PATH=$${ORT_OPTIMIZED_MODEL_PATH:-$(CACHE)/ort/optimized.onnx} \
+	  $(CARGO) run --release --bin objdet -- serve
 
 test: setup-test ## all tests: real model, real ORT, real HTTP, local S3 and the Lambda emulator
 	$(CARGO) test --release --lib --bins --tests
@@ -42,9 +43,12 @@ lint: ## rustfmt and clippy, warnings are errors
 fmt:
 	$(CARGO) fmt --all
 
-bench: setup ## per-stage timings vs bare session.run, cold start, peak RSS (see docs/performance.md)
-	$(CARGO) build --release --bins
+bench: setup ## stage timings vs bare session.run, thread layouts, Python reference, cold start, peak RSS
+	@scripts/setup.sh pyref
 	$(CARGO) bench --bench stages
+
+load-test: setup ## closed-loop load at 1, 2, 4, 8 concurrent clients against objdet serve
+	$(CARGO) bench --bench load
 
 LAMBDA_PORT ?= 9000
 .PHONY: lambda-watch verify-model

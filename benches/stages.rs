@@ -1,14 +1,16 @@
 //! `make bench`: where a request's time goes, against the floor of a bare `session.run`.
 //!
 //! Not a timed test: it prints ratios (and the absolute times they come from) for
-//! 1. per-image stages on the fixture photos: decode, preprocess, inference, postprocess, JSON encode,
-//!    next to the bare `session.run` time in the same run (1 intra-op thread and all cores);
-//! 2. `objdet serve` answering one 200-image JSON request (fixtures repeated): server time per image
-//!    over the bare `session.run`;
+//! 1. per-image stages on the fixture photos: decode, preprocess (fast_image_resize and, for
+//!    comparison, `image`'s resize), inference, postprocess, JSON encode, next to the bare
+//!    `session.run` time in the same run (1 intra-op thread and all cores);
+//! 2. `objdet serve` in two thread layouts (N sessions × 1 thread, 1 session × N threads) and the
+//!    Python reference service (bench/python_ref), on 40-, 50- and 200-image JSON requests of the
+//!    original study's ~0.22 MB images: client and server time per image, over the floor;
 //! 3. cold start: process start → first answered 1-image request;
-//! 4. peak RSS of the server after the 200-image request (and after a 50-image one, to show it is flat).
+//! 4. peak RSS after each request size (flat = not growing with the batch).
 //!
-//! Environment: `BENCH_ROUNDS` (default 5) rounds over the fixtures; `BENCH_BATCH` (200).
+//! Environment: `BENCH_ROUNDS` (5) rounds over the fixtures, `BENCH_BATCH` (200), `BENCH_REPS` (3).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -116,25 +118,43 @@ fn stages(threads: usize, rounds: usize) -> Stages {
 struct Server {
     child: Child,
     base: String,
+    started: Instant,
+    // Kept open: a server that logs to stdout must not die of a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
-    fn start(extra_env: &[(&str, &str)]) -> (Server, Instant) {
-        let t0 = Instant::now();
+    /// `objdet serve` on a free port with `env`.
+    fn objdet(env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_objdet"));
-        cmd.current_dir(root())
-            .args(["serve", "--port", "0"])
-            .env("RUST_LOG", "warn")
-            .env("MAX_BODY_BYTES", "536870912")
-            .stdout(Stdio::piped());
-        for (k, v) in extra_env {
+        cmd.args(["serve", "--port", "0"]).env("RUST_LOG", "warn").env("MAX_BODY_BYTES", "536870912");
+        for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start objdet serve");
+        Server::spawn(cmd)
+    }
+
+    /// The Python reference service (bench/python_ref/app.py), installed by `scripts/setup.sh pyref`.
+    fn python() -> Option<Server> {
+        let py = root().join(".cache/pyref/bin/python");
+        if !py.exists() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let mut cmd = Command::new(py);
+        cmd.arg(root().join("bench/python_ref/app.py")).arg(port.to_string());
+        Some(Server::spawn(cmd))
+    }
+
+    fn spawn(mut cmd: Command) -> Server {
+        let started = Instant::now();
+        cmd.current_dir(root()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("start the server");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let base = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
-        (Server { child, base }, t0)
+        Server { child, base, started, _stdout: stdout }
     }
 
     fn peak_rss_mb(&self) -> f64 {
@@ -146,6 +166,28 @@ impl Server {
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     }
+
+    /// Process start → first answered 1-image request (retrying until the port accepts).
+    fn cold_start_ms(&mut self, rt: &tokio::runtime::Runtime, client: &reqwest::Client, image: &[u8]) -> f64 {
+        let body = batch_body(&[image.to_vec()], 1);
+        loop {
+            assert!(self.child.try_wait().ok().flatten().is_none(), "the server at {} exited", self.base);
+            assert!(self.started.elapsed().as_secs() < 60, "the server at {} never answered", self.base);
+            let ok = rt.block_on(async {
+                client
+                    .post(format!("{}/api/detect", self.base))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            });
+            if ok {
+                return ms_since(self.started);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -155,24 +197,70 @@ impl Drop for Server {
     }
 }
 
-fn batch_body(n: usize) -> Vec<u8> {
-    let photos = fixtures();
+/// The original API's JSON body: the first `n` of `images`, cycled.
+fn batch_body(images: &[Vec<u8>], n: usize) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let images: Vec<String> = (0..n).map(|i| b64.encode(&photos[i % photos.len()].1)).collect();
-    let names: Vec<String> = (0..n).map(|i| format!("{i}-{}", photos[i % photos.len()].0)).collect();
-    serde_json::to_vec(&serde_json::json!({ "images": images, "names": names })).unwrap()
+    let imgs: Vec<String> = (0..n).map(|i| b64.encode(&images[i % images.len()])).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("image-{i}")).collect();
+    serde_json::to_vec(&serde_json::json!({ "images": imgs, "names": names })).unwrap()
 }
 
-async fn post_json(client: &reqwest::Client, base: &str, body: Vec<u8>) -> serde_json::Value {
-    let res = client
-        .post(format!("{base}/api/detect"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    assert!(res.status().is_success(), "status {}", res.status());
-    res.json().await.expect("json")
+/// (client round trip ms, server total ms, response) of one JSON request.
+fn post(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    base: &str,
+    body: &[u8],
+) -> (f64, f64, serde_json::Value) {
+    rt.block_on(async {
+        let t = Instant::now();
+        let res = client
+            .post(format!("{base}/api/detect"))
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("request");
+        assert!(res.status().is_success(), "status {}", res.status());
+        let v: serde_json::Value = res.json().await.expect("json");
+        (ms_since(t), v["timing"]["total_ms"].as_f64().unwrap_or(f64::NAN), v)
+    })
+}
+
+/// What one server did on the batch requests.
+struct ServerRun {
+    name: String,
+    cold_ms: f64,
+    per_image_ms: Vec<(usize, f64, f64)>, // (batch, client ms per image, server ms per image)
+    rss_mb: Vec<(usize, f64)>,
+}
+
+fn measure(
+    name: &str,
+    mut server: Server,
+    rt: &tokio::runtime::Runtime,
+    images: &[Vec<u8>],
+    batches: &[usize],
+    reps: usize,
+) -> ServerRun {
+    let client = reqwest::Client::new();
+    let cold_ms = server.cold_start_ms(rt, &client, &images[0]);
+    let mut per_image_ms = vec![];
+    let mut rss_mb = vec![];
+    for &n in batches {
+        let body = batch_body(images, n);
+        let mut c = vec![];
+        let mut s = vec![];
+        for _ in 0..reps {
+            let (client_ms, server_ms, v) = post(rt, &client, &server.base, &body);
+            assert_eq!(v["results"].as_array().map(Vec::len), Some(n));
+            c.push(client_ms / n as f64);
+            s.push(server_ms / n as f64);
+        }
+        per_image_ms.push((n, median(c), median(s)));
+        rss_mb.push((n, server.peak_rss_mb()));
+    }
+    ServerRun { name: name.to_string(), cold_ms, per_image_ms, rss_mb }
 }
 
 fn main() {
@@ -213,58 +301,75 @@ fn main() {
         mean(&one.resize_image) / mean(&one.resize_fir).max(1e-9)
     );
 
+    // The original study's images: ~0.22 MB each (a deterministic set made from the fixtures).
+    let data_dir = root().join("target/bench-data");
+    if !data_dir.join(format!("img-{:03}.jpg", batch - 1)).exists() {
+        objdet::bench::dataset::make(&root().join("tests/fixtures/images"), batch, &data_dir, 0.218).expect("dataset");
+    }
+    let images: Vec<Vec<u8>> =
+        (0..batch).map(|i| std::fs::read(data_dir.join(format!("img-{i:03}.jpg"))).unwrap()).collect();
+    let payload_mb = images.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
+    let json_mb = batch_body(&images, batch).len() as f64 / 1e6;
+    println!("\n{batch}-image request: {payload_mb:.1} MB of JPEGs, {json_mb:.1} MB of JSON");
+
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
-
-    // 3. Cold start (5 runs): process start → first answered 1-image request.
-    let mut cold = vec![];
-    for _ in 0..5 {
-        let (server, t0) = Server::start(&[]);
-        let v = rt.block_on(async {
-            let res = client
-                .post(format!("{}/api/detect", server.base))
-                .header("content-type", "image/jpeg")
-                .body(photos[0].1.clone())
-                .send()
-                .await
-                .unwrap();
-            res.json::<serde_json::Value>().await.unwrap()
-        });
-        cold.push(ms_since(t0));
-        assert!(v["results"][0]["objects"].is_array());
+    let reps = env_usize("BENCH_REPS", 3);
+    let batches = [40, batch / 4, batch];
+    let cores_s = cores.to_string();
+    let mut runs = vec![
+        measure(
+            &format!("objdet: {cores} sessions x 1 thread (default)"),
+            Server::objdet(&[]),
+            &rt,
+            &images,
+            &batches,
+            reps,
+        ),
+        measure(
+            &format!("objdet: 1 session x {cores} threads"),
+            Server::objdet(&[("ORT_SESSIONS", "1"), ("ORT_INTRA_THREADS", &cores_s)]),
+            &rt,
+            &images,
+            &batches,
+            reps,
+        ),
+    ];
+    if let Some(py) = Server::python() {
+        runs.push(measure("Python reference (Flask + onnxruntime + PIL)", py, &rt, &images, &batches, reps));
+    } else {
+        println!("(no Python reference: run `scripts/setup.sh pyref`)");
     }
 
-    // 2 + 4. One big request, server time per image and peak RSS; a smaller batch first for flatness.
-    let (server, _) = Server::start(&[]);
-    let small = batch_body(batch / 4);
-    rt.block_on(post_json(&client, &server.base, small));
-    let rss_small = server.peak_rss_mb();
-    let body = batch_body(batch);
-    let payload_mb = body.len() as f64 / 1e6;
-    let mut per_image = vec![];
-    let mut rss = vec![];
-    for _ in 0..3 {
-        let v = rt.block_on(post_json(&client, &server.base, body.clone()));
-        let total = v["timing"]["total_ms"].as_f64().unwrap();
-        per_image.push(total / batch as f64);
-        rss.push(server.peak_rss_mb());
+    println!("\n## Servers on one request (median of {reps}); bare session.run floor {floor:.1} ms");
+    println!("| server | cold start ms | batch | client ms/image | server ms/image | ÷ floor | peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &runs {
+        for ((n, c, s), (_, rss)) in r.per_image_ms.iter().zip(&r.rss_mb) {
+            println!("| {} | {:.0} | {n} | {c:.1} | {s:.1} | {:.3} | {rss:.0} |", r.name, r.cold_ms, s / floor);
+        }
     }
-    drop(server);
-    let e2e = median(per_image.clone());
-
-    println!("\n## Server, one {batch}-image JSON request ({payload_mb:.1} MB), default config");
-    println!("| measure | value | target |");
-    println!("|---|---|---|");
-    println!("| server time per image (median of 3) | {e2e:.1} ms | |");
-    println!("| ÷ bare session.run, best config ({floor:.1} ms) | {:.3} | ≤ 1.05 |", e2e / floor);
-    println!("| ÷ bare session.run, 1 thread ({bare1:.1} ms) | {:.3} | |", e2e / bare1);
+    let objdet_200 = runs[0].per_image_ms.last().map_or(f64::NAN, |p| p.1);
+    println!("\nTargets:");
     println!(
-        "| cold start, process → first 1-image answer (median of 5) | {:.0} ms | ≤ 150 ms |",
-        median(cold.clone())
+        "- server time per image, {batch}-image request: {:.1} ms = {:.3} x bare session.run (target <= 1.05)",
+        runs[0].per_image_ms.last().map_or(f64::NAN, |p| p.2),
+        runs[0].per_image_ms.last().map_or(f64::NAN, |p| p.2) / floor
     );
-    println!("| peak RSS after {}-image request | {rss_small:.0} MB | |", batch / 4);
+    if let Some(py) = runs.iter().find(|r| r.name.starts_with("Python")) {
+        let py_200 = py.per_image_ms.last().map_or(f64::NAN, |p| p.1);
+        println!(
+            "- vs the Python reference per image (client-side, {batch} images): {:.2}x faster (target >= 1.5)",
+            py_200 / objdet_200
+        );
+        println!("- cold start: objdet {:.0} ms, Python {:.0} ms (target <= 150 ms)", runs[0].cold_ms, py.cold_ms);
+    } else {
+        println!("- cold start: objdet {:.0} ms (target <= 150 ms)", runs[0].cold_ms);
+    }
     println!(
-        "| peak RSS after {batch}-image requests | {:.0} MB | ≤ 150 MB |",
-        rss.iter().cloned().fold(0.0, f64::max)
+        "- peak RSS after the {batch}-image request: {:.0} MB (target <= 150 MB; after {}: {:.0} MB, after 40: {:.0} MB)",
+        runs[0].rss_mb.last().map_or(f64::NAN, |r| r.1),
+        batches[1],
+        runs[0].rss_mb[1].1,
+        runs[0].rss_mb[0].1,
     );
 }

@@ -5,7 +5,8 @@
 #         (taken from the aws-sam-cli wheel)
 #   lint  venvs with aws-sam-cli (sam validate, samtranslator, cfn-lint), checkov, hadolint
 #   tools cargo-lambda (for `cargo lambda watch`)
-# Usage: scripts/setup.sh [ort|test|lint|tools]...   (default: ort)
+#   pyref the Python reference service of `make bench` (Flask, onnxruntime, Pillow, numpy)
+# Usage: scripts/setup.sh [ort|test|lint|tools|pyref]...   (default: ort)
 # Idempotent: each part is skipped when its stamp file exists for the pinned version.
 set -euo pipefail
 
@@ -20,6 +21,9 @@ CFN_LINT_VERSION=1.58.0
 CHECKOV_VERSION=3.3.30
 HADOLINT_VERSION=2.15.1
 CARGO_LAMBDA_VERSION=1.9.2
+FLASK_VERSION=3.1.3
+PILLOW_VERSION=13.0.0
+NUMPY_VERSION=2.4.6
 
 # ORT_ARCH overrides the machine's architecture (Docker builds fetch the target's library).
 arch=${ORT_ARCH:-$(uname -m)}
@@ -107,6 +111,16 @@ setup_tools() {
   touch "$stamp"
 }
 
+setup_pyref() {
+  local v stamp=$CACHE/pyref/.v$ORT_VERSION-$FLASK_VERSION-$PILLOW_VERSION-$NUMPY_VERSION
+  [ -f "$stamp" ] && return 0
+  log "Python reference service: flask $FLASK_VERSION, onnxruntime $ORT_VERSION, pillow, numpy"
+  v=$(venv pyref)
+  "$v/bin/pip" install --quiet "flask==$FLASK_VERSION" "onnxruntime==$ORT_VERSION" \
+    "pillow==$PILLOW_VERSION" "numpy==$NUMPY_VERSION"
+  touch "$stamp"
+}
+
 [ $# -eq 0 ] && set -- ort
 for part in "$@"; do
   case "$part" in
@@ -114,6 +128,7 @@ for part in "$@"; do
     test) setup_test ;;
     lint) setup_lint ;;
     tools) setup_tools ;;
-    *) echo "setup: unknown part '$part' (ort|test|lint|tools)" >&2; exit 2 ;;
+    pyref) setup_pyref ;;
+    *) echo "setup: unknown part '$part' (ort|test|lint|tools|pyref)" >&2; exit 2 ;;
   esac
 done

@@ -4,52 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorBody;
 
-/// Body of `POST /api/detect` with `Content-Type: application/json`.
-///
-/// Either the original service's `{"images": [...], "names": [...]}` or S3 keys `{"s3": {...}}`.
-/// The base64 strings are borrowed from the request body, never copied.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetectRequest<'a> {
-    /// Base64 images, with or without a `data:image/...;base64,` prefix.
-    #[serde(default, borrow)]
-    pub images: Option<Vec<Base64Text<'a>>>,
-    /// One name per image (optional; defaults to `image-<i>`).
-    #[serde(default)]
-    pub names: Option<Vec<String>>,
-    /// Images already in S3.
-    #[serde(default)]
-    pub s3: Option<S3Keys>,
-}
-
-/// One base64 string of a request, borrowed from the body unless JSON escapes forced a copy.
-#[derive(Debug)]
-pub struct Base64Text<'a>(pub std::borrow::Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Base64Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Base64Text<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a base64 string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Base64Text(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Base64Text(std::borrow::Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Base64Text(std::borrow::Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 /// S3-keys mode: detect objects already uploaded to S3.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Keys {
     /// Bucket to read (default `UPLOAD_BUCKET`); must be in `ALLOWED_BUCKETS`.
@@ -231,15 +187,5 @@ mod tests {
         assert_eq!(a.iou(&a), 1.0);
         let far = BBox { x1: 20.0, y1: 20.0, x2: 30.0, y2: 30.0 };
         assert_eq!(a.iou(&far), 0.0);
-    }
-
-    #[test]
-    fn request_borrows_base64() {
-        let body = r#"{"images": ["aGVsbG8="], "names": ["a.jpg"]}"#;
-        let r: DetectRequest = serde_json::from_str(body).unwrap();
-        assert!(matches!(r.images.as_ref().unwrap()[0].0, std::borrow::Cow::Borrowed("aGVsbG8=")));
-        // An escaped slash cannot be borrowed: it is copied, with the escape resolved.
-        let r: DetectRequest = serde_json::from_str(r#"{"images": ["a\/b="]}"#).unwrap();
-        assert!(matches!(&r.images.as_ref().unwrap()[0].0, std::borrow::Cow::Owned(s) if s == "a/b="));
     }
 }

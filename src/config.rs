@@ -45,6 +45,13 @@ pub struct DetectorConfig {
     pub spin: bool,
     /// `ORT_OPTIMIZED_MODEL_PATH`: where ORT caches the optimized graph (unset: no cache).
     pub optimized_model_path: Option<PathBuf>,
+    /// `ORT_CPU_ARENA` (true): ORT's caching arena allocator for activations.
+    pub cpu_arena: bool,
+    /// `ORT_MEMORY_PATTERN` (false): ORT pre-plans one activation block per input shape (measured:
+    /// same speed, ~55 MB more peak RSS with two sessions).
+    pub memory_pattern: bool,
+    /// `ORT_WARMUP` (false): run each session once during start-up.
+    pub warmup: bool,
 }
 
 /// S3 settings for S3-key requests, presigned uploads and the upload trigger.
@@ -102,6 +109,10 @@ impl Config {
                     .parse::<T>()
                     .map_err(|_| Error::Config(format!("{k}={s:?} is not a valid number"))),
             }
+        }
+        /// True when the flag is explicitly off (for flags that default to on).
+        fn flag_false(k: &str, v: Option<String>) -> Result<bool> {
+            Ok(v.is_some() && !flag(k, v)?)
         }
         fn flag(k: &str, v: Option<String>) -> Result<bool> {
             match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -167,6 +178,9 @@ impl Config {
                 intra_threads,
                 spin: flag("ORT_SPIN", get("ORT_SPIN"))?,
                 optimized_model_path: get("ORT_OPTIMIZED_MODEL_PATH").map(PathBuf::from),
+                cpu_arena: !flag_false("ORT_CPU_ARENA", get("ORT_CPU_ARENA"))?,
+                memory_pattern: flag("ORT_MEMORY_PATTERN", get("ORT_MEMORY_PATTERN"))?,
+                warmup: flag("ORT_WARMUP", get("ORT_WARMUP"))?,
             },
             s3: S3Config {
                 upload_bucket,

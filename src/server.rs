@@ -64,13 +64,19 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+/// Refuses a body whose declared `Content-Length` is over `limit` before reading any of it.
+fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), Error> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::PayloadTooLarge { limit });
     }
+    Ok(())
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+    check_declared_length(headers, limit)?;
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -93,11 +99,12 @@ async fn detect(
     if !is_json && !is_image {
         return Err(Error::UnsupportedMediaType(if media.is_empty() { "(none)".into() } else { media }));
     }
-    let body = read_body(&headers, body, state.max_body_bytes).await?;
-    let arrival = Arrival { start, receive_ms: ms_since(start), payload_bytes: body.len() as u64 };
     let response = if is_json {
-        state.service.detect_json(body, arrival).await?
+        check_declared_length(&headers, state.max_body_bytes)?;
+        state.service.detect_json_stream(body.into_data_stream(), state.max_body_bytes, start).await?
     } else {
+        let body = read_body(&headers, body, state.max_body_bytes).await?;
+        let arrival = Arrival { start, receive_ms: ms_since(start), payload_bytes: body.len() as u64 };
         state.service.detect_raw(body, query.name, arrival).await?
     };
     Ok(detect_response(response))

@@ -7,9 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::api::{
-    DetectRequest, DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse, ms_since,
-};
+use crate::api::{DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse, ms_since};
 use crate::config::Config;
 use crate::detector::{Detector, Input, Outcome};
 use crate::error::{Error, Result};
@@ -81,29 +79,81 @@ impl DetectService {
         self.s3.as_ref()
     }
 
-    /// `POST /api/detect` with a JSON body: inline base64 images or S3 keys.
+    /// `POST /api/detect` with a JSON body already in memory (Lambda events, tests).
     pub async fn detect_json(&self, body: Bytes, arrival: Arrival) -> Result<DetectResponse> {
-        let req: DetectRequest<'_> = serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?;
-        match (req.images, req.s3) {
-            (Some(_), Some(_)) => Err(Error::InvalidRequest("send either \"images\" or \"s3\", not both".into())),
-            (None, Some(s3)) => {
-                if req.names.is_some() {
+        let limit = body.len().max(1);
+        let chunks = futures::stream::once(futures::future::ready(Ok::<_, std::convert::Infallible>(body)));
+        self.detect_json_stream(chunks, limit, arrival.start).await
+    }
+
+    /// `POST /api/detect` with a JSON body that is still arriving: inline base64 images or S3 keys.
+    ///
+    /// Each image is queued for detection as soon as its string is complete, and the body is read no
+    /// further ahead than `2 × sessions + 2` images in flight, so neither the body nor the decoded
+    /// images of the whole batch are ever held at once (TCP flow control holds the sender back).
+    /// `receive_ms` counts only the time spent waiting for body bytes.
+    pub async fn detect_json_stream<S, E>(&self, mut body: S, limit: usize, start: Instant) -> Result<DetectResponse>
+    where
+        S: futures::Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let max_in_flight = 2 * self.detector.sessions() + 2;
+        let mut scanner = crate::body_scanner::BodyScanner::new();
+        let mut events = Vec::new();
+        let mut pending: std::collections::VecDeque<futures::future::BoxFuture<'static, Outcome>> = Default::default();
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let (mut names, mut s3) = (None, None);
+        let (mut received, mut images, mut wait) = (0usize, 0usize, std::time::Duration::ZERO);
+        loop {
+            let t = Instant::now();
+            let chunk = body.next().await;
+            wait += t.elapsed();
+            let chunk = match chunk {
+                None => break,
+                Some(Err(e)) => return Err(Error::InvalidRequest(format!("could not read the request body: {e}"))),
+                Some(Ok(c)) => c,
+            };
+            received += chunk.len();
+            if received > limit {
+                return Err(Error::PayloadTooLarge { limit });
+            }
+            scanner.feed(&chunk, &mut events)?;
+            for event in events.drain(..) {
+                match event {
+                    crate::body_scanner::Event::Image(text) => {
+                        images += 1;
+                        self.check_count(images)?;
+                        pending.push_back(self.detector.start(Input::Base64(Bytes::from(text))));
+                        while pending.len() > max_in_flight {
+                            if let Some(oldest) = pending.pop_front() {
+                                outcomes.push(oldest.await);
+                            }
+                        }
+                    }
+                    crate::body_scanner::Event::Names(n) => names = Some(n),
+                    crate::body_scanner::Event::S3(k) => s3 = Some(k),
+                }
+            }
+        }
+        scanner.finish()?;
+        let arrival = Arrival { start, receive_ms: wait.as_secs_f64() * 1e3, payload_bytes: received as u64 };
+        match (images, s3) {
+            (0, Some(keys)) => {
+                if names.is_some() {
                     return Err(Error::InvalidRequest(
                         "\"names\" is not used with \"s3\": results are named by key".into(),
                     ));
                 }
-                self.detect_s3(s3, arrival).await
+                self.detect_s3(keys, arrival).await
             }
-            (None, None) => Err(Error::NoImages),
-            (Some(images), None) => {
-                self.check_count(images.len())?;
-                let names = resolve_names(req.names, images.len())?;
-                // Slices of the body, not copies: base64 is decoded on the workers, one image at a time.
-                let inputs = images.into_iter().map(|text| match text.0 {
-                    std::borrow::Cow::Borrowed(s) => Input::Base64(body.slice_ref(s.as_bytes())),
-                    std::borrow::Cow::Owned(s) => Input::Base64(Bytes::from(s)),
-                });
-                self.detect_inputs(names.into_iter().zip(inputs).collect(), arrival).await
+            (_, Some(_)) => Err(Error::InvalidRequest("send either \"images\" or \"s3\", not both".into())),
+            (0, None) => Err(Error::NoImages),
+            (n, None) => {
+                let names = resolve_names(names, n)?;
+                for p in pending {
+                    outcomes.push(p.await);
+                }
+                Ok(self.respond(names.into_iter().zip(outcomes).collect(), arrival, None))
             }
         }
     }

@@ -155,3 +155,25 @@ fn corrupt_and_truncated_inputs_are_per_image_errors() {
     // After errors, the workers still answer.
     assert!(d.detect_blocking(Input::Image(common::fixture("eagle.jpg").into())).result.is_ok());
 }
+
+#[test]
+fn optimized_graph_cache_is_written_then_used_with_the_same_detections() {
+    use objdet::detector::runtime::{GraphSource, graph_sources};
+    let dir = common::root().join("target/test-tmp").join(format!("ortcache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = common::config().detector;
+    cfg.optimized_model_path = Some(dir.join("optimized.onnx"));
+    assert!(matches!(graph_sources(&cfg).0, GraphSource::ModelSavingTo(_)));
+    let bytes = common::fixture("dog.jpg");
+    let mut times = StageTimes::default();
+    let first = Model::load(&cfg).unwrap().detect(&Input::Image(bytes.clone().into()), &mut times).unwrap();
+    assert!(dir.join("optimized.onnx").exists() && dir.join("optimized.onnx.source").exists());
+    assert!(matches!(graph_sources(&cfg).0, GraphSource::Cached(_)));
+    let second = Model::load(&cfg).unwrap().detect(&Input::Image(bytes.into()), &mut times).unwrap();
+    assert_eq!(first.objects, second.objects);
+    // A stamp for another model invalidates the cache.
+    std::fs::write(dir.join("optimized.onnx.source"), "another model").unwrap();
+    assert!(matches!(graph_sources(&cfg).0, GraphSource::ModelSavingTo(_)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

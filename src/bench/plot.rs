@@ -114,7 +114,14 @@ pub fn plot(rows: &[Row], out: &Path) -> Result<usize> {
     let size = (1400, 560);
     match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("svg") => draw(SVGBackend::new(out, size).into_drawing_area(), &all)?,
-        Some("png") => draw(BitMapBackend::new(out, size).into_drawing_area(), &all)?,
+        Some("png") => {
+            let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
+            draw(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area(), &all)?;
+            let img = image::RgbImage::from_raw(size.0, size.1, rgb)
+                .ok_or_else(|| Error::Internal("plot buffer size".into()))?;
+            img.save_with_format(out, image::ImageFormat::Png)
+                .map_err(|e| Error::InvalidRequest(format!("{}: {e}", out.display())))?;
+        }
         _ => return Err(Error::InvalidRequest(format!("{}: write .png or .svg", out.display()))),
     }
     Ok(all.len())

@@ -102,15 +102,17 @@ impl Model {
     /// Loads one session of the configured model.
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
-        Self::with_parts(cfg, labels, &ort::session::builder::PrepackedWeights::new())
+        let (source, _) = runtime::graph_sources(cfg);
+        Self::with_parts(cfg, labels, &ort::session::builder::PrepackedWeights::new(), &source)
     }
 
     fn with_parts(
         cfg: &DetectorConfig,
         labels: Arc<[String]>,
         weights: &ort::session::builder::PrepackedWeights,
+        source: &runtime::GraphSource,
     ) -> Result<Self> {
-        let session = runtime::session(cfg, weights)?;
+        let session = runtime::session(cfg, weights, source)?;
         let run_options = RunOptions::new()
             .map_err(|e| Error::Startup(format!("run options: {e}")))?
             .with_outputs(OutputSelector::no_default().with(runtime::OUTPUT_NAME));
@@ -203,8 +205,11 @@ impl Detector {
     /// packed weights), and starts one worker per session.
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
+        let t = Instant::now();
         runtime::environment(cfg.ort_dylib_path.as_deref())?;
+        tracing::debug!(ms = ms_since(t), "ONNX Runtime loaded");
         let weights = ort::session::builder::PrepackedWeights::new();
+        let (first_source, other_sources) = runtime::graph_sources(cfg);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
@@ -212,11 +217,17 @@ impl Detector {
         for i in 0..cfg.sessions {
             let (cfg, labels, weights, rx, ready) =
                 (cfg.clone(), labels.clone(), weights.clone(), rx.clone(), ready_tx.clone());
+            let source = if i == 0 { first_source.clone() } else { other_sources.clone() };
             let handle = std::thread::Builder::new()
                 .name(format!("objdet-infer-{i}"))
-                .spawn(move || match Model::with_parts(&cfg, labels, &weights) {
-                    Ok(model) => {
-                        let _ = ready.send(Ok(()));
+                .spawn(move || match Model::with_parts(&cfg, labels, &weights, &source) {
+                    Ok(mut model) => {
+                        // The first run of a session allocates its buffers and is ~40 % slower; with
+                        // ORT_WARMUP it is paid during start-up (e.g. provisioned concurrency) instead.
+                        let t = Instant::now();
+                        let warm = if cfg.warmup { model.run_session().map(|_| ()) } else { Ok(()) };
+                        tracing::debug!(worker = i, ms = ms_since(t), "session warmed up");
+                        let _ = ready.send(warm);
                         worker(model, &rx);
                     }
                     Err(e) => {
