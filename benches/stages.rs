@@ -340,6 +340,17 @@ fn main() {
         println!("(no Python reference: run `scripts/setup.sh pyref`)");
     }
 
+    // Cold start again with the optimized-graph cache (the first start writes it, later ones read it).
+    let cache = root().join("target/bench-optimized.onnx");
+    let cache_s = cache.display().to_string();
+    let client = reqwest::Client::new();
+    let mut cached_cold = vec![];
+    for _ in 0..6 {
+        let mut s = Server::objdet(&[("ORT_OPTIMIZED_MODEL_PATH", &cache_s)]);
+        cached_cold.push(s.cold_start_ms(&rt, &client, &images[0]));
+    }
+    let cached_cold = median(cached_cold[1..].to_vec());
+
     println!("\n## Servers on one request (median of {reps}); bare session.run floor {floor:.1} ms");
     println!("| server | cold start ms | batch | client ms/image | server ms/image | ÷ floor | peak RSS MB |");
     println!("|---|---|---|---|---|---|---|");
@@ -361,9 +372,15 @@ fn main() {
             "- vs the Python reference per image (client-side, {batch} images): {:.2}x faster (target >= 1.5)",
             py_200 / objdet_200
         );
-        println!("- cold start: objdet {:.0} ms, Python {:.0} ms (target <= 150 ms)", runs[0].cold_ms, py.cold_ms);
+        println!(
+            "- cold start: objdet {:.0} ms ({cached_cold:.0} ms with ORT_OPTIMIZED_MODEL_PATH cached), Python {:.0} ms (target <= 150 ms)",
+            runs[0].cold_ms, py.cold_ms
+        );
     } else {
-        println!("- cold start: objdet {:.0} ms (target <= 150 ms)", runs[0].cold_ms);
+        println!(
+            "- cold start: objdet {:.0} ms ({cached_cold:.0} ms with ORT_OPTIMIZED_MODEL_PATH cached) (target <= 150 ms)",
+            runs[0].cold_ms
+        );
     }
     println!(
         "- peak RSS after the {batch}-image request: {:.0} MB (target <= 150 MB; after {}: {:.0} MB, after 40: {:.0} MB)",

@@ -200,20 +200,21 @@ fn s3_mode_end_to_end_with_moto_and_detect_endpoint() {
     }
 }
 
-/// Synthetic rows from a known model: local = 0.05 s + 0.5 s/image; remote = 1.0 s + 0.125 s/MB + 0.04 s/image.
+/// Synthetic rows from a known model, per batch of `raw` MB of image data:
+/// local = 0.05 s + 0.5 s/image; remote (inline, sends 4/3 · raw MB) = 1.0 s + 0.125 s/MB + 0.04 s/image.
 fn synthetic(dir: &Path, sizes: &[usize]) -> (PathBuf, f64) {
     let mut rows = Vec::new();
-    let mut mb_total = 0.0;
+    let mut raw_total = 0.0;
     let mut n_total = 0.0;
     for (i, &n) in sizes.iter().enumerate() {
-        let mb_per = 0.25 * (1.0 + 0.3 * ((i as f64) * 1.7).sin()); // image size varies by batch
-        let mb = mb_per * n as f64;
+        let raw = 0.25 * (1.0 + 0.3 * ((i as f64) * 1.7).sin()) * n as f64; // image size varies by batch
+        let wire = raw * 4.0 / 3.0;
         let noise = 1.0 + 0.005 * ((i as f64) * 2.3).cos();
         let local = (0.05 + 0.5 * n as f64) * noise;
-        let remote = (1.0 + 0.125 * mb + 0.04 * n as f64) * noise;
-        mb_total += mb;
+        let remote = (1.0 + 0.125 * wire + 0.04 * n as f64) * noise;
+        raw_total += raw;
         n_total += n as f64;
-        for (mode, t) in [("local", local), ("inline", remote)] {
+        for (mode, t, mb) in [("local", local, raw), ("inline", remote, wire)] {
             rows.push(Row {
                 date: "2026-01-01T00:00:00Z".into(),
                 total_images: n,
@@ -238,9 +239,9 @@ fn synthetic(dir: &Path, sizes: &[usize]) -> (PathBuf, f64) {
     }
     let p = dir.join("synthetic.csv");
     objdet::bench::csv::append(&p, &rows).unwrap();
-    let s = mb_total / n_total;
-    // local(M) = 0.05 + (0.5/s)·M ; remote(M) = 1.0 + (0.125 + 0.04/s)·M
-    let expected = (1.0 - 0.05) / (0.5 / s - (0.125 + 0.04 / s));
+    let s = raw_total / n_total;
+    // local(M) = 0.05 + (0.5/s)·M ; remote(M) = 1.0 + (0.125·4/3 + 0.04/s)·M   (M = MB of image data)
+    let expected = (1.0 - 0.05) / (0.5 / s - (0.125 * 4.0 / 3.0 + 0.04 / s));
     (p, expected)
 }
 

@@ -36,12 +36,29 @@ pub struct Fit {
     pub mb_per_image: f64,
     /// Mean server time per image, s (for the Lambda cost).
     pub server_s_per_image: f64,
+    /// Smallest and largest batch in the rows, images: the fit is not extrapolated beyond.
+    pub n_range: (f64, f64),
 }
 
 impl Fit {
-    /// Predicted wall time of a batch, s.
+    /// Predicted wall time of a batch, s, from the payload as this mode sends it.
     pub fn predict(&self, payload_mb: f64, images: f64) -> f64 {
         self.fixed_s + self.per_mb_s * payload_mb + self.per_image_s * images
+    }
+
+    /// Bytes on the wire per byte of image data: inline JSON carries base64 (4/3), the rest raw bytes.
+    pub fn wire_factor(&self) -> f64 {
+        if self.mode == "inline" { 4.0 / 3.0 } else { 1.0 }
+    }
+
+    /// Predicted wall time of `images` images totalling `image_mb` MB of image data.
+    pub fn time_for(&self, image_mb: f64, images: f64) -> f64 {
+        self.predict(image_mb * self.wire_factor(), images)
+    }
+
+    /// Mean image data per image in the rows, MB.
+    pub fn image_mb_per_image(&self) -> f64 {
+        self.mb_per_image / self.wire_factor()
     }
 
     /// Whether the fit is good enough to act on.
@@ -162,6 +179,7 @@ pub fn fit(rows: &[&Row], time: impl Fn(&Row) -> f64) -> Result<Fit, NoFit> {
         collinear,
         mb_per_image,
         server_s_per_image,
+        n_range: (n.iter().copied().fold(f64::INFINITY, f64::min), n.iter().copied().fold(0.0, f64::max)),
     };
     let mean = y.iter().sum::<f64>() / y.len() as f64;
     let ss_res: f64 =
@@ -217,14 +235,16 @@ pub enum BreakEven {
     },
 }
 
-/// Per-MB cost of a model at a given image size (per-image costs spread over the MB).
-fn slope(f: &Fit, mb_per_image: f64) -> f64 {
-    f.per_mb_s + f.per_image_s / mb_per_image
+/// Seconds per MB of image data for a model, at images of `image_mb_per_image` MB.
+fn slope(f: &Fit, image_mb_per_image: f64) -> f64 {
+    f.per_mb_s * f.wire_factor() + f.per_image_s / image_mb_per_image
 }
 
-/// The payload where `a` and `b` take the same time, images of `mb_per_image` MB each.
-pub fn break_even(a: &Fit, b: &Fit, mb_per_image: f64) -> BreakEven {
-    let (sa, sb) = (slope(a, mb_per_image), slope(b, mb_per_image));
+/// The amount of image data (MB, images of `image_mb_per_image` MB each) at which `a` and `b` take
+/// the same time. Payloads are compared as image data, so inline JSON's base64 overhead counts
+/// against the inline mode rather than shifting the comparison.
+pub fn break_even(a: &Fit, b: &Fit, image_mb_per_image: f64) -> BreakEven {
+    let (sa, sb) = (slope(a, image_mb_per_image), slope(b, image_mb_per_image));
     let d_fixed = b.fixed_s - a.fixed_s;
     let d_slope = sa - sb;
     if d_slope.abs() < 1e-12 {
@@ -232,11 +252,36 @@ pub fn break_even(a: &Fit, b: &Fit, mb_per_image: f64) -> BreakEven {
     }
     let mb = d_fixed / d_slope;
     if mb <= 0.0 {
-        // No crossing at positive payloads: compare at 1 image.
-        let at = mb_per_image;
-        BreakEven::Never { a_always: a.predict(at, 1.0) < b.predict(at, 1.0) }
+        // No crossing at positive payloads: compare at one image.
+        let at = image_mb_per_image;
+        BreakEven::Never { a_always: a.time_for(at, 1.0) < b.time_for(at, 1.0) }
     } else {
         BreakEven::At { mb, a_faster_below: a.fixed_s < b.fixed_s }
+    }
+}
+
+/// The break-even of `a` and `b` in words, only within the batch sizes both were measured at.
+fn crossing(a: &Fit, b: &Fit, a_name: &str, b_name: &str) -> String {
+    let lo = a.n_range.0.max(b.n_range.0);
+    let hi = a.n_range.1.min(b.n_range.1);
+    if hi <= lo {
+        return "the two were measured at batch sizes that do not overlap: no comparison".into();
+    }
+    let mpi = (a.image_mb_per_image() + b.image_mb_per_image()) / 2.0;
+    let faster = |n: f64| if a.time_for(n * mpi, n) <= b.time_for(n * mpi, n) { a_name } else { b_name };
+    match break_even(a, b, mpi) {
+        BreakEven::At { mb, a_faster_below } if mb / mpi >= lo && mb / mpi <= hi => format!(
+            "break-even at {mb:.2} MB of images (≈ {:.0} images of {mpi:.2} MB); {} is faster below, {} above",
+            mb / mpi,
+            if a_faster_below { a_name } else { b_name },
+            if a_faster_below { b_name } else { a_name },
+        ),
+        _ => format!(
+            "{} is faster at every batch measured ({lo:.0}–{hi:.0} images, {:.2}–{:.2} MB); no break-even there",
+            faster((lo * hi).sqrt()),
+            lo * mpi,
+            hi * mpi
+        ),
     }
 }
 
@@ -259,10 +304,10 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// Chooses between `local` and `remote` for a batch of `images` totalling `payload_mb`.
+/// Chooses between `local` and `remote` for a batch of `images` totalling `payload_mb` of image data.
 pub fn decide(local: &Fit, remote: &Fit, payload_mb: f64, images: usize) -> Decision {
     let n = images as f64;
-    let (l, r) = (local.predict(payload_mb, n), remote.predict(payload_mb, n));
+    let (l, r) = (local.time_for(payload_mb, n), remote.time_for(payload_mb, n));
     let offload = r < l;
     let reason = format!(
         "{} {images} images ({payload_mb:.2} MB): predicted {:.2} s locally vs {:.2} s via {} {} (fits: local R² {:.2}, remote R² {:.2})",
@@ -328,52 +373,30 @@ pub fn report(rows: &[Row], payload_mb: Option<f64>, uplink_mbps: Option<f64>, m
         }
         Some(l) => {
             for r in &remotes {
-                let mpi = r.mb_per_image;
-                match break_even(l, r, mpi) {
-                    BreakEven::At { mb, a_faster_below } => out.push_str(&format!(
-                        "- local vs {} {}: break-even at {mb:.2} MB (≈ {:.0} images of {mpi:.2} MB); {} is faster below, {} above.\n",
-                        r.location,
-                        r.mode,
-                        mb / mpi,
-                        if a_faster_below { "local" } else { "offloading" },
-                        if a_faster_below { "offloading" } else { "local" },
-                    )),
-                    BreakEven::Never { a_always } => out.push_str(&format!(
-                        "- local vs {} {}: {} is faster at every payload size measured.\n",
-                        r.location,
-                        r.mode,
-                        if a_always { "local" } else { "offloading" }
-                    )),
-                }
+                out.push_str(&format!(
+                    "- local vs {} {}: {}\n",
+                    r.location,
+                    r.mode,
+                    crossing(l, r, "local", "offloading")
+                ));
             }
         }
     }
     // S3 vs inline per location.
     for s3 in remotes.iter().filter(|f| f.mode == "s3") {
         if let Some(inline) = remotes.iter().find(|f| f.mode == "inline" && f.location == s3.location) {
-            match break_even(inline, s3, s3.mb_per_image) {
-                BreakEven::At { mb, a_faster_below } => out.push_str(&format!(
-                    "- {}: inline vs S3 break-even at {mb:.2} MB; {} is faster below.\n",
-                    s3.location,
-                    if a_faster_below { "inline" } else { "S3" }
-                )),
-                BreakEven::Never { a_always } => out.push_str(&format!(
-                    "- {}: {} is faster at every payload.\n",
-                    s3.location,
-                    if a_always { "inline" } else { "S3" }
-                )),
-            }
+            out.push_str(&format!("- {}: inline vs S3: {}\n", s3.location, crossing(inline, s3, "inline", "S3")));
         }
     }
     if let (Some(mb), Some(l)) = (payload_mb, local) {
         for r in &remotes {
-            let d = decide(l, r, mb, (mb / r.mb_per_image).round().max(1.0) as usize);
+            let d = decide(l, r, mb, (mb / r.image_mb_per_image()).round().max(1.0) as usize);
             out.push_str(&format!("- for {mb} MB: {}\n", d.reason));
         }
     }
     for r in remotes.iter().filter(|f| f.mode != "local") {
         out.push_str(&format!(
-            "- Lambda cost at {memory_mb:.0} MB for {} {}: ${:.4} per 1,000 images ({:.3} s server time per image)\n",
+            "- if {} {} ran on Lambda at {memory_mb:.0} MB: ${:.4} per 1,000 images ({:.3} s server time per image)\n",
             r.location,
             r.mode,
             lambda_cost_per_1000(r, memory_mb, 10.0),
