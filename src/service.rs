@@ -79,13 +79,6 @@ impl DetectService {
         self.s3.as_ref()
     }
 
-    /// `POST /api/detect` with a JSON body already in memory (Lambda events, tests).
-    pub async fn detect_json(&self, body: Bytes, arrival: Arrival) -> Result<DetectResponse> {
-        let limit = body.len().max(1);
-        let chunks = futures::stream::once(futures::future::ready(Ok::<_, std::convert::Infallible>(body)));
-        self.detect_json_stream(chunks, limit, arrival.start).await
-    }
-
     /// `POST /api/detect` with a JSON body that is still arriving: inline base64 images or S3 keys.
     ///
     /// Each image is queued for detection as soon as its string is complete, and the body is read no
