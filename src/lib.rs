@@ -11,6 +11,7 @@ pub mod config;
 pub mod detector;
 pub mod error;
 pub mod lambda;
+pub mod memory;
 pub mod s3;
 pub mod server;
 pub mod service;

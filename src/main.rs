@@ -149,6 +149,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(false);
+    let malloc_tuned = objdet::memory::tune_malloc();
+    tracing::debug!(malloc_tuned, "malloc mmap threshold");
     let mut config = Config::from_env()?;
     match cli.command {
         Command::Serve { host, port } => {

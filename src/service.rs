@@ -47,6 +47,7 @@ impl DetectService {
     pub async fn from_config(config: Arc<Config>) -> Result<Self> {
         let t = Instant::now();
         let detector = Arc::new(Detector::load(&config.detector)?);
+        crate::memory::release_free_memory();
         tracing::info!(
             model = %config.detector.model_path.display(),
             sessions = config.detector.sessions,

@@ -9,6 +9,8 @@ use objdet::{Config, DetectService, server, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(true);
+    let malloc_tuned = objdet::memory::tune_malloc();
+    tracing::debug!(malloc_tuned, "malloc mmap threshold");
     let config = Arc::new(Config::from_env()?);
     // Init phase: ORT, the model and the S3 client are ready before the first invocation.
     let service = DetectService::from_config(config.clone()).await?;

@@ -4,7 +4,7 @@
 use std::io::{Cursor, ErrorKind};
 
 use base64::Engine as _;
-use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
 use crate::error::{Error, Result};
 
@@ -32,6 +32,14 @@ pub fn strip_data_url(text: &str) -> &str {
 
 /// Decodes base64 text (standard alphabet, padding optional, `data:` prefix allowed).
 pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_base64_into(text, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_base64`] into a reusable buffer (cleared first), so a worker allocates nothing per image.
+pub fn decode_base64_into(text: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
     let text = std::str::from_utf8(text).map_err(|_| Error::InvalidBase64("not UTF-8 text".into()))?;
     let payload = strip_data_url(text);
     if payload.is_empty() {
@@ -45,9 +53,9 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>> {
     // Line breaks inside base64 (MIME style) are tolerated, as Python's b64decode does.
     let result = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
         let compact: Vec<u8> = payload.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        engine.decode(compact)
+        engine.decode_vec(compact, out)
     } else {
-        engine.decode(payload)
+        engine.decode_vec(payload, out)
     };
     result.map_err(|e| Error::InvalidBase64(e.to_string()))
 }
@@ -73,6 +81,14 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
 /// Decodes JPEG/PNG/WebP bytes to RGB, refusing images over `max_pixels` from their header alone
 /// and applying the EXIF orientation.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
+    let mut out = RgbImage { width: 0, height: 0, pixels: Vec::new() };
+    decode_image_into(bytes, max_pixels, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_image`] into a reusable image: an RGB image without EXIF rotation (the common case)
+/// is decoded straight into `out.pixels`, so a worker does not map fresh pages for every image.
+pub fn decode_image_into(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<()> {
     let format = sniff_format(bytes)?;
     // The guard runs on the header bytes alone (some decoders read far past the header on creation).
     if let Ok(size) = imagesize::blob_size(bytes) {
@@ -95,10 +111,23 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
     }
     check_pixels(u64::from(w), u64::from(h), max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    if decoder.color_type() == ColorType::Rgb8 && orientation == image::metadata::Orientation::NoTransforms {
+        let len = usize::try_from(decoder.total_bytes()).map_err(|_| Error::ImageTooLarge {
+            width: w,
+            height: h,
+            limit: max_pixels,
+        })?;
+        out.pixels.clear();
+        out.pixels.resize(len, 0);
+        decoder.read_image(&mut out.pixels).map_err(|e| body_error(e, w, h, max_pixels))?;
+        (out.width, out.height) = (w, h);
+        return Ok(());
+    }
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| body_error(e, w, h, max_pixels))?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
-    Ok(RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() })
+    *out = RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() };
+    Ok(())
 }
 
 /// Whether a JPEG's scan data is followed by an end-of-image marker (FF D9).
@@ -224,5 +253,26 @@ mod tests {
         assert_eq!(decode_base64(b"aGVs\nbG8=").unwrap(), b"hello");
         assert_eq!(decode_base64(b"***").unwrap_err().code(), "invalid_base64");
         assert_eq!(decode_base64(b"").unwrap_err().code(), "invalid_base64");
+    }
+
+    #[test]
+    fn reused_buffers_decode_like_fresh_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+        let mut rgb = RgbImage { width: 0, height: 0, pixels: Vec::new() };
+        let mut encoded = Vec::new();
+        // Large JPEG, smaller JPEG, PNG (the non-RGB8 path), then a failure: the buffers carry nothing over.
+        for name in ["rocket.jpg", "dog.jpg", "astronaut.png", "eagle.jpg"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            decode_base64_into(text.as_bytes(), &mut encoded).unwrap();
+            assert_eq!(encoded, bytes, "{name}");
+            decode_image_into(&encoded, 40_000_000, &mut rgb).unwrap();
+            let fresh = decode_image(&bytes, 40_000_000).unwrap();
+            assert_eq!((rgb.width, rgb.height), (fresh.width, fresh.height), "{name}");
+            assert_eq!(rgb.pixels.len(), (rgb.width * rgb.height * 3) as usize, "{name}");
+            assert!(rgb.pixels == fresh.pixels, "{name}: pixels differ from a fresh decode");
+        }
+        assert_eq!(decode_base64_into(b"***", &mut encoded).unwrap_err().code(), "invalid_base64");
+        assert_eq!(decode_image_into(b"not an image", 40_000_000, &mut rgb).unwrap_err().code(), "not_an_image");
     }
 }

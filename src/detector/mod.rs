@@ -30,7 +30,7 @@ use ort::value::TensorRef;
 use crate::api::{Object, ms_since};
 use crate::config::DetectorConfig;
 use crate::error::{Error, Result};
-use decode::{RgbImage, decode_base64, decode_image};
+use decode::{RgbImage, decode_base64_into, decode_image_into};
 use preprocess::{INPUT_LEN, INPUT_SIZE, Preprocessor};
 
 /// The bytes of one image to detect on.
@@ -86,12 +86,18 @@ pub fn load_labels(path: &std::path::Path) -> Result<Arc<[String]>> {
     Ok(labels.into())
 }
 
+/// Per-image buffers larger than this (an image over ~5 MP) are not kept for the next image.
+pub const KEEP_BUFFER_BYTES: usize = 16 << 20;
+
 /// One ORT session with its reusable buffers. Synchronous; owned by one thread at a time.
 pub struct Model {
     session: Session,
     run_options: RunOptions<ort::session::HasSelectedOutputs>,
     pre: Preprocessor,
     tensor: Vec<f32>,
+    /// Reused for each image's encoded bytes (base64 input) and decoded pixels.
+    encoded: Vec<u8>,
+    rgb: RgbImage,
     labels: Arc<[String]>,
     score_threshold: f32,
     nms_iou: f32,
@@ -121,6 +127,8 @@ impl Model {
             run_options,
             pre: Preprocessor::new(),
             tensor: vec![0.0; INPUT_LEN],
+            encoded: Vec::new(),
+            rgb: RgbImage { width: 0, height: 0, pixels: Vec::new() },
             labels,
             score_threshold: cfg.score_threshold,
             nms_iou: cfg.nms_iou,
@@ -129,14 +137,28 @@ impl Model {
     }
 
     /// Detects objects in one input, recording the time of each stage.
+    ///
+    /// The base64 and pixel buffers are kept between images (pages already mapped: with a fixed
+    /// malloc mmap threshold, see `memory`, fresh multi-MB buffers per image would fault ~1,100
+    /// pages each time); one that grew past [`KEEP_BUFFER_BYTES`] for an unusually large image
+    /// is released afterwards.
     pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections> {
         let t = Instant::now();
-        let img = match input {
-            Input::Image(bytes) => decode_image(bytes, self.max_pixels)?,
-            Input::Base64(text) => decode_image(&decode_base64(text)?, self.max_pixels)?,
+        let mut rgb = std::mem::replace(&mut self.rgb, RgbImage { width: 0, height: 0, pixels: Vec::new() });
+        let decoded = match input {
+            Input::Image(bytes) => decode_image_into(bytes, self.max_pixels, &mut rgb),
+            Input::Base64(text) => decode_base64_into(text, &mut self.encoded)
+                .and_then(|()| decode_image_into(&self.encoded, self.max_pixels, &mut rgb)),
         };
         times.decode_ms = ms_since(t);
-        self.detect_rgb(&img, times)
+        let result = decoded.and_then(|()| self.detect_rgb(&rgb, times));
+        if rgb.pixels.capacity() <= KEEP_BUFFER_BYTES {
+            self.rgb = rgb;
+        }
+        if self.encoded.capacity() > KEEP_BUFFER_BYTES {
+            self.encoded = Vec::new();
+        }
+        result
     }
 
     /// Detects objects in already-decoded pixels.
