@@ -9,7 +9,7 @@ ORT_DYLIB_PATH ?= $(CACHE)/ort/libonnxruntime.so
 export ORT_DYLIB_PATH
 CARGO        ?= cargo
 
-.PHONY: help setup setup-test setup-lint setup-tools build run test lint fmt bench load-test
+.PHONY: help setup setup-test setup-lint setup-tools build run test lint fmt bench load-test int8-experiment
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,10 @@ fmt:
 bench: setup ## stage timings vs bare session.run, thread layouts, Python reference, cold start, peak RSS
 	@scripts/setup.sh pyref
 	$(CARGO) bench --bench stages
+
+int8-experiment: ## optional int8 variants vs fp32 (agreement and speed); none met the targets here
+	@scripts/setup.sh int8
+	.cache/int8/bin/python bench/int8/quantize_eval.py
 
 load-test: setup ## closed-loop load at 1, 2, 4, 8 concurrent clients against objdet serve
 	$(CARGO) bench --bench load

@@ -6,7 +6,8 @@
 #   lint  venvs with aws-sam-cli (sam validate, samtranslator, cfn-lint), checkov, hadolint
 #   tools cargo-lambda (for `cargo lambda watch`)
 #   pyref the Python reference service of `make bench` (Flask, onnxruntime, Pillow, numpy)
-# Usage: scripts/setup.sh [ort|test|lint|tools|pyref]...   (default: ort)
+#   int8  the int8 experiment (onnxruntime quantization tools, onnx, Pillow, numpy)
+# Usage: scripts/setup.sh [ort|test|lint|tools|pyref|int8]...   (default: ort)
 # Idempotent: each part is skipped when its stamp file exists for the pinned version.
 set -euo pipefail
 
@@ -24,6 +25,7 @@ CARGO_LAMBDA_VERSION=1.9.2
 FLASK_VERSION=3.1.3
 PILLOW_VERSION=13.0.0
 NUMPY_VERSION=2.4.6
+ONNX_VERSION=1.23.2
 
 # ORT_ARCH overrides the machine's architecture (Docker builds fetch the target's library).
 arch=${ORT_ARCH:-$(uname -m)}
@@ -121,6 +123,16 @@ setup_pyref() {
   touch "$stamp"
 }
 
+setup_int8() {
+  local v stamp=$CACHE/int8/.v$ORT_VERSION-$ONNX_VERSION-$PILLOW_VERSION-$NUMPY_VERSION
+  [ -f "$stamp" ] && return 0
+  log "int8 experiment: onnxruntime $ORT_VERSION, onnx $ONNX_VERSION, pillow, numpy"
+  v=$(venv int8)
+  "$v/bin/pip" install --quiet "onnxruntime==$ORT_VERSION" "onnx==$ONNX_VERSION" \
+    "pillow==$PILLOW_VERSION" "numpy==$NUMPY_VERSION"
+  touch "$stamp"
+}
+
 [ $# -eq 0 ] && set -- ort
 for part in "$@"; do
   case "$part" in
@@ -129,6 +141,7 @@ for part in "$@"; do
     lint) setup_lint ;;
     tools) setup_tools ;;
     pyref) setup_pyref ;;
-    *) echo "setup: unknown part '$part' (ort|test|lint|tools|pyref)" >&2; exit 2 ;;
+    int8) setup_int8 ;;
+    *) echo "setup: unknown part '$part' (ort|test|lint|tools|pyref|int8)" >&2; exit 2 ;;
   esac
 done
