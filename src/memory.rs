@@ -2,9 +2,10 @@
 //!
 //! By default glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after
 //! which multi-MB buffers come from per-thread heaps that keep their freed pages. Measured on the
-//! 200-image request (`make bench`): fixing the threshold at 128 KiB lowers peak RSS from ~167 to
-//! ~150 MB with the same time per image, because the per-image buffers are reused (see
-//! `detector::Model::detect`) and ORT's arena allocates once.
+//! 200-image request (`make bench`, two sessions): fixing the threshold at 128 KiB (with
+//! `malloc_trim` after loading) lowers peak RSS from ~170 to ~153 MB with the optimized-graph cache
+//! and from ~203 to ~180 MB without, at the same time per image, because the per-image buffers are
+//! reused (see `detector::Model::detect`) and ORT's arena allocates once.
 
 /// The threshold objdet sets: glibc's own default, made fixed.
 pub const MMAP_THRESHOLD: i32 = 128 * 1024;

@@ -260,9 +260,16 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
         let mut rgb = RgbImage { width: 0, height: 0, pixels: Vec::new() };
         let mut encoded = Vec::new();
-        // Large JPEG, smaller JPEG, PNG (the non-RGB8 path), then a failure: the buffers carry nothing over.
-        for name in ["rocket.jpg", "dog.jpg", "astronaut.png", "eagle.jpg"] {
-            let bytes = std::fs::read(dir.join(name)).unwrap();
+        // An RGBA PNG and a grey JPEG take the converting path; the photos decode in place.
+        let mut rgba = Vec::new();
+        image::DynamicImage::new_rgba8(64, 48).write_to(&mut Cursor::new(&mut rgba), ImageFormat::Png).unwrap();
+        let mut grey = Vec::new();
+        image::DynamicImage::new_luma8(40, 30).write_to(&mut Cursor::new(&mut grey), ImageFormat::Jpeg).unwrap();
+        let inputs = [("rgba.png", rgba), ("grey.jpg", grey)].into_iter().chain(
+            ["rocket.jpg", "dog.jpg", "astronaut.png", "eagle.jpg"].map(|n| (n, std::fs::read(dir.join(n)).unwrap())),
+        );
+        // Large, smaller, converted and in-place images in turn: the buffers carry nothing over.
+        for (name, bytes) in inputs {
             let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
             decode_base64_into(text.as_bytes(), &mut encoded).unwrap();
             assert_eq!(encoded, bytes, "{name}");
