@@ -113,24 +113,25 @@ setup_tools() {
   touch "$stamp"
 }
 
-setup_pyref() {
-  local v stamp=$CACHE/pyref/.v$ORT_VERSION-$FLASK_VERSION-$PILLOW_VERSION-$NUMPY_VERSION
+pip_venv() { # pip_venv NAME DESCRIPTION "pkg==version"...: a venv with exactly these pins
+  local name=$1 what=$2 v stamp
+  shift 2
+  stamp=$CACHE/$name/.v$(printf '%s_' "$@" | tr -c 'A-Za-z0-9._\n-' '_')
   [ -f "$stamp" ] && return 0
-  log "Python reference service: flask $FLASK_VERSION, onnxruntime $ORT_VERSION, pillow, numpy"
-  v=$(venv pyref)
-  "$v/bin/pip" install --quiet "flask==$FLASK_VERSION" "onnxruntime==$ORT_VERSION" \
-    "pillow==$PILLOW_VERSION" "numpy==$NUMPY_VERSION"
+  log "$what: $*"
+  v=$(venv "$name")
+  "$v/bin/pip" install --quiet "$@"
   touch "$stamp"
 }
 
-setup_int8() {
-  local v stamp=$CACHE/int8/.v$ORT_VERSION-$ONNX_VERSION-$PILLOW_VERSION-$NUMPY_VERSION
-  [ -f "$stamp" ] && return 0
-  log "int8 experiment: onnxruntime $ORT_VERSION, onnx $ONNX_VERSION, pillow, numpy"
-  v=$(venv int8)
-  "$v/bin/pip" install --quiet "onnxruntime==$ORT_VERSION" "onnx==$ONNX_VERSION" \
+setup_pyref() {
+  pip_venv pyref "Python reference service" "flask==$FLASK_VERSION" "onnxruntime==$ORT_VERSION" \
     "pillow==$PILLOW_VERSION" "numpy==$NUMPY_VERSION"
-  touch "$stamp"
+}
+
+setup_int8() {
+  pip_venv int8 "int8 experiment" "onnxruntime==$ORT_VERSION" "onnx==$ONNX_VERSION" \
+    "pillow==$PILLOW_VERSION" "numpy==$NUMPY_VERSION"
 }
 
 [ $# -eq 0 ] && set -- ort
