@@ -255,6 +255,11 @@ impl BodyScanner {
         Ok(())
     }
 
+    /// Whether the body had this top-level field (even an empty `images` array counts).
+    pub fn has_field(&self, key: &str) -> bool {
+        self.seen.iter().any(|k| k == key)
+    }
+
     /// Checks that the body was a complete object.
     pub fn finish(&self) -> Result<()> {
         if self.state == State::Done { Ok(()) } else { Err(bad("the JSON body ends early")) }
@@ -299,6 +304,9 @@ mod tests {
         assert!(matches!(&ev[0], Event::S3(k) if k.keys == ["uploads/a.jpg"] && k.bucket.as_deref() == Some("b")));
         assert_eq!(scan_in_chunks("{}", 1).unwrap(), vec![]);
         assert_eq!(scan_in_chunks(r#"{"images": []}"#, 2).unwrap(), vec![]);
+        let mut scanner = BodyScanner::new();
+        scanner.feed(br#"{"images": [], "s3": {"keys": []}}"#, &mut Vec::new()).unwrap();
+        assert!(scanner.has_field("images") && scanner.has_field("s3") && !scanner.has_field("names"));
         assert_eq!(scan_in_chunks(r#"{"images": ["x"], "names": null}"#, 2).unwrap().len(), 1);
     }
 

@@ -131,8 +131,11 @@ impl DetectService {
         }
         scanner.finish()?;
         let arrival = Arrival { start, receive_ms: wait.as_secs_f64() * 1e3, payload_bytes: received as u64 };
-        match (images, s3) {
-            (0, Some(keys)) => {
+        match s3 {
+            Some(_) if scanner.has_field("images") => {
+                Err(Error::InvalidRequest("send either \"images\" or \"s3\", not both".into()))
+            }
+            Some(keys) => {
                 if names.is_some() {
                     return Err(Error::InvalidRequest(
                         "\"names\" is not used with \"s3\": results are named by key".into(),
@@ -140,10 +143,9 @@ impl DetectService {
                 }
                 self.detect_s3(keys, arrival).await
             }
-            (_, Some(_)) => Err(Error::InvalidRequest("send either \"images\" or \"s3\", not both".into())),
-            (0, None) => Err(Error::NoImages),
-            (n, None) => {
-                let names = resolve_names(names, n)?;
+            None if images == 0 => Err(Error::NoImages),
+            None => {
+                let names = resolve_names(names, images)?;
                 for p in pending {
                     outcomes.push(p.await);
                 }

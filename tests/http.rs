@@ -234,6 +234,15 @@ async fn s3_without_configuration() {
 }
 
 #[tokio::test]
+async fn images_and_s3_together_are_refused() {
+    // Checked before S3 configuration, and an empty `images` array still counts as sent.
+    for images in [json!([]), json!([common::b64(&common::fixture("eagle.jpg"))])] {
+        let body = json!({"images": images, "s3": {"keys": ["uploads/a.jpg"]}});
+        expect_error(app(), json_req(body.to_string()), StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+}
+
+#[tokio::test]
 async fn unknown_route_and_method() {
     let req = Request::get("/nope").body(Body::empty()).unwrap();
     expect_error(app(), req, StatusCode::NOT_FOUND, "route_not_found").await;
