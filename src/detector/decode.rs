@@ -9,7 +9,7 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, Imag
 use crate::error::{Error, Result};
 
 /// An 8-bit RGB image, rows packed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RgbImage {
     /// Width in pixels (after EXIF orientation).
     pub width: u32,
@@ -81,7 +81,7 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
 /// Decodes JPEG/PNG/WebP bytes to RGB, refusing images over `max_pixels` from their header alone
 /// and applying the EXIF orientation.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
-    let mut out = RgbImage { width: 0, height: 0, pixels: Vec::new() };
+    let mut out = RgbImage::default();
     decode_image_into(bytes, max_pixels, &mut out)?;
     Ok(out)
 }
@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn reused_buffers_decode_like_fresh_ones() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
-        let mut rgb = RgbImage { width: 0, height: 0, pixels: Vec::new() };
+        let mut rgb = RgbImage::default();
         let mut encoded = Vec::new();
         // An RGBA PNG and a grey JPEG take the converting path; the photos decode in place.
         let mut rgba = Vec::new();

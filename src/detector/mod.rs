@@ -128,7 +128,7 @@ impl Model {
             pre: Preprocessor::new(),
             tensor: vec![0.0; INPUT_LEN],
             encoded: Vec::new(),
-            rgb: RgbImage { width: 0, height: 0, pixels: Vec::new() },
+            rgb: RgbImage::default(),
             labels,
             score_threshold: cfg.score_threshold,
             nms_iou: cfg.nms_iou,
@@ -144,7 +144,7 @@ impl Model {
     /// is released afterwards.
     pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections> {
         let t = Instant::now();
-        let mut rgb = std::mem::replace(&mut self.rgb, RgbImage { width: 0, height: 0, pixels: Vec::new() });
+        let mut rgb = std::mem::take(&mut self.rgb);
         let decoded = match input {
             Input::Image(bytes) => decode_image_into(bytes, self.max_pixels, &mut rgb),
             Input::Base64(text) => decode_base64_into(text, &mut self.encoded)
