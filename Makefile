@@ -34,7 +34,7 @@ run: setup ## serve the API on http://$(HOST):$(PORT) with the bundled model
 	  $(CARGO) run --release --bin objdet -- serve
 
 test: setup-test ## all tests: real model, real ORT, real HTTP, local S3 and the Lambda emulator
-	$(CARGO) test --release --lib --bins --tests
+	XDG_CACHE_HOME=$(CACHE) $(CARGO) test --release --lib --bins --tests
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

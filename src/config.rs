@@ -43,7 +43,9 @@ pub struct DetectorConfig {
     pub intra_threads: usize,
     /// `ORT_SPIN` (false): let ORT's threads spin between ops (burns billed CPU on Lambda).
     pub spin: bool,
-    /// `ORT_OPTIMIZED_MODEL_PATH`: where ORT caches the optimized graph (unset: no cache).
+    /// `ORT_OPTIMIZED_MODEL_PATH`: where the optimized graph is cached (`off`: no cache). Default:
+    /// `$XDG_CACHE_HOME/objdet/` or `~/.cache/objdet/` + `<model stem>.optimized.onnx`; none on
+    /// Lambda, where every execution environment starts with an empty `/tmp`.
     pub optimized_model_path: Option<PathBuf>,
     /// `ORT_CPU_ARENA` (true): ORT's caching arena allocator for activations.
     pub cpu_arena: bool,
@@ -128,6 +130,7 @@ impl Config {
             None => model_path.parent().unwrap_or(Path::new(".")).join("coco80.txt"),
         };
         let ort_dylib_path = get("ORT_DYLIB_PATH").map(PathBuf::from).or_else(default_ort_dylib);
+        let optimized_model_path = optimized_model_path(&get, &model_path);
 
         let vcpus = vcpus(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|m| m.parse().ok()));
         let sessions: usize = num("ORT_SESSIONS", get("ORT_SESSIONS"), vcpus)?;
@@ -177,7 +180,7 @@ impl Config {
                 sessions,
                 intra_threads,
                 spin: flag("ORT_SPIN", get("ORT_SPIN"))?,
-                optimized_model_path: get("ORT_OPTIMIZED_MODEL_PATH").map(PathBuf::from),
+                optimized_model_path,
                 cpu_arena: !flag_false("ORT_CPU_ARENA", get("ORT_CPU_ARENA"))?,
                 memory_pattern: flag("ORT_MEMORY_PATTERN", get("ORT_MEMORY_PATTERN"))?,
                 warmup: flag("ORT_WARMUP", get("ORT_WARMUP"))?,
@@ -199,6 +202,22 @@ impl Config {
             return Err(Error::Config("UPLOADS_PREFIX and RESULTS_PREFIX must differ".into()));
         }
         Ok(cfg)
+    }
+}
+
+/// `ORT_OPTIMIZED_MODEL_PATH`, or the default cache path (see [`DetectorConfig::optimized_model_path`]).
+fn optimized_model_path(get: &impl Fn(&str) -> Option<String>, model: &Path) -> Option<PathBuf> {
+    match get("ORT_OPTIMIZED_MODEL_PATH") {
+        Some(v) if matches!(v.to_ascii_lowercase().as_str(), "off" | "none" | "false" | "0") => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None if get("AWS_LAMBDA_FUNCTION_NAME").is_some() => None,
+        None => {
+            let dir = get("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| get("HOME").map(|h| Path::new(&h).join(".cache")))?;
+            let stem = model.file_stem().unwrap_or_default().to_string_lossy();
+            Some(dir.join("objdet").join(format!("{stem}.optimized.onnx")))
+        }
     }
 }
 
@@ -237,6 +256,19 @@ mod tests {
         assert_eq!(c.detector.labels_path, PathBuf::from("models/coco80.txt"));
         assert_eq!(c.s3.uploads_prefix, "uploads/");
         assert!(c.s3.allowed_buckets.is_empty());
+    }
+
+    #[test]
+    fn optimized_graph_cache_defaults_to_the_user_cache_dir_except_on_lambda() {
+        let path = |pairs: &[(&str, &str)]| cfg(pairs).unwrap().detector.optimized_model_path;
+        let in_cache = PathBuf::from("/home/u/.cache/objdet/centernet_mobilenetv3_coco.optimized.onnx");
+        assert_eq!(path(&[("HOME", "/home/u")]), Some(in_cache));
+        let xdg = PathBuf::from("/xdg/objdet/m.optimized.onnx");
+        assert_eq!(path(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/xdg"), ("MODEL_PATH", "/m/m.onnx")]), Some(xdg));
+        assert_eq!(path(&[("HOME", "/home/u"), ("ORT_OPTIMIZED_MODEL_PATH", "off")]), None);
+        assert_eq!(path(&[("ORT_OPTIMIZED_MODEL_PATH", "/c/g.onnx")]), Some(PathBuf::from("/c/g.onnx")));
+        assert_eq!(path(&[("HOME", "/home/u"), ("AWS_LAMBDA_FUNCTION_NAME", "f")]), None);
+        assert_eq!(path(&[]), None);
     }
 
     #[test]

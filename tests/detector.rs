@@ -4,7 +4,7 @@
 mod common;
 
 use objdet::api::BBox;
-use objdet::detector::{Input, Model, StageTimes};
+use objdet::detector::{Detector, Input, Model, StageTimes};
 
 /// (image, [(label, reference score)]).
 const REFERENCE: &[(&str, &[(&str, f32)])] = &[
@@ -158,22 +158,60 @@ fn corrupt_and_truncated_inputs_are_per_image_errors() {
 
 #[test]
 fn optimized_graph_cache_is_written_then_used_with_the_same_detections() {
-    use objdet::detector::runtime::{GraphSource, graph_sources};
+    use objdet::detector::graph_cache::{GraphSource, graph_sources};
     let dir = common::root().join("target/test-tmp").join(format!("ortcache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let data_files = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "data"))
+            .collect();
+        v.sort();
+        v
+    };
     let mut cfg = common::config().detector;
     cfg.optimized_model_path = Some(dir.join("optimized.onnx"));
     assert!(matches!(graph_sources(&cfg).0, GraphSource::ModelSavingTo(_)));
     let bytes = common::fixture("dog.jpg");
     let mut times = StageTimes::default();
     let first = Model::load(&cfg).unwrap().detect(&Input::Image(bytes.clone().into()), &mut times).unwrap();
-    assert!(dir.join("optimized.onnx").exists() && dir.join("optimized.onnx.source").exists());
-    assert!(matches!(graph_sources(&cfg).0, GraphSource::Cached(_)));
-    let second = Model::load(&cfg).unwrap().detect(&Input::Image(bytes.into()), &mut times).unwrap();
+    assert!(!first.objects.is_empty());
+
+    // The graph is small; its weights went to one side file the graph names.
+    let graph_len = std::fs::metadata(dir.join("optimized.onnx")).unwrap().len();
+    let data = data_files();
+    assert_eq!(data.len(), 1, "{data:?}");
+    let data_len = std::fs::metadata(&data[0]).unwrap().len();
+    assert!(graph_len < 1 << 20 && data_len > 7 << 20, "graph {graph_len} B, weights {data_len} B");
+    assert!(dir.join("optimized.onnx.source").exists());
+
+    // Later loads read the weights once and share them; each session finds the same objects.
+    let GraphSource::Cached(cached) = graph_sources(&cfg).0 else { panic!("the cache is not used") };
+    assert!(cached.weights.len() > 50, "{} shared weights", cached.weights.len());
+    let second = Model::load(&cfg).unwrap().detect(&Input::Image(bytes.clone().into()), &mut times).unwrap();
     assert_eq!(first.objects, second.objects);
-    // A stamp for another model invalidates the cache.
+    let mut two = cfg.clone();
+    two.sessions = 2;
+    let d = Detector::load(&two).unwrap();
+    let both: Vec<_> = (0..4).map(|_| d.start(Input::Image(bytes.clone().into()))).collect();
+    for outcome in futures::executor::block_on(futures::future::join_all(both)) {
+        assert_eq!(outcome.result.unwrap().objects, first.objects);
+    }
+    drop(d);
+
+    // A truncated weights file is not used: the cache is rebuilt.
+    std::fs::write(&data[0], b"short").unwrap();
+    assert!(matches!(graph_sources(&cfg).0, GraphSource::ModelSavingTo(_)));
+    // A stamp for another model invalidates the cache; the rebuild replaces the old weights file.
     std::fs::write(dir.join("optimized.onnx.source"), "another model").unwrap();
     assert!(matches!(graph_sources(&cfg).0, GraphSource::ModelSavingTo(_)));
+    let third = Model::load(&cfg).unwrap().detect(&Input::Image(bytes.into()), &mut times).unwrap();
+    assert_eq!(first.objects, third.objects);
+    let rebuilt = data_files();
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    assert_ne!(rebuilt, data);
+    assert!(matches!(graph_sources(&cfg).0, GraphSource::Cached(_)));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -13,6 +13,7 @@
 //! Measurements behind the default are in `docs/performance.md`.
 
 pub mod decode;
+pub mod graph_cache;
 pub mod postprocess;
 pub mod preprocess;
 pub mod runtime;
@@ -108,7 +109,7 @@ impl Model {
     /// Loads one session of the configured model.
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
-        let (source, _) = runtime::graph_sources(cfg);
+        let (source, _) = graph_cache::graph_sources(cfg);
         Self::with_parts(cfg, labels, &ort::session::builder::PrepackedWeights::new(), &source)
     }
 
@@ -116,7 +117,7 @@ impl Model {
         cfg: &DetectorConfig,
         labels: Arc<[String]>,
         weights: &ort::session::builder::PrepackedWeights,
-        source: &runtime::GraphSource,
+        source: &graph_cache::GraphSource,
     ) -> Result<Self> {
         let session = runtime::session(cfg, weights, source)?;
         let run_options = RunOptions::new()
@@ -227,11 +228,18 @@ impl Detector {
     /// packed weights), and starts one worker per session.
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
+        // The cached weights are read while the runtime library loads.
+        let plan = {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || graph_cache::plan(&cfg))
+        };
         let t = Instant::now();
-        runtime::environment(cfg.ort_dylib_path.as_deref())?;
+        let env = runtime::environment(cfg.ort_dylib_path.as_deref());
         tracing::debug!(ms = ms_since(t), "ONNX Runtime loaded");
+        let plan = plan.join().map_err(|_| Error::Internal("reading the graph cache panicked".into()))?;
+        env?;
         let weights = ort::session::builder::PrepackedWeights::new();
-        let (first_source, other_sources) = runtime::graph_sources(cfg);
+        let (first_source, other_sources) = plan.sources();
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();

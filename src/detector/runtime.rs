@@ -1,12 +1,13 @@
 //! ONNX Runtime: loading the shared library once per process, and building sessions.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 
+use super::graph_cache::{self, GraphSource};
 use crate::config::DetectorConfig;
 use crate::error::{Error, Result};
 
@@ -42,63 +43,21 @@ pub fn environment(path: Option<&Path>) -> Result<&'static Environment> {
         .map_err(|e| Error::Startup(e.clone()))
 }
 
-/// Where a session's graph comes from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GraphSource {
-    /// The model file, optimized at load (`GraphOptimizationLevel::All`).
-    Model,
-    /// The model file, optimized at load, and the optimized graph written to this path.
-    ModelSavingTo(PathBuf),
-    /// An optimized graph cached by an earlier start: loaded without an optimization pass.
-    Cached(PathBuf),
-}
-
-/// Identifies the model a cached graph was made from (path, size, modification time) and the ORT
-/// library that made it: a cache whose stamp differs is rebuilt.
-fn cache_stamp(cfg: &DetectorConfig) -> Option<String> {
-    let m = std::fs::metadata(&cfg.model_path).ok()?;
-    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
-    let lib = cfg.ort_dylib_path.as_ref().and_then(|p| std::fs::canonicalize(p).ok());
-    Some(format!("{}\n{}\n{mtime}\n{}\n", cfg.model_path.display(), m.len(), lib.unwrap_or_default().display()))
-}
-
-fn stamp_path(cache: &Path) -> PathBuf {
-    let mut p = cache.as_os_str().to_owned();
-    p.push(".source");
-    PathBuf::from(p)
-}
-
-/// Decides how the sessions of this start load the graph, given `ORT_OPTIMIZED_MODEL_PATH`:
-/// a fresh cache is used by every session; otherwise the first session writes a new one.
-/// (The optimized graph is specific to the CPU it was made on, so the cache is made at run time.)
-pub fn graph_sources(cfg: &DetectorConfig) -> (GraphSource, GraphSource) {
-    let Some(cache) = &cfg.optimized_model_path else { return (GraphSource::Model, GraphSource::Model) };
-    let fresh =
-        cache.exists() && std::fs::read_to_string(stamp_path(cache)).ok().is_some_and(|s| Some(s) == cache_stamp(cfg));
-    if fresh {
-        (GraphSource::Cached(cache.clone()), GraphSource::Cached(cache.clone()))
-    } else {
-        let mut tmp = cache.as_os_str().to_owned();
-        tmp.push(format!(".tmp{}", std::process::id()));
-        (GraphSource::ModelSavingTo(PathBuf::from(tmp)), GraphSource::Model)
-    }
-}
-
-/// Moves a freshly written optimized graph into place, with its stamp. Failures only cost the cache.
-fn publish_cache(cfg: &DetectorConfig, tmp: &Path) {
-    let Some(cache) = &cfg.optimized_model_path else { return };
-    let done = std::fs::rename(tmp, cache)
-        .and_then(|_| std::fs::write(stamp_path(cache), cache_stamp(cfg).unwrap_or_default()));
-    match done {
-        Ok(()) => tracing::info!(path = %cache.display(), "optimized graph cached"),
-        Err(e) => tracing::warn!(path = %cache.display(), error = %e, "could not cache the optimized graph"),
-    }
-}
-
 /// Builds one session of the model with the configured threads.
 ///
-/// `weights` is shared by every session of a detector, so N sessions hold one copy of the packed weights.
+/// `weights` is shared by every session of a detector, so N sessions hold one copy of the packed
+/// weights. A cached graph ORT refuses (e.g. its side file removed meanwhile) falls back to the model.
 pub fn session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &GraphSource) -> Result<Session> {
+    match build_session(cfg, weights, source) {
+        Err(e) if matches!(source, GraphSource::Cached(_)) => {
+            tracing::warn!(error = %e, "cached optimized graph refused; optimizing the model");
+            build_session(cfg, weights, &GraphSource::Model)
+        }
+        built => built,
+    }
+}
+
+fn build_session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &GraphSource) -> Result<Session> {
     let env = environment(cfg.ort_dylib_path.as_deref())?;
     if !cfg.model_path.exists() {
         return Err(Error::Startup(format!("model {} does not exist (MODEL_PATH)", cfg.model_path.display())));
@@ -127,9 +86,18 @@ pub fn session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &GraphS
         .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(cfg.cpu_arena).build()])
         .map_err(map)?;
     let model_file = match source {
-        GraphSource::Cached(p) => p.clone(),
-        GraphSource::ModelSavingTo(tmp) => {
-            builder = builder.with_optimized_model_path(tmp).map_err(map)?;
+        GraphSource::Cached(cached) => {
+            for (name, value) in &cached.weights {
+                builder = builder.with_initializer(name, Arc::clone(value)).map_err(map)?;
+            }
+            cached.graph.clone()
+        }
+        GraphSource::ModelSavingTo(tmp_dir) => {
+            let (graph, entries) = graph_cache::save_entries(cfg, tmp_dir)?;
+            builder = builder.with_optimized_model_path(graph).map_err(map)?;
+            for (key, value) in entries {
+                builder = builder.with_config_entry(key, value).map_err(map)?;
+            }
             cfg.model_path.clone()
         }
         GraphSource::Model => cfg.model_path.clone(),
@@ -137,10 +105,10 @@ pub fn session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &GraphS
     let t = std::time::Instant::now();
     let session = builder
         .commit_from_file(&model_file)
-        .map_err(|e| Error::Startup(format!("cannot load model {}: {e}", cfg.model_path.display())))?;
-    tracing::debug!(ms = crate::api::ms_since(t), ?source, "session created");
-    if let GraphSource::ModelSavingTo(tmp) = source {
-        publish_cache(cfg, tmp);
+        .map_err(|e| Error::Startup(format!("cannot load model {}: {e}", model_file.display())))?;
+    tracing::debug!(ms = crate::api::ms_since(t), source = source.name(), "session created");
+    if let GraphSource::ModelSavingTo(tmp_dir) = source {
+        graph_cache::publish(cfg, tmp_dir);
     }
     let has_input = session.inputs().iter().any(|i| i.name() == INPUT_NAME);
     let has_output = session.outputs().iter().any(|o| o.name() == OUTPUT_NAME);

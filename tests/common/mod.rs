@@ -33,6 +33,8 @@ pub fn config_with(pairs: &[(&str, &str)]) -> Config {
             "ORT_DYLIB_PATH" => Some(ort.clone()),
             // Tests must not pick up a developer's S3 settings.
             "UPLOAD_BUCKET" | "ALLOWED_BUCKETS" => None,
+            // Loaded in-process, the model is optimized at load unless a test asks for the cache.
+            "ORT_OPTIMIZED_MODEL_PATH" => Some("off".into()),
             _ => std::env::var(k).ok(),
         }
     })

@@ -1,0 +1,319 @@
+//! The optimized-graph cache: ORT's optimized graph of the model, written by the first start on a
+//! machine and loaded by later starts without an optimization pass.
+//!
+//! The graph file holds the operators and small constants; the weights (every initializer of at
+//! least 1 KiB) go to a side file `<graph>.<build>.data` that the graph names. A start that finds a fresh cache reads that file
+//! once into tensors and hands the same tensors to every session (`AddInitializer`), so N sessions
+//! hold one copy of the weights, and ORT's pre-packed weights container shares their packed forms
+//! (it only applies to shared initializers). Measured in `docs/performance.md`.
+//!
+//! The optimized graph is specific to the CPU it was made on (ORT's blocked NCHWc layout depends
+//! on the vector width), so the cache is made at run time and its stamp names the model, the ONNX
+//! Runtime library and the CPU's vector extensions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ort::value::{DynValue, Tensor};
+use prost::Message;
+
+use crate::config::DetectorConfig;
+use crate::error::{Error, Result};
+
+/// Where a session's graph comes from.
+#[derive(Debug, Clone)]
+pub enum GraphSource {
+    /// The model file, optimized at load (`GraphOptimizationLevel::All`).
+    Model,
+    /// The model file, optimized at load; the optimized graph and its weights are written to this
+    /// (process-private) directory and then published to the cache.
+    ModelSavingTo(PathBuf),
+    /// A fresh cache: the optimized graph, loaded without an optimization pass, and its weights.
+    Cached(Arc<CachedGraph>),
+}
+
+impl GraphSource {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GraphSource::Model => "model",
+            GraphSource::ModelSavingTo(_) => "model, writing the cache",
+            GraphSource::Cached(_) => "cache",
+        }
+    }
+}
+
+/// An optimized graph from the cache with its weights, read once and shared by every session.
+#[derive(Debug)]
+pub struct CachedGraph {
+    /// The graph file.
+    pub graph: PathBuf,
+    /// Initializer name → tensor, handed to each session with `AddInitializer`.
+    pub weights: Vec<(String, Arc<DynValue>)>,
+}
+
+fn stamp_path(graph: &Path) -> PathBuf {
+    with_suffix(graph, ".source")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Identifies what a cached graph was made from: model path, size and modification time, the ORT
+/// library, and the CPU's vector extensions. A cache whose stamp differs is rebuilt.
+fn cache_stamp(cfg: &DetectorConfig) -> Option<String> {
+    let m = std::fs::metadata(&cfg.model_path).ok()?;
+    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    let lib = cfg.ort_dylib_path.as_ref().and_then(|p| std::fs::canonicalize(p).ok()).unwrap_or_default();
+    Some(format!("{}\n{}\n{mtime}\n{}\n{}\n", cfg.model_path.display(), m.len(), lib.display(), cpu_features()))
+}
+
+/// The vector extensions ORT's CPU kernels choose their layout by.
+fn cpu_features() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+            ("avx512vnni", std::arch::is_x86_feature_detected!("avx512vnni")),
+        ];
+        let on: Vec<&str> = f.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        format!("x86_64 {}", on.join(","))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
+    }
+}
+
+/// How this start's sessions will load the graph; made without calling ONNX Runtime, so it can
+/// be prepared (the cached weights read) while the runtime library loads.
+#[derive(Debug)]
+pub enum Plan {
+    /// No cache configured: every session optimizes the model.
+    NoCache,
+    /// No fresh cache: the first session writes one through this temporary directory.
+    Build(PathBuf),
+    /// A fresh cache, its weights read.
+    Read { graph: PathBuf, weights: Vec<RawTensor> },
+}
+
+/// One cached weight tensor, read from the side file.
+#[derive(Debug)]
+pub struct RawTensor {
+    name: String,
+    dims: Vec<i64>,
+    data: Vec<f32>,
+}
+
+/// Decides how this start's sessions load the graph, given `ORT_OPTIMIZED_MODEL_PATH`: from a
+/// fresh cache (its weights read here), or from the model with the first session writing a new
+/// cache. A cache that cannot be read is rebuilt.
+pub fn plan(cfg: &DetectorConfig) -> Plan {
+    let Some(cache) = &cfg.optimized_model_path else { return Plan::NoCache };
+    let stamp = cache_stamp(cfg);
+    let fresh = stamp.is_some() && std::fs::read_to_string(stamp_path(cache)).ok() == stamp;
+    if fresh {
+        let t = std::time::Instant::now();
+        match read_weights(cache) {
+            Ok(weights) => {
+                tracing::debug!(ms = crate::api::ms_since(t), tensors = weights.len(), "cached weights read");
+                return Plan::Read { graph: cache.clone(), weights };
+            }
+            Err(e) => {
+                tracing::warn!(path = %cache.display(), error = %e, "optimized graph cache unreadable; rebuilding")
+            }
+        }
+    }
+    Plan::Build(with_suffix(cache, &format!(".tmp{}", build_id())))
+}
+
+/// A name no other build of the cache uses, in this process or another.
+fn build_id() -> String {
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{}-{n}-{nanos}", std::process::id())
+}
+
+impl Plan {
+    /// The graph source of the first session and of the others. Needs ONNX Runtime loaded (the
+    /// cached weights become ORT tensors here, without a copy).
+    pub fn sources(self) -> (GraphSource, GraphSource) {
+        match self {
+            Plan::NoCache => (GraphSource::Model, GraphSource::Model),
+            Plan::Build(tmp) => (GraphSource::ModelSavingTo(tmp), GraphSource::Model),
+            Plan::Read { graph, weights } => {
+                let tensors: std::result::Result<Vec<_>, _> = weights
+                    .into_iter()
+                    .map(|w| Tensor::from_array((w.dims, w.data)).map(|t| (w.name, Arc::new(t.into_dyn()))))
+                    .collect();
+                match tensors {
+                    Ok(weights) => {
+                        let cached = GraphSource::Cached(Arc::new(CachedGraph { graph, weights }));
+                        (cached.clone(), cached)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cached weights rejected by ONNX Runtime; optimizing the model");
+                        (GraphSource::Model, GraphSource::Model)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`plan`] and [`Plan::sources`] in one step.
+pub fn graph_sources(cfg: &DetectorConfig) -> (GraphSource, GraphSource) {
+    plan(cfg).sources()
+}
+
+/// Session options that make ORT write the optimized graph into `tmp_dir`, its weights in a side
+/// file whose name is unique to this build (so a published graph and its weights always match,
+/// whatever other processes publish meanwhile).
+pub fn save_entries(cfg: &DetectorConfig, tmp_dir: &Path) -> Result<(PathBuf, [(&'static str, String); 1])> {
+    let cache = cfg.optimized_model_path.as_ref().ok_or_else(|| Error::Internal("no cache path".into()))?;
+    let name = cache.file_name().ok_or_else(|| Error::Config("ORT_OPTIMIZED_MODEL_PATH has no file name".into()))?;
+    std::fs::create_dir_all(tmp_dir)
+        .map_err(|e| Error::Startup(format!("cannot create {}: {e}", tmp_dir.display())))?;
+    let build = tmp_dir.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let data_name = format!("{}.{build}.data", name.to_string_lossy());
+    Ok((tmp_dir.join(name), [("session.optimized_model_external_initializers_file_name", data_name)]))
+}
+
+/// Moves a freshly written graph and its weights from `tmp_dir` into place, writes the stamp and
+/// removes the weights of the graph it replaced. Failures only cost the cache.
+pub fn publish(cfg: &DetectorConfig, tmp_dir: &Path) {
+    let Some(cache) = &cfg.optimized_model_path else { return };
+    let dir = cache.parent().unwrap_or(Path::new("."));
+    let replaced = data_files(cache);
+    let moved = (|| -> std::io::Result<Vec<String>> {
+        let name = cache.file_name().unwrap_or_default();
+        let graph = tmp_dir.join(name);
+        let ours = data_files(&graph);
+        for data in &ours {
+            std::fs::rename(tmp_dir.join(data), dir.join(data))?;
+        }
+        std::fs::rename(graph, cache)?;
+        std::fs::write(stamp_path(cache), cache_stamp(cfg).unwrap_or_default())?;
+        Ok(ours)
+    })();
+    let _ = std::fs::remove_dir_all(tmp_dir);
+    match moved {
+        Ok(ours) => {
+            for old in replaced.iter().filter(|old| !ours.contains(old)) {
+                let _ = std::fs::remove_file(dir.join(old));
+            }
+            tracing::info!(path = %cache.display(), "optimized graph cached")
+        }
+        Err(e) => tracing::warn!(path = %cache.display(), error = %e, "could not cache the optimized graph"),
+    }
+}
+
+/// The side files a graph keeps its weights in (none if it cannot be read).
+fn data_files(graph: &Path) -> Vec<String> {
+    let Ok(proto) = std::fs::read(graph) else { return Vec::new() };
+    let Ok(model) = onnx::ModelProto::decode(proto.as_slice()) else { return Vec::new() };
+    let mut files: Vec<String> = Vec::new();
+    for t in model.graph.map(|g| g.initializer).unwrap_or_default() {
+        for e in t.external_data.into_iter().filter(|e| e.key == "location") {
+            if is_plain_name(&e.value) && !files.contains(&e.value) {
+                files.push(e.value);
+            }
+        }
+    }
+    files
+}
+
+/// A file name in the cache's own directory (no path components).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && Path::new(name).file_name().is_some_and(|n| n == name)
+}
+
+/// Reads a cached graph's weights: every initializer the graph keeps in its side file.
+fn read_weights(graph: &Path) -> std::result::Result<Vec<RawTensor>, String> {
+    let proto = std::fs::read(graph).map_err(|e| format!("read: {e}"))?;
+    let model = onnx::ModelProto::decode(proto.as_slice()).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let initializers = model.graph.map(|g| g.initializer).unwrap_or_default();
+    let dir = graph.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut weights = Vec::with_capacity(initializers.len());
+    for t in initializers.into_iter().filter(|t| t.data_location == onnx::EXTERNAL) {
+        let entry = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
+        let location =
+            entry("location").filter(|l| is_plain_name(l)).ok_or_else(|| format!("{}: bad location", t.name))?;
+        let offset: usize = entry("offset").unwrap_or("0").parse().map_err(|_| format!("{}: bad offset", t.name))?;
+        let length: usize = entry("length")
+            .ok_or_else(|| format!("{}: no length", t.name))?
+            .parse()
+            .map_err(|_| format!("{}: bad length", t.name))?;
+        if t.data_type != onnx::FLOAT {
+            return Err(format!("{}: element type {} is not float", t.name, t.data_type));
+        }
+        if !files.iter().any(|(name, _)| name == location) {
+            let path = dir.join(location);
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            files.push((location.to_string(), bytes));
+        }
+        let bytes = files.iter().find(|(name, _)| name == location).map(|(_, b)| b.as_slice()).unwrap_or_default();
+        let raw = offset
+            .checked_add(length)
+            .and_then(|end| bytes.get(offset..end))
+            .ok_or_else(|| format!("{}: outside {location}", t.name))?;
+        let elements: usize = t.dims.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).product();
+        if elements.checked_mul(4) != Some(raw.len()) {
+            return Err(format!("{}: {} bytes for shape {:?}", t.name, raw.len(), t.dims));
+        }
+        let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        weights.push(RawTensor { name: t.name, dims: t.dims, data });
+    }
+    Ok(weights)
+}
+
+/// The few fields of the ONNX protobuf schema (onnx/onnx.proto3) the cache reads; the rest of the
+/// graph is skipped by the decoder.
+mod onnx {
+    /// `TensorProto.DataType.FLOAT`.
+    pub const FLOAT: i32 = 1;
+    /// `TensorProto.DataLocation.EXTERNAL`.
+    pub const EXTERNAL: i32 = 1;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(int64, repeated, tag = "1")]
+        pub dims: Vec<i64>,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(string, tag = "8")]
+        pub name: String,
+        #[prost(message, repeated, tag = "13")]
+        pub external_data: Vec<StringStringEntryProto>,
+        #[prost(int32, tag = "14")]
+        pub data_location: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringStringEntryProto {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+}
