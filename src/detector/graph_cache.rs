@@ -181,8 +181,8 @@ pub fn save_entries(cfg: &DetectorConfig, tmp_dir: &Path) -> Result<(PathBuf, [(
     let name = cache.file_name().ok_or_else(|| Error::Config("ORT_OPTIMIZED_MODEL_PATH has no file name".into()))?;
     std::fs::create_dir_all(tmp_dir)
         .map_err(|e| Error::Startup(format!("cannot create {}: {e}", tmp_dir.display())))?;
-    let build = tmp_dir.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-    let data_name = format!("{}.{build}.data", name.to_string_lossy());
+    let tmp = tmp_dir.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let data_name = format!("{}.{}.data", name.to_string_lossy(), tmp.trim_start_matches("tmp"));
     Ok((tmp_dir.join(name), [("session.optimized_model_external_initializers_file_name", data_name)]))
 }
 
