@@ -201,6 +201,16 @@ fn optimized_graph_cache_is_written_then_used_with_the_same_detections() {
     }
     drop(d);
 
+    // A cached graph whose weights file disappears between reading and loading still loads: the
+    // session falls back to optimizing the model.
+    let (source, _) = objdet::detector::graph_cache::plan(&cfg).sources();
+    assert!(matches!(source, GraphSource::Cached(_)));
+    let kept = std::fs::read(&data[0]).unwrap();
+    std::fs::remove_file(&data[0]).unwrap();
+    let weights = ort::session::builder::PrepackedWeights::new();
+    assert!(objdet::detector::runtime::session(&cfg, &weights, &source).is_ok());
+    std::fs::write(&data[0], kept).unwrap();
+
     // A truncated weights file is not used: the cache is rebuilt.
     std::fs::write(&data[0], b"short").unwrap();
     assert!(matches!(graph_sources(&cfg).0, GraphSource::ModelSavingTo(_)));

@@ -228,15 +228,19 @@ impl Detector {
     /// packed weights), and starts one worker per session.
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
-        // The cached weights are read while the runtime library loads.
-        let plan = {
+        // The cached weights are read while the runtime library loads (or after it, if no thread
+        // can be started).
+        let reader = {
             let cfg = cfg.clone();
-            std::thread::spawn(move || graph_cache::plan(&cfg))
+            std::thread::Builder::new().name("objdet-cache".into()).spawn(move || graph_cache::plan(&cfg)).ok()
         };
         let t = Instant::now();
         let env = runtime::environment(cfg.ort_dylib_path.as_deref());
         tracing::debug!(ms = ms_since(t), "ONNX Runtime loaded");
-        let plan = plan.join().map_err(|_| Error::Internal("reading the graph cache panicked".into()))?;
+        let plan = match reader {
+            Some(reader) => reader.join().map_err(|_| Error::Internal("reading the graph cache panicked".into()))?,
+            None => graph_cache::plan(cfg),
+        };
         env?;
         let weights = ort::session::builder::PrepackedWeights::new();
         let (first_source, other_sources) = plan.sources();
