@@ -2,10 +2,11 @@
 //! machine and loaded by later starts without an optimization pass.
 //!
 //! The graph file holds the operators and small constants; the weights (every initializer of at
-//! least 1 KiB) go to a side file `<graph>.<build>.data` that the graph names. A start that finds a fresh cache reads that file
-//! once into tensors and hands the same tensors to every session (`AddInitializer`), so N sessions
-//! hold one copy of the weights, and ORT's pre-packed weights container shares their packed forms
-//! (it only applies to shared initializers). Measured in `docs/performance.md`.
+//! least 1 KiB) go to a side file `<graph>.<build>.data` that the graph names. A start that finds
+//! a fresh cache reads that file once into tensors and hands the same tensors to every session
+//! (`AddInitializer`), so N sessions hold one copy of the weights, and ORT's pre-packed weights
+//! container shares their packed forms (it only applies to shared initializers). Measured in
+//! `docs/performance.md`.
 //!
 //! The optimized graph is specific to the CPU it was made on (ORT's blocked NCHWc layout depends
 //! on the vector width), so the cache is made at run time and its stamp names the model, the ONNX
@@ -25,9 +26,9 @@ use crate::error::{Error, Result};
 pub enum GraphSource {
     /// The model file, optimized at load (`GraphOptimizationLevel::All`).
     Model,
-    /// The model file, optimized at load; the optimized graph and its weights are written to this
-    /// (process-private) directory and then published to the cache.
-    ModelSavingTo(PathBuf),
+    /// The model file, optimized at load; the optimized graph and its weights are written by this
+    /// build (named by [`Plan::Build`]'s id) and then published to the cache.
+    ModelSavingTo(String),
     /// A fresh cache: the optimized graph, loaded without an optimization pass, and its weights.
     Cached(Arc<CachedGraph>),
 }
@@ -97,8 +98,8 @@ fn cpu_features() -> String {
 pub enum Plan {
     /// No cache configured: every session optimizes the model.
     NoCache,
-    /// No fresh cache: the first session writes one through this temporary directory.
-    Build(PathBuf),
+    /// No fresh cache: the first session writes one, as the build with this unique id.
+    Build(String),
     /// A fresh cache, its weights read.
     Read { graph: PathBuf, weights: Vec<RawTensor> },
 }
@@ -130,7 +131,7 @@ pub fn plan(cfg: &DetectorConfig) -> Plan {
             }
         }
     }
-    Plan::Build(with_suffix(cache, &format!(".tmp{}", build_id())))
+    Plan::Build(build_id())
 }
 
 /// A name no other build of the cache uses, in this process or another.
@@ -147,7 +148,7 @@ impl Plan {
     pub fn sources(self) -> (GraphSource, GraphSource) {
         match self {
             Plan::NoCache => (GraphSource::Model, GraphSource::Model),
-            Plan::Build(tmp) => (GraphSource::ModelSavingTo(tmp), GraphSource::Model),
+            Plan::Build(id) => (GraphSource::ModelSavingTo(id), GraphSource::Model),
             Plan::Read { graph, weights } => {
                 let tensors: std::result::Result<Vec<_>, _> = weights
                     .into_iter()
@@ -173,29 +174,34 @@ pub fn graph_sources(cfg: &DetectorConfig) -> (GraphSource, GraphSource) {
     plan(cfg).sources()
 }
 
-/// Session options that make ORT write the optimized graph into `tmp_dir`, its weights in a side
-/// file whose name is unique to this build (so a published graph and its weights always match,
+/// The ORT session option naming the side file the optimized graph's weights are written to.
+pub const WEIGHTS_FILE_ENTRY: &str = "session.optimized_model_external_initializers_file_name";
+
+/// Where build `id` has ORT write the optimized graph (in a directory of its own), and the name of
+/// its weights file, unique to the build (so a published graph and its weights always match,
 /// whatever other processes publish meanwhile).
-pub fn save_entries(cfg: &DetectorConfig, tmp_dir: &Path) -> Result<(PathBuf, [(&'static str, String); 1])> {
+pub fn build_paths(cfg: &DetectorConfig, id: &str) -> Result<(PathBuf, String)> {
     let cache = cfg.optimized_model_path.as_ref().ok_or_else(|| Error::Internal("no cache path".into()))?;
     let name = cache.file_name().ok_or_else(|| Error::Config("ORT_OPTIMIZED_MODEL_PATH has no file name".into()))?;
-    std::fs::create_dir_all(tmp_dir)
-        .map_err(|e| Error::Startup(format!("cannot create {}: {e}", tmp_dir.display())))?;
-    let tmp = tmp_dir.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-    let data_name = format!("{}.{}.data", name.to_string_lossy(), tmp.trim_start_matches("tmp"));
-    Ok((tmp_dir.join(name), [("session.optimized_model_external_initializers_file_name", data_name)]))
+    let dir = build_dir(cache, id);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Startup(format!("cannot create {}: {e}", dir.display())))?;
+    Ok((dir.join(name), format!("{}.{id}.data", name.to_string_lossy())))
 }
 
-/// Moves a freshly written graph and its weights from `tmp_dir` into place, writes the stamp and
-/// removes the weights of the graph it replaced. Failures only cost the cache.
-pub fn publish(cfg: &DetectorConfig, tmp_dir: &Path) {
+fn build_dir(cache: &Path, id: &str) -> PathBuf {
+    with_suffix(cache, &format!(".tmp{id}"))
+}
+
+/// Moves build `id`'s graph and weights into place, writes the stamp and removes the weights of
+/// the graph it replaced. Failures only cost the cache.
+pub fn publish(cfg: &DetectorConfig, id: &str) {
     let Some(cache) = &cfg.optimized_model_path else { return };
     let dir = cache.parent().unwrap_or(Path::new("."));
-    let replaced = data_files(cache);
+    let tmp_dir = build_dir(cache, id);
+    let replaced = weight_files(cache).unwrap_or_default();
     let moved = (|| -> std::io::Result<Vec<String>> {
-        let name = cache.file_name().unwrap_or_default();
-        let graph = tmp_dir.join(name);
-        let ours = data_files(&graph);
+        let graph = tmp_dir.join(cache.file_name().unwrap_or_default());
+        let ours = weight_files(&graph).map_err(std::io::Error::other)?;
         for data in &ours {
             std::fs::rename(tmp_dir.join(data), dir.join(data))?;
         }
@@ -203,7 +209,7 @@ pub fn publish(cfg: &DetectorConfig, tmp_dir: &Path) {
         std::fs::write(stamp_path(cache), cache_stamp(cfg).unwrap_or_default())?;
         Ok(ours)
     })();
-    let _ = std::fs::remove_dir_all(tmp_dir);
+    let _ = std::fs::remove_dir_all(&tmp_dir);
     match moved {
         Ok(ours) => {
             for old in replaced.iter().filter(|old| !ours.contains(old)) {
@@ -215,19 +221,40 @@ pub fn publish(cfg: &DetectorConfig, tmp_dir: &Path) {
     }
 }
 
-/// The side files a graph keeps its weights in (none if it cannot be read).
-fn data_files(graph: &Path) -> Vec<String> {
-    let Ok(proto) = std::fs::read(graph) else { return Vec::new() };
-    let Ok(model) = onnx::ModelProto::decode(proto.as_slice()) else { return Vec::new() };
+/// The graph's initializers kept in side files, with their file name, offset and length.
+fn external_initializers(graph: &Path) -> std::result::Result<Vec<(onnx::TensorProto, String, usize, usize)>, String> {
+    let proto = std::fs::read(graph).map_err(|e| format!("read: {e}"))?;
+    let model = onnx::ModelProto::decode(proto.as_slice()).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let initializers = model.graph.map(|g| g.initializer).unwrap_or_default();
+    initializers
+        .into_iter()
+        .filter(|t| t.data_location == onnx::EXTERNAL)
+        .map(|t| {
+            let entry = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.clone());
+            let location =
+                entry("location").filter(|l| is_plain_name(l)).ok_or_else(|| format!("{}: bad location", t.name))?;
+            let number = |key: &str, default: Option<&str>| {
+                entry(key)
+                    .as_deref()
+                    .or(default)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .ok_or_else(|| format!("{}: bad {key}", t.name))
+            };
+            let (offset, length) = (number("offset", Some("0"))?, number("length", None)?);
+            Ok((t, location, offset, length))
+        })
+        .collect()
+}
+
+/// The side files a graph keeps its weights in.
+fn weight_files(graph: &Path) -> std::result::Result<Vec<String>, String> {
     let mut files: Vec<String> = Vec::new();
-    for t in model.graph.map(|g| g.initializer).unwrap_or_default() {
-        for e in t.external_data.into_iter().filter(|e| e.key == "location") {
-            if is_plain_name(&e.value) && !files.contains(&e.value) {
-                files.push(e.value);
-            }
+    for (_, location, _, _) in external_initializers(graph)? {
+        if !files.contains(&location) {
+            files.push(location);
         }
     }
-    files
+    Ok(files)
 }
 
 /// A file name in the cache's own directory (no path components).
@@ -237,30 +264,19 @@ fn is_plain_name(name: &str) -> bool {
 
 /// Reads a cached graph's weights: every initializer the graph keeps in its side file.
 fn read_weights(graph: &Path) -> std::result::Result<Vec<RawTensor>, String> {
-    let proto = std::fs::read(graph).map_err(|e| format!("read: {e}"))?;
-    let model = onnx::ModelProto::decode(proto.as_slice()).map_err(|e| format!("not an ONNX model: {e}"))?;
-    let initializers = model.graph.map(|g| g.initializer).unwrap_or_default();
     let dir = graph.parent().unwrap_or(Path::new("."));
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut weights = Vec::with_capacity(initializers.len());
-    for t in initializers.into_iter().filter(|t| t.data_location == onnx::EXTERNAL) {
-        let entry = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
-        let location =
-            entry("location").filter(|l| is_plain_name(l)).ok_or_else(|| format!("{}: bad location", t.name))?;
-        let offset: usize = entry("offset").unwrap_or("0").parse().map_err(|_| format!("{}: bad offset", t.name))?;
-        let length: usize = entry("length")
-            .ok_or_else(|| format!("{}: no length", t.name))?
-            .parse()
-            .map_err(|_| format!("{}: bad length", t.name))?;
+    let mut weights = Vec::new();
+    for (t, location, offset, length) in external_initializers(graph)? {
         if t.data_type != onnx::FLOAT {
             return Err(format!("{}: element type {} is not float", t.name, t.data_type));
         }
-        if !files.iter().any(|(name, _)| name == location) {
-            let path = dir.join(location);
+        if !files.iter().any(|(name, _)| *name == location) {
+            let path = dir.join(&location);
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            files.push((location.to_string(), bytes));
+            files.push((location.clone(), bytes));
         }
-        let bytes = files.iter().find(|(name, _)| name == location).map(|(_, b)| b.as_slice()).unwrap_or_default();
+        let bytes = files.iter().find(|(name, _)| *name == location).map(|(_, b)| b.as_slice()).unwrap_or_default();
         let raw = offset
             .checked_add(length)
             .and_then(|end| bytes.get(offset..end))

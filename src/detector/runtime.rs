@@ -92,12 +92,13 @@ fn build_session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &Grap
             }
             cached.graph.clone()
         }
-        GraphSource::ModelSavingTo(tmp_dir) => {
-            let (graph, entries) = graph_cache::save_entries(cfg, tmp_dir)?;
-            builder = builder.with_optimized_model_path(graph).map_err(map)?;
-            for (key, value) in entries {
-                builder = builder.with_config_entry(key, value).map_err(map)?;
-            }
+        GraphSource::ModelSavingTo(id) => {
+            let (graph, weights_file) = graph_cache::build_paths(cfg, id)?;
+            builder = builder
+                .with_optimized_model_path(graph)
+                .map_err(map)?
+                .with_config_entry(graph_cache::WEIGHTS_FILE_ENTRY, weights_file)
+                .map_err(map)?;
             cfg.model_path.clone()
         }
         GraphSource::Model => cfg.model_path.clone(),
@@ -107,8 +108,8 @@ fn build_session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &Grap
         .commit_from_file(&model_file)
         .map_err(|e| Error::Startup(format!("cannot load model {}: {e}", model_file.display())))?;
     tracing::debug!(ms = crate::api::ms_since(t), source = source.name(), "session created");
-    if let GraphSource::ModelSavingTo(tmp_dir) = source {
-        graph_cache::publish(cfg, tmp_dir);
+    if let GraphSource::ModelSavingTo(id) = source {
+        graph_cache::publish(cfg, id);
     }
     let has_input = session.inputs().iter().any(|i| i.name() == INPUT_NAME);
     let has_output = session.outputs().iter().any(|o| o.name() == OUTPUT_NAME);
