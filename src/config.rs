@@ -41,6 +41,11 @@ pub struct DetectorConfig {
     pub sessions: usize,
     /// `ORT_INTRA_THREADS`: intra-op threads per session. Default: 1.
     pub intra_threads: usize,
+    /// `ORT_SOLO_THREADS`: intra-op threads of the solo session, which runs an image that arrives
+    /// alone (nothing else queued or running) on every core; 0 or 1: no solo session. Default: the
+    /// pool's total threads (`ORT_SESSIONS` × `ORT_INTRA_THREADS`) when the pool has several
+    /// single-threaded sessions, else 0.
+    pub solo_threads: usize,
     /// `ORT_SPIN` (false): let ORT's threads spin between ops (burns billed CPU on Lambda).
     pub spin: bool,
     /// `ORT_OPTIMIZED_MODEL_PATH`: where the optimized graph is cached (`off`: no cache). Default:
@@ -138,6 +143,8 @@ impl Config {
         if sessions == 0 || intra_threads == 0 {
             return Err(Error::Config("ORT_SESSIONS and ORT_INTRA_THREADS must be at least 1".into()));
         }
+        let default_solo = if sessions > 1 && intra_threads == 1 { sessions } else { 0 };
+        let solo_threads: usize = num("ORT_SOLO_THREADS", get("ORT_SOLO_THREADS"), default_solo)?;
 
         let score_threshold: f32 = num("SCORE_THRESHOLD", get("SCORE_THRESHOLD"), 0.3)?;
         let nms_iou: f32 = num("NMS_IOU", get("NMS_IOU"), 0.4)?;
@@ -179,6 +186,7 @@ impl Config {
                 max_pixels: num("MAX_PIXELS", get("MAX_PIXELS"), 40_000_000)?,
                 sessions,
                 intra_threads,
+                solo_threads,
                 spin: flag("ORT_SPIN", get("ORT_SPIN"))?,
                 optimized_model_path,
                 cpu_arena: !flag_false("ORT_CPU_ARENA", get("ORT_CPU_ARENA"))?,
@@ -281,6 +289,18 @@ mod tests {
         assert_eq!(c.detector.sessions, 3);
         let c = cfg(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "5307"), ("ORT_SESSIONS", "2")]).unwrap();
         assert_eq!(c.detector.sessions, 2);
+    }
+
+    #[test]
+    fn a_solo_session_only_beside_several_single_threaded_pool_sessions() {
+        let solo = |pairs: &[(&str, &str)]| cfg(pairs).unwrap().detector.solo_threads;
+        assert_eq!(solo(&[("ORT_SESSIONS", "2")]), 2);
+        assert_eq!(solo(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "5307")]), 3);
+        assert_eq!(solo(&[("ORT_SESSIONS", "1")]), 0);
+        assert_eq!(solo(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1769")]), 0);
+        assert_eq!(solo(&[("ORT_SESSIONS", "2"), ("ORT_INTRA_THREADS", "2")]), 0);
+        assert_eq!(solo(&[("ORT_SESSIONS", "2"), ("ORT_SOLO_THREADS", "0")]), 0);
+        assert_eq!(solo(&[("ORT_SESSIONS", "4"), ("ORT_SOLO_THREADS", "2")]), 2);
     }
 
     #[test]

@@ -31,6 +31,21 @@ pub fn release_free_memory() {
     }
 }
 
+/// Puts the calling thread in Linux's idle scheduling class (`SCHED_IDLE`): it runs only on
+/// otherwise idle cores. For work that must not slow the requests being served (building the pool
+/// sessions after start-up). An unprivileged thread cannot undo it; use a thread of its own.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_IDLE.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the thread's priority");
+        }
+    }
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn set_mmap_threshold(bytes: i32) -> bool {
     // SAFETY: mallopt is thread-safe and only changes glibc's allocation policy for later calls.

@@ -197,7 +197,7 @@ impl DetectService {
         while let Some(fetched) = fetches.next().await {
             pending.push(match fetched {
                 Ok(bytes) => self.detector.start(Input::Image(bytes)),
-                Err(e) => Box::pin(futures::future::ready(Outcome { result: Err(e), times: Default::default() })),
+                Err(e) => Box::pin(futures::future::ready(Outcome::failed(e))),
             });
         }
         let s3_fetch_ms = ms_since(fetch_start);

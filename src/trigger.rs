@@ -99,9 +99,7 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
         let fetch_ms = ms_since(start);
         let (payload_bytes, outcome) = match fetched {
             Ok(bytes) => (bytes.len() as u64, service.detector().detect(Input::Image(bytes)).await),
-            Err(e @ (Error::NotFound(_) | Error::PayloadTooLarge { .. })) => {
-                (0, Outcome { result: Err(e), times: Default::default() })
-            }
+            Err(e @ (Error::NotFound(_) | Error::PayloadTooLarge { .. })) => (0, Outcome::failed(e)),
             Err(e) => return Err(e),
         };
         let result = to_result(key.clone(), outcome);

@@ -4,7 +4,9 @@
 mod common;
 
 use objdet::api::BBox;
-use objdet::detector::{Detector, Input, Model, StageTimes};
+use std::time::{Duration, Instant};
+
+use objdet::detector::{Detector, Input, Model, SessionKind, StageTimes};
 
 /// (image, [(label, reference score)]).
 const REFERENCE: &[(&str, &[(&str, f32)])] = &[
@@ -128,6 +130,53 @@ fn single_model_agrees_with_the_pool() {
     let pooled = detect("person.jpg");
     assert_eq!(single.objects, pooled.objects);
     assert!(times.inference_ms > 0.0 && times.decode_ms > 0.0);
+}
+
+/// Waits until the detector's pool has `n` sessions.
+fn wait_for_pool(d: &Detector, n: usize) {
+    let t = Instant::now();
+    while d.pool_ready() < n {
+        assert!(t.elapsed() < Duration::from_secs(60), "the pool was never built ({} of {n})", d.pool_ready());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn lone_images_run_on_the_solo_session_queued_ones_on_the_pool_with_the_same_detections() {
+    let cfg = common::config_with(&[("ORT_SESSIONS", "2"), ("ORT_INTRA_THREADS", "1"), ("ORT_SOLO_THREADS", "2")]);
+    let d = Detector::load(&cfg.detector).unwrap();
+    assert_eq!(d.pool_ready(), 0, "start-up builds the solo session only");
+    let dog = || Input::Image(common::fixture("dog.jpg").into());
+
+    let first = d.detect_blocking(dog());
+    assert_eq!(first.ran_on, Some(SessionKind::Solo));
+    let solo = first.result.unwrap().objects;
+    assert!(!solo.is_empty());
+
+    // The answered image asks for the pool; queued images then run there, two at a time.
+    wait_for_pool(&d, 2);
+    let pending: Vec<_> = (0..8).map(|_| d.start(dog())).collect();
+    let outcomes: Vec<_> = pending.into_iter().map(futures::executor::block_on).collect();
+    let on_pool = outcomes.iter().filter(|o| o.ran_on == Some(SessionKind::Pool)).count();
+    assert!(on_pool >= 6, "queued images ran on the pool: {on_pool} of 8");
+    for outcome in outcomes {
+        let objects = outcome.result.unwrap().objects;
+        assert_eq!(objects.len(), solo.len());
+        for (a, b) in objects.iter().zip(&solo) {
+            assert_eq!(a.label, b.label);
+            assert!((a.score - b.score).abs() < 1e-3, "{} vs {}", a.score, b.score);
+            assert!((a.bbox.x1 - b.bbox.x1).abs() < 1.0 && (a.bbox.y2 - b.bbox.y2).abs() < 1.0);
+        }
+    }
+    // Alone again: back on the solo session.
+    assert_eq!(d.detect_blocking(dog()).ran_on, Some(SessionKind::Solo));
+
+    // Without requests the pool is built after a short idle time.
+    let idle = Detector::load(&cfg.detector).unwrap();
+    wait_for_pool(&idle, 2);
+    // A single-session pool has no solo session: everything runs on the pool.
+    let one = Detector::load(&common::config_with(&[("ORT_SESSIONS", "1")]).detector).unwrap();
+    assert_eq!((one.pool_ready(), one.detect_blocking(dog()).ran_on), (1, Some(SessionKind::Pool)));
 }
 
 #[test]

@@ -1,27 +1,19 @@
 //! The detector: bytes → decode (limits first) → resize → tensor → ORT → rows → boxes → NMS.
 //!
 //! [`Model`] is one ORT session with its buffers; it is a plain synchronous object, usable on its
-//! own (tests, benchmarks). [`Detector`] owns a small pool of worker threads, each owning one
-//! `Model`, fed from one queue.
-//!
-//! Why a pool of sessions on dedicated threads rather than one session behind a mutex:
-//! `Session::run` needs `&mut self`, so one session serialises every image; on this model the
-//! per-image cost also includes decode and resize, which a single session would leave the
-//! other cores idle for. With N workers (default: one per vCPU, one intra-op thread each),
-//! image *i+1* is decoded and resized on one core while image *i* is in ORT on another, and
-//! inference never runs on the async executor: callers only await a oneshot reply.
-//! Measurements behind the default are in `docs/performance.md`.
+//! own (tests, benchmarks). [`Detector`] (in [`pool`]) owns the worker threads that run `Model`s
+//! for callers, fed from one queue.
 
 pub mod decode;
 pub mod graph_cache;
+pub mod pool;
 pub mod postprocess;
 pub mod preprocess;
 pub mod runtime;
 
-use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+pub use pool::{Detector, SessionKind};
+
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -74,6 +66,15 @@ pub struct Outcome {
     pub result: Result<Detections>,
     /// Where this image's time went.
     pub times: StageTimes,
+    /// The session that ran it (`None` if it never reached one).
+    pub ran_on: Option<SessionKind>,
+}
+
+impl Outcome {
+    /// An image that failed before reaching a session.
+    pub fn failed(e: Error) -> Self {
+        Outcome { result: Err(e), times: StageTimes::default(), ran_on: None }
+    }
 }
 
 /// Reads the labels file: one class name per line.
@@ -93,6 +94,8 @@ pub const KEEP_BUFFER_BYTES: usize = 16 << 20;
 /// One ORT session with its reusable buffers. Synchronous; owned by one thread at a time.
 pub struct Model {
     session: Session,
+    /// The lead worker's second session (see [`pool`]), swapped with `session` to run on it.
+    other: Option<Session>,
     run_options: RunOptions<ort::session::HasSelectedOutputs>,
     pre: Preprocessor,
     tensor: Vec<f32>,
@@ -110,7 +113,7 @@ impl Model {
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
         let (source, _) = graph_cache::graph_sources(cfg);
-        Self::with_parts(cfg, labels, &ort::session::builder::PrepackedWeights::new(), &source)
+        Self::with_parts(cfg, labels, &ort::session::builder::PrepackedWeights::new(), &source, runtime::Arena::Own)
     }
 
     fn with_parts(
@@ -118,13 +121,15 @@ impl Model {
         labels: Arc<[String]>,
         weights: &ort::session::builder::PrepackedWeights,
         source: &graph_cache::GraphSource,
+        arena: runtime::Arena,
     ) -> Result<Self> {
-        let session = runtime::session(cfg, weights, source)?;
+        let session = runtime::session_in(cfg, weights, source, arena)?;
         let run_options = RunOptions::new()
             .map_err(|e| Error::Startup(format!("run options: {e}")))?
             .with_outputs(OutputSelector::no_default().with(runtime::OUTPUT_NAME));
         Ok(Self {
             session,
+            other: None,
             run_options,
             pre: Preprocessor::new(),
             tensor: vec![0.0; INPUT_LEN],
@@ -196,166 +201,24 @@ impl Model {
         Ok(rows.to_vec())
     }
 
+    /// Adds a second session sharing this model's buffers (the lead worker's pool session).
+    fn attach(&mut self, other: Session) {
+        self.other = Some(other);
+    }
+
+    /// Makes the attached second session the one that runs; false if there is none.
+    fn swap_sessions(&mut self) -> bool {
+        match self.other.as_mut() {
+            Some(other) => {
+                std::mem::swap(&mut self.session, other);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Mutable access to the input tensor (benchmarks fill it directly).
     pub fn input_tensor(&mut self) -> &mut [f32] {
         &mut self.tensor
-    }
-}
-
-struct Job {
-    input: Input,
-    reply: tokio::sync::oneshot::Sender<Outcome>,
-}
-
-/// A pool of worker threads, each owning one [`Model`], fed from one FIFO queue.
-///
-/// Cheap to share (`Arc<Detector>`); dropping the last handle stops the workers.
-pub struct Detector {
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-    labels: Arc<[String]>,
-    sessions: usize,
-}
-
-impl std::fmt::Debug for Detector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Detector").field("sessions", &self.sessions).finish_non_exhaustive()
-    }
-}
-
-impl Detector {
-    /// Loads ONNX Runtime, the labels and `cfg.sessions` sessions (built in parallel, sharing
-    /// packed weights), and starts one worker per session.
-    pub fn load(cfg: &DetectorConfig) -> Result<Self> {
-        let labels = load_labels(&cfg.labels_path)?;
-        // The cached weights are read while the runtime library loads (or after it, if no thread
-        // can be started).
-        let reader = {
-            let cfg = cfg.clone();
-            std::thread::Builder::new().name("objdet-cache".into()).spawn(move || graph_cache::plan(&cfg)).ok()
-        };
-        let t = Instant::now();
-        let env = runtime::environment(cfg.ort_dylib_path.as_deref());
-        tracing::debug!(ms = ms_since(t), "ONNX Runtime loaded");
-        let plan = match reader {
-            Some(reader) => reader.join().map_err(|_| Error::Internal("reading the graph cache panicked".into()))?,
-            None => graph_cache::plan(cfg),
-        };
-        env?;
-        let weights = ort::session::builder::PrepackedWeights::new();
-        let (first_source, other_sources) = plan.sources();
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
-        let mut workers = Vec::with_capacity(cfg.sessions);
-        for i in 0..cfg.sessions {
-            let (cfg, labels, weights, rx, ready) =
-                (cfg.clone(), labels.clone(), weights.clone(), rx.clone(), ready_tx.clone());
-            let source = if i == 0 { first_source.clone() } else { other_sources.clone() };
-            let handle = std::thread::Builder::new()
-                .name(format!("objdet-infer-{i}"))
-                .spawn(move || match Model::with_parts(&cfg, labels, &weights, &source) {
-                    Ok(mut model) => {
-                        // The first run of a session allocates its buffers and is ~40 % slower; with
-                        // ORT_WARMUP it is paid during start-up (e.g. provisioned concurrency) instead.
-                        let t = Instant::now();
-                        let warm = if cfg.warmup { model.run_session().map(|_| ()) } else { Ok(()) };
-                        tracing::debug!(worker = i, ms = ms_since(t), "session warmed up");
-                        let _ = ready.send(warm);
-                        worker(model, &rx);
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                })
-                .map_err(|e| Error::Startup(format!("cannot start worker thread: {e}")))?;
-            workers.push(handle);
-        }
-        drop(ready_tx);
-        let detector =
-            Detector { queue: Mutex::new(Some(tx)), workers: Mutex::new(workers), labels, sessions: cfg.sessions };
-        for _ in 0..cfg.sessions {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(Error::Startup("a worker exited while loading the model".into())),
-            }
-        }
-        Ok(detector)
-    }
-
-    /// Number of sessions (images processed at once).
-    pub fn sessions(&self) -> usize {
-        self.sessions
-    }
-
-    /// The class names, index = class id.
-    pub fn labels(&self) -> &[String] {
-        &self.labels
-    }
-
-    fn submit(&self, input: Input) -> tokio::sync::oneshot::Receiver<Outcome> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = queue.as_ref() {
-            // A send error means the workers are gone: the dropped reply reports it below.
-            let _ = tx.send(Job { input, reply });
-        }
-        rx
-    }
-
-    /// Queues one image now and returns a future of its outcome (lets a caller keep feeding the
-    /// queue while earlier images are in ORT). Never blocks the async executor.
-    pub fn start(&self, input: Input) -> futures::future::BoxFuture<'static, Outcome> {
-        let rx = self.submit(input);
-        Box::pin(async move { Self::outcome(rx.await) })
-    }
-
-    /// Detects objects in one image without blocking the async executor.
-    pub async fn detect(&self, input: Input) -> Outcome {
-        self.start(input).await
-    }
-
-    /// Detects objects in one image, blocking the calling thread (CLI and benchmarks).
-    pub fn detect_blocking(&self, input: Input) -> Outcome {
-        Self::outcome(self.submit(input).blocking_recv())
-    }
-
-    fn outcome(r: std::result::Result<Outcome, tokio::sync::oneshot::error::RecvError>) -> Outcome {
-        r.unwrap_or_else(|_| Outcome {
-            result: Err(Error::Internal("the inference worker stopped".into())),
-            times: StageTimes::default(),
-        })
-    }
-}
-
-impl Drop for Detector {
-    fn drop(&mut self) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.take();
-        }
-        if let Ok(mut w) = self.workers.lock() {
-            for h in w.drain(..) {
-                let _ = h.join();
-            }
-        }
-    }
-}
-
-fn worker(mut model: Model, rx: &Mutex<mpsc::Receiver<Job>>) {
-    loop {
-        let job = {
-            let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
-            guard.recv()
-        };
-        let Ok(Job { input, reply }) = job else { return };
-        if reply.is_closed() {
-            continue; // the client went away: skip the work
-        }
-        let mut times = StageTimes::default();
-        // A panic inside a decoder must cost one image, not the worker.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| model.detect(&input, &mut times)))
-            .unwrap_or_else(|_| Err(Error::Internal("the image decoder panicked".into())));
-        let _ = reply.send(Outcome { result, times });
     }
 }

@@ -43,22 +43,74 @@ pub fn environment(path: Option<&Path>) -> Result<&'static Environment> {
         .map_err(|e| Error::Startup(e.clone()))
 }
 
-/// Builds one session of the model with the configured threads.
+/// Where a session's activations live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arena {
+    /// Its own arena (`ORT_CPU_ARENA`), grown on its first run and kept.
+    Own,
+    /// The one arena registered in the environment, shared with the other `Shared` session. Only
+    /// for sessions that never run at the same time (the solo session and the first pool session):
+    /// their activations then take the memory of one.
+    Shared,
+}
+
+/// Builds one session of the model with the configured threads and its own arena.
 ///
 /// `weights` is shared by every session of a detector, so N sessions hold one copy of the packed
 /// weights. A cached graph ORT refuses (e.g. its side file removed meanwhile) falls back to the model.
 pub fn session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &GraphSource) -> Result<Session> {
-    match build_session(cfg, weights, source) {
+    session_in(cfg, weights, source, Arena::Own)
+}
+
+/// [`session`], with the activations in `arena`.
+pub fn session_in(
+    cfg: &DetectorConfig,
+    weights: &PrepackedWeights,
+    source: &GraphSource,
+    arena: Arena,
+) -> Result<Session> {
+    match build_session(cfg, weights, source, arena) {
         Err(e) if matches!(source, GraphSource::Cached(_)) => {
             tracing::warn!(error = %e, "cached optimized graph refused; optimizing the model");
-            build_session(cfg, weights, &GraphSource::Model)
+            build_session(cfg, weights, &GraphSource::Model, arena)
         }
         built => built,
     }
 }
 
-fn build_session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &GraphSource) -> Result<Session> {
+static SHARED_ARENA: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+
+/// Registers the environment's CPU arena (once per process) for [`Arena::Shared`] sessions.
+fn register_shared_arena(env: &Environment) -> Result<()> {
+    SHARED_ARENA
+        .get_or_init(|| {
+            use ort::AsPointer;
+            use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+            let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)
+                .map_err(|e| format!("memory info: {e}"))?;
+            // SAFETY: both pointers are live ORT objects; a null arena config means ORT's defaults
+            // (the same BFC arena a session creates for itself); ORT copies what it needs.
+            unsafe {
+                let status =
+                    (ort::api().CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), std::ptr::null());
+                ort::Error::result_from_status(status)
+            }
+            .map_err(|e| format!("cannot register the shared ORT arena: {e}"))
+        })
+        .clone()
+        .map_err(Error::Startup)
+}
+
+fn build_session(
+    cfg: &DetectorConfig,
+    weights: &PrepackedWeights,
+    source: &GraphSource,
+    arena: Arena,
+) -> Result<Session> {
     let env = environment(cfg.ort_dylib_path.as_deref())?;
+    if arena == Arena::Shared {
+        register_shared_arena(env)?;
+    }
     if !cfg.model_path.exists() {
         return Err(Error::Startup(format!("model {} does not exist (MODEL_PATH)", cfg.model_path.display())));
     }
@@ -85,6 +137,9 @@ fn build_session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &Grap
         .map_err(map)?
         .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(cfg.cpu_arena).build()])
         .map_err(map)?;
+    if arena == Arena::Shared {
+        builder = builder.with_env_allocators().map_err(map)?;
+    }
     let model_file = match source {
         GraphSource::Cached(cached) => {
             for (name, value) in &cached.weights {
