@@ -174,6 +174,12 @@ fn lone_images_run_on_the_solo_session_queued_ones_on_the_pool_with_the_same_det
     // Without requests the pool is built after a short idle time.
     let idle = Detector::load(&cfg.detector).unwrap();
     wait_for_pool(&idle, 2);
+    // With ORT_WARMUP (provisioned concurrency) start-up builds the pool too.
+    let mut warm = cfg.detector.clone();
+    warm.warmup = true;
+    let warm = Detector::load(&warm).unwrap();
+    assert!(warm.pool_ready() >= 1, "the pool is built during start-up");
+    wait_for_pool(&warm, 2);
     // A single-session pool has no solo session: everything runs on the pool.
     let one = Detector::load(&common::config_with(&[("ORT_SESSIONS", "1")]).detector).unwrap();
     assert_eq!((one.pool_ready(), one.detect_blocking(dog()).ran_on), (1, Some(SessionKind::Pool)));

@@ -197,15 +197,17 @@ struct Build {
     kind: Kind,
     cfg: DetectorConfig,
     source: GraphSource,
+    /// Built after start-up at idle priority, while the solo session serves.
+    background: bool,
 }
 
 enum Kind {
-    /// The lead worker with the solo session, built during start-up.
+    /// The lead worker, with the solo session.
     Lead,
-    /// The lead's pool session, built in the background and handed over.
+    /// The lead's pool session, handed over to the lead when built.
     LeadPool,
-    /// A pool worker; `background` when the lead serves meanwhile.
-    Pool { background: bool },
+    /// A pool worker.
+    Pool,
 }
 
 impl Detector {
@@ -230,20 +232,22 @@ impl Detector {
         let (first, others) = plan.sources();
 
         let solo = cfg.solo_threads > 1;
-        let mut now = vec![];
-        let mut later = vec![];
+        // With ORT_WARMUP (provisioned concurrency) everything is built and warmed during start-up.
+        let background = solo && !cfg.warmup;
+        let mut builds = vec![];
         if solo {
             let solo_cfg = DetectorConfig { intra_threads: cfg.solo_threads, ..cfg.clone() };
-            now.push(Build { index: 0, kind: Kind::Lead, cfg: solo_cfg, source: first.clone() });
+            builds.push(Build { index: 0, kind: Kind::Lead, cfg: solo_cfg, source: first.clone(), background: false });
             if cfg.sessions > 1 {
-                later.push(Build { index: 0, kind: Kind::LeadPool, cfg: cfg.clone(), source: others.clone() });
+                let source = others.clone();
+                builds.push(Build { index: 0, kind: Kind::LeadPool, cfg: cfg.clone(), source, background });
             }
         }
         for i in usize::from(solo)..cfg.sessions {
             let source = if i == 0 { first.clone() } else { others.clone() };
-            let build = Build { index: i, kind: Kind::Pool { background: solo }, cfg: cfg.clone(), source };
-            if solo { later.push(build) } else { now.push(build) }
+            builds.push(Build { index: i, kind: Kind::Pool, cfg: cfg.clone(), source, background });
         }
+        let (later, now): (Vec<_>, Vec<_>) = builds.into_iter().partition(|b| b.background);
 
         let detector = Detector {
             dispatch: Arc::new(Dispatch::default()),
@@ -346,14 +350,14 @@ fn run_thread(
     dispatch: &Dispatch,
     ready: Option<mpsc::Sender<Result<()>>>,
 ) {
-    let background = matches!(build.kind, Kind::LeadPool | Kind::Pool { background: true });
+    let background = build.background;
     if background && !dispatch.wait_for_pool_wanted(POOL_BUILD_IDLE) {
         return;
     }
     let t = Instant::now();
     let arena = match build.kind {
         Kind::Lead | Kind::LeadPool => runtime::Arena::Shared,
-        Kind::Pool { .. } => runtime::Arena::Own,
+        Kind::Pool => runtime::Arena::Own,
     };
     let make = || -> Result<Built> {
         match build.kind {
@@ -371,20 +375,24 @@ fn run_thread(
     };
     let built = if background { at_idle_priority(build.index, make) } else { make() };
     tracing::debug!(worker = build.index, ms = ms_since(t), background, "session ready");
-    match (built, &build.kind) {
-        (Ok(Built::Session(session)), _) => dispatch.update(|s| s.handoff = Some(session)),
-        (Ok(Built::Model(model)), kind) => {
-            let lead = matches!(kind, Kind::Lead);
-            dispatch.update(|s| match lead {
-                true => s.solo_ready = true,
-                false => s.pool_ready += 1,
-            });
-            if let Some(ready) = ready {
-                let _ = ready.send(Ok(()));
-            }
+    // Each session is registered before start-up is told, so a caller never sees fewer than built.
+    let report = |ready: Option<mpsc::Sender<Result<()>>>| {
+        if let Some(ready) = ready {
+            let _ = ready.send(Ok(()));
+        }
+    };
+    match built {
+        Ok(Built::Session(session)) => {
+            dispatch.update(|s| s.handoff = Some(session));
+            report(ready);
+        }
+        Ok(Built::Model(model)) => {
+            let lead = matches!(build.kind, Kind::Lead);
+            dispatch.update(|s| if lead { s.solo_ready = true } else { s.pool_ready += 1 });
+            report(ready);
             serve(*model, lead, dispatch);
         }
-        (Err(e), _) => match ready {
+        Err(e) => match ready {
             Some(ready) => {
                 let _ = ready.send(Err(e));
             }
