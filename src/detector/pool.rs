@@ -42,6 +42,9 @@ pub const POOL_BUILD_IDLE: Duration = Duration::from_secs(1);
 struct Job {
     input: Input,
     reply: tokio::sync::oneshot::Sender<Outcome>,
+    /// Queued while nothing was queued or running: a lone image, not part of a batch or of
+    /// concurrent requests.
+    arrived_idle: bool,
 }
 
 /// The kind of session an image ran on.
@@ -89,7 +92,8 @@ impl State {
         if self.jobs.is_empty() || self.solo_busy {
             return None;
         }
-        let alone = self.jobs.len() == 1 && self.pool_busy == 0;
+        // An image that waited behind another is concurrent traffic: the pool's, once it is built.
+        let alone = self.jobs.len() == 1 && self.pool_busy == 0 && self.jobs.front().is_some_and(|j| j.arrived_idle);
         // With a solo session, a pool of fewer than two sessions is no faster than it.
         let pool_useful = self.pool_ready >= 2 || !self.solo_ready;
         let role = if solo && self.pool_busy == 0 && (alone || !pool_useful) {
@@ -157,9 +161,10 @@ impl Dispatch {
         });
     }
 
-    fn push(&self, job: Job) {
+    fn push(&self, input: Input, reply: tokio::sync::oneshot::Sender<Outcome>) {
         self.update(|s| {
-            s.jobs.push_back(job);
+            let arrived_idle = s.jobs.is_empty() && !s.solo_busy && s.pool_busy == 0;
+            s.jobs.push_back(Job { input, reply, arrived_idle });
             s.pool_wanted |= s.solo_busy;
         });
     }
@@ -306,7 +311,7 @@ impl Detector {
 
     fn submit(&self, input: Input) -> tokio::sync::oneshot::Receiver<Outcome> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.dispatch.push(Job { input, reply });
+        self.dispatch.push(input, reply);
         rx
     }
 
@@ -428,7 +433,7 @@ fn serve(mut model: Model, lead: bool, dispatch: &Dispatch) {
     let mut on = if lead { Role::Solo } else { Role::Pool };
     let mut has_pool = !lead;
     while let Some(next) = dispatch.next(lead, has_pool) {
-        let (Job { input, reply }, role) = match next {
+        let (Job { input, reply, .. }, role) = match next {
             Next::Attach(session) => {
                 model.attach(session);
                 has_pool = true;
@@ -457,11 +462,12 @@ fn serve(mut model: Model, lead: bool, dispatch: &Dispatch) {
 mod tests {
     use super::*;
 
+    /// `queued` images that arrived to an idle detector only if `idle`.
     fn state(queued: usize, solo_ready: bool, pool_ready: usize) -> State {
         let mut s = State { solo_ready, pool_ready, ..State::default() };
-        for _ in 0..queued {
+        for i in 0..queued {
             let (reply, _) = tokio::sync::oneshot::channel();
-            s.jobs.push_back(Job { input: Input::Image(bytes::Bytes::new()), reply });
+            s.jobs.push_back(Job { input: Input::Image(bytes::Bytes::new()), reply, arrived_idle: i == 0 });
         }
         s
     }
@@ -490,6 +496,27 @@ mod tests {
         let mut s = state(2, true, 2);
         s.solo_busy = true;
         assert_eq!(role(s.take(false, true)), None, "nothing starts beside the solo session");
+    }
+
+    #[test]
+    fn an_image_that_waited_behind_the_solo_session_goes_to_the_pool() {
+        let mut s = state(2, true, 2);
+        assert_eq!(role(s.take(true, true)), Some(Role::Pool), "two queued: the pool's");
+        s.pool_busy = 0;
+        // The second one is alone now, but it arrived while the first was queued.
+        assert_eq!(role(s.take(false, true)), Some(Role::Pool));
+
+        let dispatch = Dispatch::default();
+        dispatch.lock().solo_ready = true;
+        dispatch.lock().pool_ready = 2;
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        dispatch.push(Input::Image(bytes::Bytes::new()), reply);
+        assert_eq!(role(dispatch.lock().take(true, true)), Some(Role::Solo), "arrived idle");
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        dispatch.push(Input::Image(bytes::Bytes::new()), reply);
+        assert!(dispatch.lock().pool_wanted, "queued behind the solo session: build the pool");
+        dispatch.lock().solo_busy = false;
+        assert_eq!(role(dispatch.lock().take(true, true)), Some(Role::Pool), "arrived while busy");
     }
 
     #[test]
