@@ -57,7 +57,7 @@ pub struct DetectorConfig {
     /// `ORT_MEMORY_PATTERN` (false): ORT pre-plans one activation block per input shape (measured:
     /// same speed, ~55 MB more peak RSS with two sessions).
     pub memory_pattern: bool,
-    /// `ORT_WARMUP` (false): run each session once during start-up.
+    /// `ORT_WARMUP` (false): build every session (the pool too) and run each once during start-up.
     pub warmup: bool,
 }
 
