@@ -52,6 +52,7 @@ impl DetectService {
             model = %config.detector.model_path.display(),
             sessions = config.detector.sessions,
             intra_threads = config.detector.intra_threads,
+            solo_threads = config.detector.solo_threads,
             load_ms = ms_since(t),
             "model loaded"
         );

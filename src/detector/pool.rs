@@ -360,9 +360,10 @@ fn run_thread(
         return;
     }
     let t = Instant::now();
+    // The lead's two sessions never run together: one arena for both (unless ORT_CPU_ARENA=false).
     let arena = match build.kind {
-        Kind::Lead | Kind::LeadPool => runtime::Arena::Shared,
-        Kind::Pool => runtime::Arena::Own,
+        Kind::Lead | Kind::LeadPool if build.cfg.cpu_arena => runtime::Arena::Shared,
+        _ => runtime::Arena::Own,
     };
     let make = || -> Result<Built> {
         match build.kind {
