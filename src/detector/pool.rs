@@ -359,6 +359,10 @@ fn run_thread(
     if background && !dispatch.wait_for_pool_wanted(POOL_BUILD_IDLE) {
         return;
     }
+    let running = if background { begin_build() } else { None };
+    if background && running.is_none() {
+        return; // the process is exiting
+    }
     let t = Instant::now();
     // The lead's two sessions never run together: one arena for both (unless ORT_CPU_ARENA=false).
     let arena = match build.kind {
@@ -380,6 +384,7 @@ fn run_thread(
         }
     };
     let built = if background { at_idle_priority(build.index, make) } else { make() };
+    drop(running);
     tracing::debug!(worker = build.index, ms = ms_since(t), background, "session ready");
     // Each session is registered before start-up is told, so a caller never sees fewer than built.
     let report = |ready: Option<mpsc::Sender<Result<()>>>| {
@@ -412,6 +417,46 @@ fn run_thread(
 enum Built {
     Model(Box<Model>),
     Session(Session),
+}
+
+/// Background builds in progress, and whether the process is exiting.
+static BUILDS: (Mutex<(usize, bool)>, Condvar) = (Mutex::new((0, false)), Condvar::new());
+
+/// Marks a background build as running until dropped; `None` once the process is exiting.
+///
+/// A process can exit while a background build is inside ONNX Runtime (a CLI run of one image, a
+/// test binary with a shared detector): ORT's static destructors would then run under it and crash.
+/// The first build registers an `atexit` handler (it runs before the destructors of the ORT library
+/// loaded earlier) that stops new builds and waits up to 10 s for running ones.
+fn begin_build() -> Option<BuildGuard> {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a plain `extern "C"` function with no captured state.
+        if unsafe { libc::atexit(wait_for_builds) } != 0 {
+            tracing::warn!("cannot register the exit handler for background builds");
+        }
+    });
+    let mut state = BUILDS.0.lock().unwrap_or_else(|p| p.into_inner());
+    if state.1 {
+        return None;
+    }
+    state.0 += 1;
+    Some(BuildGuard)
+}
+
+struct BuildGuard;
+
+impl Drop for BuildGuard {
+    fn drop(&mut self) {
+        BUILDS.0.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
+        BUILDS.1.notify_all();
+    }
+}
+
+extern "C" fn wait_for_builds() {
+    let mut state = BUILDS.0.lock().unwrap_or_else(|p| p.into_inner());
+    state.1 = true;
+    let _ = BUILDS.1.wait_timeout_while(state, Duration::from_secs(10), |s| s.0 > 0);
 }
 
 /// Runs `f` on a thread of its own in the idle scheduling class (it cannot be raised back).
