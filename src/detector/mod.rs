@@ -4,6 +4,7 @@
 //! own (tests, benchmarks). [`Detector`] (in [`pool`]) owns the worker threads that run `Model`s
 //! for callers, fed from one queue.
 
+pub mod arena;
 pub mod decode;
 pub mod graph_cache;
 pub mod pool;

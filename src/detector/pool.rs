@@ -220,11 +220,26 @@ impl Detector {
     /// workers. Returns once the solo session, or without one every pool session, is ready.
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
+        let arena = if cfg.solo_threads > 1 && cfg.cpu_arena && cfg.prefault_mb > 0 {
+            Some(super::arena::shared(cfg.prefault_mb << 20)?)
+        } else {
+            None
+        };
         // The cached weights are read while the runtime library loads (or after it, if no thread
-        // can be started).
+        // can be started); then the same spare core faults the lead's arena in while the solo
+        // session is built.
         let reader = {
             let cfg = cfg.clone();
-            std::thread::Builder::new().name("objdet-cache".into()).spawn(move || graph_cache::plan(&cfg)).ok()
+            std::thread::Builder::new()
+                .name("objdet-cache".into())
+                .spawn(move || {
+                    let plan = graph_cache::plan(&cfg);
+                    if let Some(arena) = arena {
+                        let _ = std::thread::Builder::new().name("objdet-prefault".into()).spawn(|| arena.fault_in());
+                    }
+                    plan
+                })
+                .ok()
         };
         let t = Instant::now();
         let env = runtime::environment(cfg.ort_dylib_path.as_deref());
@@ -500,6 +515,9 @@ fn serve(mut model: Model, lead: bool, dispatch: &Dispatch) {
             .unwrap_or_else(|_| Err(Error::Internal("the image decoder panicked".into())));
         // Free before replying, so the caller's next image sees this session idle.
         dispatch.done(role);
+        if lead {
+            tracing::trace!(arena = ?super::arena::shared_stats(), ?role, "lead worker ran an image");
+        }
         let _ = reply.send(Outcome { result, times, ran_on: Some(role) });
     }
 }

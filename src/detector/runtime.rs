@@ -48,9 +48,10 @@ pub fn environment(path: Option<&Path>) -> Result<&'static Environment> {
 pub enum Arena {
     /// Its own arena (`ORT_CPU_ARENA`), grown on its first run and kept.
     Own,
-    /// The one arena registered in the environment, shared with the other `Shared` session. Only
-    /// for sessions that never run at the same time (the solo session and the first pool session):
-    /// their activations then take the memory of one.
+    /// The one allocator registered in the environment (the pre-faulted arena of `ORT_PREFAULT_MB`,
+    /// or an ORT arena), shared with the other `Shared` session. Only for sessions that never run
+    /// at the same time (the solo session and the first pool session): their activations then
+    /// take the memory of one.
     Shared,
 }
 
@@ -80,10 +81,14 @@ pub fn session_in(
 
 static SHARED_ARENA: OnceLock<std::result::Result<(), String>> = OnceLock::new();
 
-/// Registers the environment's CPU arena (once per process) for [`Arena::Shared`] sessions.
-fn register_shared_arena(env: &Environment) -> Result<()> {
+/// Registers the environment's CPU allocator (once per process) for [`Arena::Shared`] sessions:
+/// the pre-faulted arena (`ORT_PREFAULT_MB`), or else an ORT arena with ORT's defaults.
+fn register_shared_arena(env: &Environment, cfg: &DetectorConfig) -> Result<()> {
     SHARED_ARENA
         .get_or_init(|| {
+            if cfg.prefault_mb > 0 {
+                return super::arena::register(env, cfg.prefault_mb << 20).map_err(|e| e.to_string());
+            }
             use ort::AsPointer;
             use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
             let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)
@@ -109,7 +114,7 @@ fn build_session(
 ) -> Result<Session> {
     let env = environment(cfg.ort_dylib_path.as_deref())?;
     if arena == Arena::Shared {
-        register_shared_arena(env)?;
+        register_shared_arena(env, cfg)?;
     }
     if !cfg.model_path.exists() {
         return Err(Error::Startup(format!("model {} does not exist (MODEL_PATH)", cfg.model_path.display())));
