@@ -374,10 +374,12 @@ fn run_thread(
     if background && !dispatch.wait_for_pool_wanted(POOL_BUILD_IDLE) {
         return;
     }
-    let running = if background { begin_build() } else { None };
-    if background && running.is_none() {
-        return; // the process is exiting
-    }
+    let Some(running) = begin_ort_work(true) else {
+        if let Some(ready) = ready {
+            let _ = ready.send(Err(Error::Startup("the process is exiting".into())));
+        }
+        return;
+    };
     let t = Instant::now();
     // The lead's two sessions never run together: one arena for both (unless ORT_CPU_ARENA=false).
     let arena = match build.kind {
@@ -434,44 +436,49 @@ enum Built {
     Session(Session),
 }
 
-/// Background builds in progress, and whether the process is exiting.
-static BUILDS: (Mutex<(usize, bool)>, Condvar) = (Mutex::new((0, false)), Condvar::new());
+/// Threads inside ONNX Runtime (building a session or running one), and whether the process is
+/// exiting.
+static ORT_WORK: (Mutex<(usize, bool)>, Condvar) = (Mutex::new((0, false)), Condvar::new());
 
-/// Marks a background build as running until dropped; `None` once the process is exiting.
+/// Marks ONNX Runtime work (a session build or run) as under way until dropped; `None` once the
+/// process is exiting.
 ///
-/// A process can exit while a background build is inside ONNX Runtime (a CLI run of one image, a
-/// test binary with a shared detector): ORT's static destructors would then run under it and crash.
-/// The first build registers an `atexit` handler (it runs before the destructors of the ORT library
-/// loaded earlier) that stops new builds and waits up to 10 s for running ones.
-fn begin_build() -> Option<BuildGuard> {
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    REGISTER.call_once(|| {
-        // SAFETY: registers a plain `extern "C"` function with no captured state.
-        if unsafe { libc::atexit(wait_for_builds) } != 0 {
-            tracing::warn!("cannot register the exit handler for background builds");
+/// A process can exit while another thread is inside ONNX Runtime (a test binary whose shared
+/// detector builds its pool in the background): ORT's static destructors would then run under it
+/// and crash. `register` (each build, and each worker's first run) registers an `atexit` handler
+/// that stops new work and waits up to 10 s for work under way. Handlers run in reverse order of
+/// registration, and ORT registers the destructors of its lazily made statics when they are first
+/// used (during a build or a first run), so registering again after those keeps the handler ahead
+/// of them (registering once, at the first build, left 3 of 26 test-binary exits crashing).
+fn begin_ort_work(register: bool) -> Option<OrtWork> {
+    if register {
+        // SAFETY: registers a plain `extern "C"` function with no captured state; it may run
+        // several times (it is idempotent).
+        if unsafe { libc::atexit(wait_for_ort_work) } != 0 {
+            tracing::warn!("cannot register the exit handler for ONNX Runtime work");
         }
-    });
-    let mut state = BUILDS.0.lock().unwrap_or_else(|p| p.into_inner());
+    }
+    let mut state = ORT_WORK.0.lock().unwrap_or_else(|p| p.into_inner());
     if state.1 {
         return None;
     }
     state.0 += 1;
-    Some(BuildGuard)
+    Some(OrtWork)
 }
 
-struct BuildGuard;
+struct OrtWork;
 
-impl Drop for BuildGuard {
+impl Drop for OrtWork {
     fn drop(&mut self) {
-        BUILDS.0.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
-        BUILDS.1.notify_all();
+        ORT_WORK.0.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
+        ORT_WORK.1.notify_all();
     }
 }
 
-extern "C" fn wait_for_builds() {
-    let mut state = BUILDS.0.lock().unwrap_or_else(|p| p.into_inner());
+extern "C" fn wait_for_ort_work() {
+    let mut state = ORT_WORK.0.lock().unwrap_or_else(|p| p.into_inner());
     state.1 = true;
-    let _ = BUILDS.1.wait_timeout_while(state, Duration::from_secs(10), |s| s.0 > 0);
+    let _ = ORT_WORK.1.wait_timeout_while(state, Duration::from_secs(10), |s| s.0 > 0);
 }
 
 /// Runs `f` on a thread of its own in the idle scheduling class (it cannot be raised back).
@@ -493,11 +500,14 @@ fn at_idle_priority<T: Send>(index: usize, f: impl FnOnce() -> Result<T> + Send)
 fn serve(mut model: Model, lead: bool, dispatch: &Dispatch) {
     let mut on = if lead { Role::Solo } else { Role::Pool };
     let mut has_pool = !lead;
+    // Whether this worker's current sessions have run (see `begin_ort_work`).
+    let mut ran = false;
     while let Some(next) = dispatch.next(lead, has_pool) {
         let (Job { input, reply, .. }, role) = match next {
             Next::Attach(session) => {
                 model.attach(session);
                 has_pool = true;
+                ran = false;
                 continue;
             }
             Next::Run(job, role) => (job, role),
@@ -510,9 +520,13 @@ fn serve(mut model: Model, lead: bool, dispatch: &Dispatch) {
             continue;
         }
         let mut times = StageTimes::default();
-        // A panic inside a decoder must cost one image, not the worker.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| model.detect(&input, &mut times)))
-            .unwrap_or_else(|_| Err(Error::Internal("the image decoder panicked".into())));
+        let result = match begin_ort_work(!ran) {
+            // A panic inside a decoder must cost one image, not the worker.
+            Some(_running) => std::panic::catch_unwind(AssertUnwindSafe(|| model.detect(&input, &mut times)))
+                .unwrap_or_else(|_| Err(Error::Internal("the image decoder panicked".into()))),
+            None => Err(Error::Internal("the process is exiting".into())),
+        };
+        ran = true;
         // Free before replying, so the caller's next image sees this session idle.
         dispatch.done(role);
         if lead {
