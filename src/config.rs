@@ -54,7 +54,7 @@ pub struct DetectorConfig {
     pub optimized_model_path: Option<PathBuf>,
     /// `ORT_CPU_ARENA` (true): ORT's caching arena allocator for activations.
     pub cpu_arena: bool,
-    /// `ORT_PREFAULT_MB` (32): the lead worker's arena (solo session and its pool session), mapped
+    /// `ORT_PREFAULT_MB` (30): the lead worker's arena (solo session and its pool session), mapped
     /// and faulted in on a spare core during start-up so the first request does not pay for it;
     /// 0: ORT's own arena. Only with a solo session and `ORT_CPU_ARENA`; process-wide (the first
     /// detector's setting holds).
@@ -195,7 +195,7 @@ impl Config {
                 spin: flag("ORT_SPIN", get("ORT_SPIN"))?,
                 optimized_model_path,
                 cpu_arena: !flag_false("ORT_CPU_ARENA", get("ORT_CPU_ARENA"))?,
-                prefault_mb: num("ORT_PREFAULT_MB", get("ORT_PREFAULT_MB"), 32)?,
+                prefault_mb: num("ORT_PREFAULT_MB", get("ORT_PREFAULT_MB"), 30)?,
                 memory_pattern: flag("ORT_MEMORY_PATTERN", get("ORT_MEMORY_PATTERN"))?,
                 warmup: flag("ORT_WARMUP", get("ORT_WARMUP"))?,
             },

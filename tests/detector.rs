@@ -152,9 +152,9 @@ fn lone_images_run_on_the_solo_session_queued_ones_on_the_pool_with_the_same_det
     assert_eq!(first.ran_on, Some(SessionKind::Solo));
     let solo = first.result.unwrap().objects;
     assert!(!solo.is_empty());
-    // The lead's sessions allocate from the pre-faulted arena (ORT_PREFAULT_MB, 32 by default).
+    // The lead's sessions allocate from the pre-faulted arena (ORT_PREFAULT_MB, 30 by default).
     let arena = objdet::detector::arena::shared_stats().expect("a pre-faulted arena");
-    assert_eq!(arena.prefaulted, 32 << 20);
+    assert_eq!(arena.prefaulted, 30 << 20);
     assert!(arena.peak > 10 << 20, "ORT's activations come from it: {arena:?}");
 
     // The answered image asks for the pool; queued images then run there, two at a time.

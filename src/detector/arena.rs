@@ -128,7 +128,9 @@ impl Regions {
         let mut blocks = Blocks::default();
         let mut first = (0, 0);
         if bytes > 0 {
-            let len = round_up(bytes, page_size());
+            let len = bytes
+                .checked_next_multiple_of(page_size())
+                .ok_or_else(|| Error::Startup(format!("arena region of {bytes} bytes is too large")))?;
             let start = map(len).ok_or_else(|| Error::Startup(format!("cannot map a {len}-byte arena region")))?;
             blocks.add_region(start, len);
             blocks.stats.prefaulted = len;
@@ -180,12 +182,14 @@ impl Regions {
 
     /// A block of at least `size` bytes, 64-byte aligned; null if memory is exhausted.
     pub fn allocate(&self, size: usize) -> *mut c_void {
-        let size = round_up(size.max(1), ALIGN);
+        let Some(size) = size.max(1).checked_next_multiple_of(ALIGN) else { return std::ptr::null_mut() };
         let mut inner = self.lock();
         let start = match inner.blocks.take(size) {
             Some(start) => start,
             None => {
-                let len = round_up(size.max(GROW_BYTES), page_size());
+                let Some(len) = size.max(GROW_BYTES).checked_next_multiple_of(page_size()) else {
+                    return std::ptr::null_mut();
+                };
                 let Some(start) = map(len) else { return std::ptr::null_mut() };
                 inner.blocks.add_region(start, len);
                 inner.blocks.stats.grown += 1;
@@ -296,10 +300,6 @@ unsafe extern "system" fn info_of(this: *const ort::sys::OrtAllocator) -> *const
     unsafe { &*this.cast::<OrtArena>() }.info.ptr()
 }
 
-fn round_up(n: usize, to: usize) -> usize {
-    n.div_ceil(to) * to
-}
-
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -405,5 +405,6 @@ mod tests {
         arena.release(small);
         arena.release(std::ptr::null_mut());
         assert_eq!(arena.stats().in_use, 0);
+        assert!(arena.allocate(usize::MAX).is_null(), "an impossible size is refused, not a panic");
     }
 }

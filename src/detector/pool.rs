@@ -221,7 +221,7 @@ impl Detector {
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
         let arena = if cfg.solo_threads > 1 && cfg.cpu_arena && cfg.prefault_mb > 0 {
-            Some(super::arena::shared(cfg.prefault_mb << 20)?)
+            Some(super::arena::shared(cfg.prefault_mb.saturating_mul(1 << 20))?)
         } else {
             None
         };

@@ -87,7 +87,7 @@ fn register_shared_arena(env: &Environment, cfg: &DetectorConfig) -> Result<()> 
     SHARED_ARENA
         .get_or_init(|| {
             if cfg.prefault_mb > 0 {
-                return super::arena::register(env, cfg.prefault_mb << 20).map_err(|e| e.to_string());
+                return super::arena::register(env, cfg.prefault_mb.saturating_mul(1 << 20)).map_err(|e| e.to_string());
             }
             use ort::AsPointer;
             use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
