@@ -66,6 +66,14 @@ pub struct DetectorConfig {
     pub warmup: bool,
 }
 
+impl DetectorConfig {
+    /// Bytes of the lead worker's pre-faulted arena: `ORT_PREFAULT_MB`, or 0 when it is not used
+    /// (no solo session, or `ORT_CPU_ARENA=false`).
+    pub fn prefault_bytes(&self) -> usize {
+        if self.solo_threads > 1 && self.cpu_arena { self.prefault_mb.saturating_mul(1 << 20) } else { 0 }
+    }
+}
+
 /// S3 settings for S3-key requests, presigned uploads and the upload trigger.
 #[derive(Debug, Clone)]
 pub struct S3Config {

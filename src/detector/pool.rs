@@ -220,10 +220,9 @@ impl Detector {
     /// workers. Returns once the solo session, or without one every pool session, is ready.
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
         let labels = load_labels(&cfg.labels_path)?;
-        let arena = if cfg.solo_threads > 1 && cfg.cpu_arena && cfg.prefault_mb > 0 {
-            Some(super::arena::shared(cfg.prefault_mb.saturating_mul(1 << 20))?)
-        } else {
-            None
+        let arena = match cfg.prefault_bytes() {
+            0 => None,
+            bytes => Some(super::arena::shared(bytes)?),
         };
         // The cached weights are read while the runtime library loads (or after it, if no thread
         // can be started); then the same spare core faults the lead's arena in while the solo

@@ -86,8 +86,8 @@ static SHARED_ARENA: OnceLock<std::result::Result<(), String>> = OnceLock::new()
 fn register_shared_arena(env: &Environment, cfg: &DetectorConfig) -> Result<()> {
     SHARED_ARENA
         .get_or_init(|| {
-            if cfg.prefault_mb > 0 {
-                return super::arena::register(env, cfg.prefault_mb.saturating_mul(1 << 20)).map_err(|e| e.to_string());
+            if cfg.prefault_bytes() > 0 {
+                return super::arena::register(env, cfg.prefault_bytes()).map_err(|e| e.to_string());
             }
             use ort::AsPointer;
             use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
