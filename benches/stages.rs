@@ -97,7 +97,7 @@ fn stages(threads: usize, rounds: usize) -> Stages {
     for _ in 0..rounds {
         for (_, bytes) in &photos {
             let t = Instant::now();
-            let img = decode_image(bytes, cfg.max_pixels).unwrap();
+            let img = decode_image(bytes, &cfg.limits()).unwrap();
             s.decode.push(ms_since(t));
             let t = Instant::now();
             resize_with_image(&img, &mut scratch).unwrap();

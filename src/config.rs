@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -37,6 +38,9 @@ pub struct DetectorConfig {
     pub nms_iou: f32,
     /// `MAX_PIXELS` (40,000,000): larger images are refused before decoding.
     pub max_pixels: u64,
+    /// `MAX_IMAGE_SIDE` (16,384, WebP's own maximum): images wider or taller are refused before
+    /// decoding, whatever their area (a 40,000,000×1 image is under `MAX_PIXELS`).
+    pub max_side: u32,
     /// `ORT_SESSIONS`: ORT sessions (= images in flight). Default: the vCPU count.
     pub sessions: usize,
     /// `ORT_INTRA_THREADS`: intra-op threads per session. Default: 1.
@@ -67,6 +71,11 @@ pub struct DetectorConfig {
 }
 
 impl DetectorConfig {
+    /// The per-image size limits.
+    pub fn limits(&self) -> crate::detector::decode::Limits {
+        crate::detector::decode::Limits { max_pixels: self.max_pixels, max_side: self.max_side }
+    }
+
     /// Bytes of the lead worker's pre-faulted arena: `ORT_PREFAULT_MB`, or 0 when it is not used
     /// (no solo session, or `ORT_CPU_ARENA=false`).
     pub fn prefault_bytes(&self) -> usize {
@@ -87,10 +96,32 @@ pub struct S3Config {
     pub results_prefix: String,
     /// `S3_FORCE_PATH_STYLE` (false): path-style addressing, for local S3 servers.
     pub force_path_style: bool,
-    /// `S3_FETCH_CONCURRENCY` (8): objects fetched at once per request.
+    /// `S3_FETCH_CONCURRENCY` (8): objects fetched (or detected) at once per request.
     pub fetch_concurrency: usize,
+    /// `S3_MAX_BYTES_IN_FLIGHT` (64 MiB): bytes of fetched objects one request holds at once.
+    pub max_bytes_in_flight: usize,
+    /// `S3_READ_PREFIX` (default `UPLOADS_PREFIX`; empty with `S3_READ_ANY_KEY=true`): the only
+    /// keys S3-keys requests may read.
+    pub read_prefix: String,
     /// `PRESIGN_EXPIRES_SECS` (900): lifetime of presigned upload URLs.
     pub presign_expires_secs: u64,
+}
+
+/// Bounds of `objdet serve` on what a client can hold: connections and time.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    /// `MAX_CONNECTIONS` (512, lowered to fit the open-file limit): connections served at once.
+    pub max_connections: usize,
+    /// `HEADER_TIMEOUT_SECS` (10): time to send a request's headers; also the keep-alive idle time.
+    pub header_timeout: Duration,
+    /// `BODY_TIMEOUT_SECS` (15): longest pause while a request body is arriving.
+    pub body_timeout: Duration,
+    /// `REQUEST_TIMEOUT_SECS` (300): deadline of a whole request on the server, body included
+    /// (64 MiB at ~1.8 Mbit/s).
+    pub request_timeout: Duration,
+    /// `SHUTDOWN_GRACE_SECS` (8, under `docker stop`'s 10): after SIGTERM, time given to requests
+    /// under way before they are abandoned and the process exits.
+    pub shutdown_grace: Duration,
 }
 
 /// The whole configuration.
@@ -106,6 +137,14 @@ pub struct Config {
     pub lambda_max_body_bytes: usize,
     /// `MAX_IMAGES` (256): images per request.
     pub max_images: usize,
+    /// `MAX_REQUEST_PIXELS` (1,000,000,000): pixels all images of one request may decode in total
+    /// (about 8 s of decoding on one core); images past it fail with `pixel_budget_exceeded`.
+    pub max_request_pixels: u64,
+    /// `LAMBDA_REQUEST_TIMEOUT_SECS` (25, under API Gateway's 30): deadline of a request behind
+    /// API Gateway.
+    pub lambda_request_timeout: Duration,
+    /// Server connection and time bounds.
+    pub server: ServerConfig,
     /// Detector settings.
     pub detector: DetectorConfig,
     /// S3 settings.
@@ -142,6 +181,13 @@ impl Config {
             }
         }
 
+        let secs = |k: &str, default: f64| -> Result<Duration> {
+            let v: f64 = num(k, get(k), default)?;
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| Error::Config(format!("{k}={v} must be a positive number of seconds")))
+        };
         let model_path = PathBuf::from(get("MODEL_PATH").unwrap_or_else(|| DEFAULT_MODEL_PATH.into()));
         let labels_path = match get("LABELS_PATH") {
             Some(p) => PathBuf::from(p),
@@ -190,6 +236,15 @@ impl Config {
                 DEFAULT_LAMBDA_MAX_BODY_BYTES,
             )?,
             max_images: num("MAX_IMAGES", get("MAX_IMAGES"), 256)?,
+            max_request_pixels: num("MAX_REQUEST_PIXELS", get("MAX_REQUEST_PIXELS"), 1_000_000_000)?,
+            lambda_request_timeout: secs("LAMBDA_REQUEST_TIMEOUT_SECS", 25.0)?,
+            server: ServerConfig {
+                max_connections: num("MAX_CONNECTIONS", get("MAX_CONNECTIONS"), 512usize)?.max(1),
+                header_timeout: secs("HEADER_TIMEOUT_SECS", 10.0)?,
+                body_timeout: secs("BODY_TIMEOUT_SECS", 15.0)?,
+                request_timeout: secs("REQUEST_TIMEOUT_SECS", 300.0)?,
+                shutdown_grace: secs("SHUTDOWN_GRACE_SECS", 8.0)?,
+            },
             detector: DetectorConfig {
                 model_path,
                 labels_path,
@@ -197,6 +252,7 @@ impl Config {
                 score_threshold,
                 nms_iou,
                 max_pixels: num("MAX_PIXELS", get("MAX_PIXELS"), 40_000_000)?,
+                max_side: num("MAX_IMAGE_SIDE", get("MAX_IMAGE_SIDE"), 16_384)?,
                 sessions,
                 intra_threads,
                 solo_threads,
@@ -214,6 +270,12 @@ impl Config {
                 results_prefix: prefix("RESULTS_PREFIX", "results/"),
                 force_path_style: flag("S3_FORCE_PATH_STYLE", get("S3_FORCE_PATH_STYLE"))?,
                 fetch_concurrency: num("S3_FETCH_CONCURRENCY", get("S3_FETCH_CONCURRENCY"), 8usize)?.max(1),
+                max_bytes_in_flight: num("S3_MAX_BYTES_IN_FLIGHT", get("S3_MAX_BYTES_IN_FLIGHT"), 64usize << 20)?,
+                read_prefix: if flag("S3_READ_ANY_KEY", get("S3_READ_ANY_KEY"))? {
+                    String::new()
+                } else {
+                    get("S3_READ_PREFIX").unwrap_or_else(|| prefix("UPLOADS_PREFIX", "uploads/"))
+                },
                 presign_expires_secs: num("PRESIGN_EXPIRES_SECS", get("PRESIGN_EXPIRES_SECS"), 900)?,
             },
         };

@@ -34,6 +34,12 @@ pub enum Error {
     /// More images than `MAX_IMAGES`.
     #[error("{count} images exceed the limit of {limit} per request")]
     TooManyImages { count: usize, limit: usize },
+    /// S3 mode asked for a key it may not read (outside `S3_READ_PREFIX`, or not a plain key).
+    #[error("key {key:?} may not be read: S3-keys requests read keys under {prefix:?} (no `.` or `..` segments)")]
+    KeyNotAllowed { key: String, prefix: String },
+    /// The request took longer than `REQUEST_TIMEOUT_SECS`, or its body stalled for `BODY_TIMEOUT_SECS`.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// S3 mode asked for a bucket outside `ALLOWED_BUCKETS`.
     #[error("bucket {0:?} is not allowed")]
     BucketNotAllowed(String),
@@ -57,12 +63,23 @@ pub enum Error {
     /// The image ends before its data does.
     #[error("truncated or corrupt image data: {0}")]
     TruncatedImage(String),
-    /// The image header claims more pixels than `MAX_PIXELS`.
-    #[error("image of {width}x{height} pixels exceeds the limit of {limit} pixels")]
-    ImageTooLarge { width: u32, height: u32, limit: u64 },
+    /// The image header claims more pixels than `MAX_PIXELS`, or a side over `MAX_IMAGE_SIDE`.
+    #[error(
+        "image of {width}x{height} pixels exceeds the limits ({} pixels, {} per side)",
+        limits.max_pixels,
+        limits.max_side
+    )]
+    ImageTooLarge { width: u32, height: u32, limits: crate::detector::decode::Limits },
+    /// The request's images together claim more pixels than `MAX_REQUEST_PIXELS`.
+    #[error("the request's images exceed its budget of {budget} pixels in total; send the rest in another request")]
+    PixelBudgetExceeded { budget: u64 },
     /// An S3 object that does not exist.
     #[error("no such S3 object: {0}")]
     NotFound(String),
+    /// S3 refused to read the object (403; also what S3 answers for a missing key to a reader
+    /// without `s3:ListBucket`).
+    #[error("S3 refused access to {0} (or it does not exist)")]
+    AccessDenied(String),
 
     // ---- the service itself --------------------------------------------------------------
     /// An S3 call failed for a reason other than a missing key.
@@ -94,6 +111,9 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::TooManyImages { .. } => "too_many_images",
             Error::BucketNotAllowed(_) => "bucket_not_allowed",
+            Error::KeyNotAllowed { .. } => "key_not_allowed",
+            Error::RequestTimeout(_) => "request_timeout",
+            Error::AccessDenied(_) => "access_denied",
             Error::S3NotConfigured => "s3_not_configured",
             Error::RouteNotFound(_) => "route_not_found",
             Error::MethodNotAllowed => "method_not_allowed",
@@ -101,6 +121,7 @@ impl Error {
             Error::NotAnImage(_) => "not_an_image",
             Error::TruncatedImage(_) => "truncated_image",
             Error::ImageTooLarge { .. } => "image_too_large",
+            Error::PixelBudgetExceeded { .. } => "pixel_budget_exceeded",
             Error::NotFound(_) => "not_found",
             Error::S3(_) => "s3_error",
             Error::Inference(_) => "inference_failed",
@@ -120,13 +141,15 @@ impl Error {
             | Error::InvalidBase64(_)
             | Error::NotAnImage(_)
             | Error::TruncatedImage(_) => StatusCode::BAD_REQUEST,
-            Error::BucketNotAllowed(_) => StatusCode::FORBIDDEN,
+            Error::BucketNotAllowed(_) | Error::KeyNotAllowed { .. } | Error::AccessDenied(_) => StatusCode::FORBIDDEN,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::RouteNotFound(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::PayloadTooLarge { .. } | Error::TooManyImages { .. } | Error::ImageTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Error::PayloadTooLarge { .. }
+            | Error::TooManyImages { .. }
+            | Error::ImageTooLarge { .. }
+            | Error::PixelBudgetExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::S3NotConfigured => StatusCode::NOT_IMPLEMENTED,
             Error::S3(_) => StatusCode::BAD_GATEWAY,
             Error::Inference(_) | Error::Startup(_) | Error::Config(_) | Error::Internal(_) => {
@@ -135,10 +158,44 @@ impl Error {
         }
     }
 
+    /// The message fit to send or log: cut at [`MAX_MESSAGE_CHARS`], control characters escaped,
+    /// whatever client input it quotes.
+    pub fn message(&self) -> String {
+        excerpt_to(&self.to_string(), MAX_MESSAGE_CHARS)
+    }
+
     /// The `{"code", "message"}` body of this error.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { code: self.code().to_string(), message: self.to_string() }
+        ErrorBody { code: self.code().to_string(), message: self.message() }
     }
+}
+
+/// Longest error message sent to a client or logged, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 400;
+
+/// Longest piece of client input quoted in a message or a log line, in characters.
+pub const MAX_EXCERPT_CHARS: usize = 64;
+
+/// Client input fit to quote in a message or a log line: at most [`MAX_EXCERPT_CHARS`]
+/// characters, control characters (newlines, ESC, ...) escaped, a note of the full length when cut.
+pub fn excerpt(input: &str) -> String {
+    excerpt_to(input, MAX_EXCERPT_CHARS)
+}
+
+fn excerpt_to(input: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(input.len().min(max_chars * 2));
+    for (i, c) in input.chars().enumerate() {
+        if i == max_chars {
+            out.push_str(&format!("… ({} bytes in all)", input.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The serialized form of an error: `{"code": "...", "message": "..."}`.

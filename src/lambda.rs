@@ -1,110 +1,305 @@
-//! The Lambda front door: S3 notifications go to the [`trigger`](crate::trigger); every other event
-//! (API Gateway REST v1, HTTP API v2, function URL, ALB) is turned into an HTTP request for the same
-//! [`Router`] `objdet serve` runs, by `lambda_http`.
+//! The Lambda front doors, one per event source, all in the one container image: the function's
+//! `ImageConfig.Command` (handed to `bootstrap` as `_HANDLER`) picks which one runs.
+//!
+//! - [`Handler::Http`]: API Gateway REST v1 / HTTP API v2, function URLs and ALB, through
+//!   `lambda_http`'s runtime and the *same* [`Router`] `objdet serve` runs. The stage prefix of
+//!   the path is dropped by `lambda_http` itself (`AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true`).
+//! - [`Handler::S3`]: S3 `ObjectCreated` notifications, typed as [`S3Event`], to the
+//!   [`trigger`](crate::trigger).
+//!
+//! `lambda_http` converts an API Gateway event into an HTTP request with `expect`s: a body marked
+//! base64 that is not, or a `Host` header a URI cannot hold, panic inside it and the invocation
+//! fails (API Gateway answers 502). [`guard_http_event`] runs first, on the raw event, and makes
+//! every event convertible; what cannot be mended is answered 400 by the Router.
 
+use std::task::{Context as TaskContext, Poll};
+
+use aws_lambda_events::s3::S3Event;
 use axum::Router;
-use lambda_http::RequestExt as _;
-use lambda_http::request::{LambdaRequest, RequestContext};
-use lambda_runtime::LambdaEvent;
-use serde_json::Value;
-use tower::Service as _;
+use axum::extract::Request;
+use axum::http::Response as HttpResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use lambda_runtime::{LambdaEvent, LambdaInvocation};
+use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::service::DetectService;
 
-/// Handles one invocation of the bootstrap.
-#[derive(Clone)]
-pub struct LambdaHandler {
-    router: Router,
-    service: DetectService,
-}
+/// Header the event guard sets on a request whose event it had to empty; the Lambda Router
+/// answers such a request 400 `invalid_request` with the reason.
+pub const REJECTED_EVENT_HEADER: &str = "x-objdet-rejected-event";
 
-/// What kind of event an invocation carries.
+/// Which front door a function runs (`_HANDLER`, from the function's `ImageConfig.Command`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// An S3 notification (`Records[].eventSource == "aws:s3"`).
-    S3,
-    /// Anything else: treated as an HTTP event.
+pub enum Handler {
+    /// HTTP events (API Gateway, function URL, ALB) through the Router.
     Http,
+    /// S3 upload notifications through the trigger.
+    S3,
 }
 
-/// Looks at the event's shape: S3 notifications have `Records` whose `eventSource` is `aws:s3`.
-pub fn event_kind(event: &Value) -> EventKind {
-    let is_s3 = event
-        .get("Records")
-        .and_then(Value::as_array)
-        .and_then(|r| r.first())
-        .and_then(|r| r.get("eventSource"))
-        .and_then(Value::as_str)
-        == Some("aws:s3");
-    if is_s3 { EventKind::S3 } else { EventKind::Http }
-}
+impl Handler {
+    /// The names `_HANDLER` may hold.
+    pub const CHOICES: &'static str = "http, s3";
 
-impl LambdaHandler {
-    /// A handler serving `router` for HTTP events and `service` for S3 events.
-    pub fn new(router: Router, service: DetectService) -> Self {
-        Self { router, service }
-    }
-
-    /// Dispatches one event on its shape and returns the JSON Lambda sends back.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value> {
-        let LambdaEvent { payload, context } = event;
-        match event_kind(&payload) {
-            EventKind::S3 => {
-                let s3_event = serde_json::from_value(payload)
-                    .map_err(|e| Error::InvalidJson(format!("malformed S3 event: {e}")))?;
-                let summary = crate::trigger::handle(&self.service, s3_event).await?;
-                serde_json::to_value(summary).map_err(|e| Error::Internal(e.to_string()))
-            }
-            EventKind::Http => {
-                let request: LambdaRequest = serde_json::from_value(payload).map_err(|e| {
-                    Error::InvalidRequest(format!("unsupported event: neither S3 nor an HTTP (API Gateway) event: {e}"))
-                })?;
-                let service = tower::ServiceExt::map_request(self.router.clone(), strip_stage);
-                let mut adapter = lambda_http::Adapter::from(service);
-                let response = adapter
-                    .call(LambdaEvent::new(request, context))
-                    .await
-                    .map_err(|e: std::convert::Infallible| Error::Internal(e.to_string()))?;
-                serde_json::to_value(response).map_err(|e| Error::Internal(e.to_string()))
-            }
+    /// Parses `_HANDLER`; `None` or an unknown name is an error naming the choices.
+    pub fn from_env_value(value: Option<&str>) -> crate::Result<Self> {
+        match value.map(str::trim) {
+            Some("http") => Ok(Handler::Http),
+            Some("s3") => Ok(Handler::S3),
+            Some(other) => Err(Error::Config(format!(
+                "_HANDLER={:?} names no entry point (choices: {}); set the function's ImageConfig.Command",
+                crate::error::excerpt(other),
+                Self::CHOICES
+            ))),
+            None => Err(Error::Config(format!(
+                "_HANDLER is not set (choices: {}); set the function's ImageConfig.Command",
+                Self::CHOICES
+            ))),
         }
     }
+}
 
-    /// Runs the Lambda runtime loop with this handler.
-    pub async fn run(self) -> std::result::Result<(), lambda_runtime::Error> {
-        lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<Value>| {
-            let handler = self.clone();
-            async move { handler.handle(event).await }
-        }))
-        .await
+/// Runs the HTTP front door: `lambda_http`'s runtime over `router`, behind [`EventGuardLayer`].
+pub async fn run_http(router: Router) -> Result<(), lambda_runtime::Error> {
+    use tower::ServiceExt as _;
+    let router = lambda_router(router);
+    // `lambda_http::runtime` needs a `Sync` response: the Router's (small, JSON) bodies are
+    // collected here, as Lambda's buffered response would collect them anyway.
+    let service = tower::service_fn(move |req: lambda_http::Request| {
+        let router = router.clone();
+        async move {
+            let (parts, body) = router.oneshot(req).await?.into_parts();
+            let bytes = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(HttpResponse::from_parts(parts, http_body_util::Full::new(bytes)))
+        }
+    });
+    lambda_http::runtime(service).layer(lambda_runtime::layers::TracingLayer::new()).layer(EventGuardLayer).run().await
+}
+
+/// Runs the S3 upload trigger.
+pub async fn run_s3(service: DetectService) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<S3Event>| {
+        let service = service.clone();
+        async move { crate::trigger::handle(&service, event.payload).await }
+    }))
+    .await
+}
+
+/// The Router as the HTTP function serves it: requests the event guard flagged are answered 400.
+pub fn lambda_router(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(reject_flagged))
+}
+
+/// Answers 400 for a request whose event the guard had to empty.
+async fn reject_flagged(req: Request, next: Next) -> Response {
+    match req.headers().get(REJECTED_EVENT_HEADER) {
+        Some(reason) => Error::InvalidRequest(format!(
+            "the API Gateway event could not be read: {}",
+            crate::error::excerpt(&String::from_utf8_lossy(reason.as_bytes()))
+        ))
+        .into_response(),
+        None => next.run(req).await,
     }
 }
 
-/// Removes the API Gateway stage (`/prod/api/detect` → `/api/detect`) that `lambda_http` puts in front
-/// of the path, so the same routes answer on any stage name, `$default` included.
-pub fn strip_stage(mut req: lambda_http::Request) -> lambda_http::Request {
-    let stage = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV1(c)) => c.stage.clone(),
-        Some(RequestContext::ApiGatewayV2(c)) => c.stage.clone(),
-        _ => None,
-    };
-    let Some(stage) = stage.filter(|s| !s.is_empty() && s != "$default") else { return req };
-    let prefix = format!("/{stage}");
-    let Some(rest) = req.uri().path().strip_prefix(&prefix).filter(|r| r.is_empty() || r.starts_with('/')) else {
-        return req;
-    };
-    let path = if rest.is_empty() { "/" } else { rest };
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    let mut parts = req.uri().clone().into_parts();
-    if let Ok(pq) = path_and_query.parse() {
-        parts.path_and_query = Some(pq);
-        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
+/// A `lambda_runtime` layer that passes every invocation's event through [`guard_http_event`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventGuardLayer;
+
+impl<S> tower::Layer<S> for EventGuardLayer {
+    type Service = EventGuard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        EventGuard { inner }
+    }
+}
+
+/// The service of [`EventGuardLayer`].
+#[derive(Debug, Clone)]
+pub struct EventGuard<S> {
+    inner: S,
+}
+
+impl<S: tower::Service<LambdaInvocation>> tower::Service<LambdaInvocation> for EventGuard<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut invocation: LambdaInvocation) -> Self::Future {
+        invocation.body = guard_http_event(invocation.body);
+        self.inner.call(invocation)
+    }
+}
+
+/// Makes an HTTP event safe for `lambda_http`'s conversion, which would panic on it otherwise.
+///
+/// Returns the event unchanged (the same bytes, no copy) when nothing needed mending, which is
+/// every event API Gateway itself produces. Otherwise:
+/// - a body marked `isBase64Encoded` that is not standard base64: emptied, and the request
+///   flagged with [`REJECTED_EVENT_HEADER`] (answered 400);
+/// - a `Host` header or `requestContext.domainName` that is not a plain host\[:port\], or an
+///   `X-Forwarded-Proto` other than `http`/`https`: dropped (the Router does not use them);
+/// - header names or values HTTP does not allow: dropped;
+/// - a path without its leading `/`, and bytes a URI cannot hold in the path or raw query
+///   string: the `/` added, the bytes percent-encoded.
+///
+/// Anything that is not a JSON object is left alone: it fails to deserialize, an error rather
+/// than a panic.
+pub fn guard_http_event(raw: Bytes) -> Bytes {
+    let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(&raw) else { return raw };
+    let mut rejected: Option<&'static str> = None;
+    let mut changed = false;
+
+    if event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+        let valid = match event.get("body") {
+            Some(Value::String(b)) => base64::engine::general_purpose::STANDARD.decode(b).is_ok(),
+            _ => true,
+        };
+        if !valid {
+            event.insert("body".into(), Value::String(String::new()));
+            event.insert("isBase64Encoded".into(), Value::Bool(false));
+            rejected = Some("its body is marked base64 but is not valid base64");
         }
     }
-    req
+    for key in ["headers", "multiValueHeaders"] {
+        if let Some(Value::Object(headers)) = event.get_mut(key) {
+            changed |= guard_headers(headers);
+        }
+    }
+    if let Some(Value::Object(ctx)) = event.get_mut("requestContext")
+        && ctx.get("domainName").and_then(Value::as_str).is_some_and(|d| !is_plain_host(d))
+    {
+        ctx.remove("domainName");
+        changed = true;
+    }
+    for key in ["rawPath", "path"] {
+        if let Some(Value::String(path)) = event.get_mut(key)
+            && let Some(fixed) = uri_safe(path, true)
+        {
+            *path = fixed;
+            changed = true;
+        }
+    }
+    if let Some(Value::String(query)) = event.get_mut("rawQueryString")
+        && let Some(fixed) = uri_safe(query, false)
+    {
+        *query = fixed;
+        changed = true;
+    }
+    if let Some(reason) = rejected {
+        let headers = event.entry("headers").or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(h) = headers {
+            h.insert(REJECTED_EVENT_HEADER.into(), Value::String(reason.into()));
+        }
+        if let Some(Value::Object(h)) = event.get_mut("multiValueHeaders") {
+            h.insert(REJECTED_EVENT_HEADER.into(), Value::Array(vec![Value::String(reason.into())]));
+        }
+        changed = true;
+    }
+    if !changed {
+        return raw;
+    }
+    serde_json::to_vec(&Value::Object(event)).map(Bytes::from).unwrap_or(raw)
+}
+
+/// Drops header entries `http` refuses and host/scheme values a URI cannot be built from.
+/// Returns whether anything was dropped.
+fn guard_headers(headers: &mut Map<String, Value>) -> bool {
+    let before = headers.len();
+    headers.retain(|name, value| {
+        let values: Vec<&str> = match value {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            _ => return false,
+        };
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || values.iter().any(|v| axum::http::HeaderValue::from_str(v).is_err())
+        {
+            return false;
+        }
+        match name.to_ascii_lowercase().as_str() {
+            "host" => values.iter().all(|v| is_plain_host(v)),
+            "x-forwarded-proto" => values.iter().all(|v| matches!(*v, "http" | "https")),
+            _ => true,
+        }
+    });
+    headers.len() != before
+}
+
+/// A DNS name or IPv4 address with an optional port: what `lambda_http` can put in a URL.
+fn is_plain_host(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok())
+}
+
+/// `text` with every byte a URI path (or query) cannot hold percent-encoded, and a path given
+/// its leading `/`; `None` when it is fine as it is.
+fn uri_safe(text: &str, is_path: bool) -> Option<String> {
+    // RFC 3986 pchar plus '/' and '?' ('%' stays: existing escapes are kept).
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b) || (!is_path && b == b'?');
+    let needs_slash = is_path && !text.starts_with('/');
+    if !needs_slash && text.bytes().all(allowed) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    if needs_slash {
+        out.push('/');
+    }
+    for b in text.bytes() {
+        if allowed(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(out)
+}
+
+/// What `lambda_http` makes of a raw API Gateway / ALB event once guarded: the request the
+/// Router would see in Lambda (for tests and the fuzz target).
+pub fn http_request(raw: &[u8]) -> Result<lambda_http::Request, serde_json::Error> {
+    let guarded = guard_http_event(Bytes::copy_from_slice(raw));
+    lambda_http::request::from_str(std::str::from_utf8(&guarded).unwrap_or("not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_names() {
+        assert_eq!(Handler::from_env_value(Some("http")).unwrap(), Handler::Http);
+        assert_eq!(Handler::from_env_value(Some("s3")).unwrap(), Handler::S3);
+        let err = Handler::from_env_value(Some("bootstrap")).unwrap_err().to_string();
+        assert!(err.contains("http, s3") && err.contains("ImageConfig.Command"), "{err}");
+        assert!(Handler::from_env_value(None).unwrap_err().to_string().contains("_HANDLER is not set"));
+    }
+
+    #[test]
+    fn hosts_and_uri_text() {
+        assert!(is_plain_host("abc.execute-api.us-east-1.amazonaws.com"));
+        assert!(is_plain_host("127.0.0.1:3000"));
+        for bad in ["", "a{b", "a b", "x:99999", "x:", "[::1]", "a/b", "a@b"] {
+            assert!(!is_plain_host(bad), "{bad}");
+        }
+        assert_eq!(uri_safe("/api/detect", true), None);
+        assert_eq!(uri_safe("api", true).as_deref(), Some("/api"));
+        assert_eq!(uri_safe("/a b{", true).as_deref(), Some("/a%20b%7B"));
+        assert_eq!(uri_safe("name=a&name=b", false), None);
+        assert_eq!(uri_safe("n=\"x\"#", false).as_deref(), Some("n=%22x%22%23"));
+    }
 }

@@ -162,14 +162,14 @@ async fn main() -> anyhow::Result<()> {
             }
             let config = Arc::new(config);
             let service = DetectService::from_config(config.clone()).await?;
-            let router = server::app(service, config.max_body_bytes);
+            let router = server::app(service, server::RequestLimits::server(&config));
             let addr = format!("{}:{}", config.host, config.port);
             let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot bind {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!(address = %local, "listening");
             // A machine-readable line for scripts that start the server on port 0.
             println!("listening on http://{local}");
-            server::serve(listener, router).await?;
+            server::serve(listener, router, config.server).await?;
         }
         Command::Health { url } => {
             let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}", config.port));

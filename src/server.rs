@@ -1,12 +1,21 @@
 //! The HTTP front door: one axum [`Router`] served by `objdet serve` (EC2/Docker/local) and by the
 //! Lambda `bootstrap` through `lambda_http`. Handlers only translate HTTP ⇄ [`DetectService`].
+//!
+//! Every answer the Router gives is JSON, its own rejections included (a bad query string, a
+//! stalled body, a request over its deadline, a panic). [`serve`] adds what only a socket needs:
+//! a connection cap, header and body timeouts, and a shutdown deadline.
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -14,11 +23,37 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use crate::api::{DetectResponse, UploadsRequest, ms_since};
-use crate::error::{Error, ErrorResponse};
+use crate::config::{Config, ServerConfig};
+use crate::error::{Error, ErrorResponse, excerpt};
 use crate::service::{Arrival, DetectService};
 
 /// Largest body accepted by `POST /api/uploads` (it only carries a count and a content type).
 const UPLOADS_BODY_LIMIT: usize = 64 * 1024;
+
+/// What one front door allows a request: its body size and its time.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Request body limit (`MAX_BODY_BYTES` on a server, `LAMBDA_MAX_BODY_BYTES` behind API Gateway).
+    pub max_body_bytes: usize,
+    /// Deadline of a whole request, body included (`REQUEST_TIMEOUT_SECS`): past it the work is
+    /// dropped (queued images included) and the client gets 408 `request_timeout`.
+    pub timeout: Duration,
+}
+
+impl RequestLimits {
+    /// The limits of `objdet serve`.
+    pub fn server(config: &Config) -> Self {
+        Self { max_body_bytes: config.max_body_bytes, timeout: config.server.request_timeout }
+    }
+
+    /// The limits behind API Gateway / Lambda.
+    pub fn lambda(config: &Config) -> Self {
+        Self {
+            max_body_bytes: config.lambda_max_body_bytes.min(config.max_body_bytes),
+            timeout: config.lambda_request_timeout,
+        }
+    }
+}
 
 /// Shared state of the Router.
 #[derive(Debug, Clone)]
@@ -28,32 +63,48 @@ pub struct AppState {
 }
 
 /// The Router: `POST /api/detect`, `POST /api/uploads`, `GET /healthz`, JSON errors elsewhere.
-///
-/// `max_body_bytes` is the request body limit of this front door (`MAX_BODY_BYTES` on a server,
-/// `LAMBDA_MAX_BODY_BYTES` behind API Gateway).
-pub fn app(service: DetectService, max_body_bytes: usize) -> Router {
+pub fn app(service: DetectService, limits: RequestLimits) -> Router {
     Router::new()
         .route("/api/detect", post(detect))
         .route("/api/uploads", post(uploads))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { service, max_body_bytes })
+        .with_state(AppState { service, max_body_bytes: limits.max_body_bytes })
+        .layer(axum::middleware::from_fn_with_state(limits.timeout, deadline))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "request failed");
+            tracing::error!(code = self.code(), error = %self.message(), "request failed");
         } else {
-            tracing::info!(code = self.code(), error = %self, "request rejected");
+            tracing::info!(code = self.code(), error = %self.message(), "request rejected");
         }
         (status, axum::Json(ErrorResponse { error: self.body() })).into_response()
     }
 }
 
+/// The request's deadline: dropping the handler's future cancels its queued images.
+async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => Error::RequestTimeout(format!(
+            "the request did not complete within {} s (REQUEST_TIMEOUT_SECS)",
+            timeout.as_secs_f64()
+        ))
+        .into_response(),
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Error::Internal("the request handler panicked".into()).into_response()
+}
+
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DetectQuery {
     name: Option<String>,
 }
@@ -62,6 +113,10 @@ struct DetectQuery {
 fn media_type(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+fn unsupported(media: String) -> Error {
+    Error::UnsupportedMediaType(if media.is_empty() { "(none)".into() } else { excerpt(&media) })
 }
 
 /// Refuses a body whose declared `Content-Length` is over `limit` before reading any of it.
@@ -74,6 +129,20 @@ fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), Error>
     Ok(())
 }
 
+/// An error while reading the body: the client stalled (the server's `BODY_TIMEOUT_SECS`) or
+/// the connection broke.
+fn body_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    let e = e.into();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return Error::RequestTimeout("the request body stalled (BODY_TIMEOUT_SECS)".into());
+        }
+        cause = c.source();
+    }
+    Error::InvalidRequest(format!("could not read the request body: {e}"))
+}
+
 /// Reads the whole body, refusing it as soon as it passes `limit` bytes.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
     check_declared_length(headers, limit)?;
@@ -82,26 +151,29 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(Error::PayloadTooLarge { limit })
         }
-        Err(e) => Err(Error::InvalidRequest(format!("could not read the request body: {e}"))),
+        Err(e) => Err(body_error(e)),
     }
 }
 
 async fn detect(
     State(state): State<AppState>,
-    Query(query): Query<DetectQuery>,
+    query: Result<Query<DetectQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let start = Instant::now();
+    let Query(query) =
+        query.map_err(|e| Error::InvalidRequest(format!("invalid query string: {}", excerpt(&e.body_text()))))?;
     let media = media_type(&headers).unwrap_or_default();
     let is_json = media == "application/json" || media.ends_with("+json");
     let is_image = matches!(media.as_str(), "image/jpeg" | "image/jpg" | "image/png" | "image/webp");
     if !is_json && !is_image {
-        return Err(Error::UnsupportedMediaType(if media.is_empty() { "(none)".into() } else { media }));
+        return Err(unsupported(media));
     }
     let response = if is_json {
         check_declared_length(&headers, state.max_body_bytes)?;
-        state.service.detect_json_stream(body.into_data_stream(), state.max_body_bytes, start).await?
+        let stream = futures::TryStreamExt::map_err(body.into_data_stream(), body_error);
+        state.service.detect_json_stream(stream, state.max_body_bytes, start).await?
     } else {
         let body = read_body(&headers, body, state.max_body_bytes).await?;
         let arrival = Arrival { start, receive_ms: ms_since(start), payload_bytes: body.len() as u64 };
@@ -131,10 +203,10 @@ fn detect_response(response: DetectResponse) -> Response {
 async fn uploads(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Error> {
     let media = media_type(&headers).unwrap_or_default();
     if media != "application/json" {
-        return Err(Error::UnsupportedMediaType(if media.is_empty() { "(none)".into() } else { media }));
+        return Err(unsupported(media));
     }
     let body = read_body(&headers, body, UPLOADS_BODY_LIMIT).await?;
-    let req: UploadsRequest = serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    let req: UploadsRequest = serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(excerpt(&e.to_string())))?;
     let res = state.service.presign_uploads(req).await?;
     Ok(axum::Json(res).into_response())
 }
@@ -152,16 +224,116 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn not_found(req: Request) -> Error {
-    Error::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
+    Error::RouteNotFound(format!("{} {}", req.method(), excerpt(req.uri().path())))
 }
 
 async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
 }
 
-/// Serves the Router on `listener` until Ctrl-C / SIGTERM.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await
+/// Serves `router` on `listener` until Ctrl-C / SIGTERM, within the bounds of `limits`:
+///
+/// - at most `max_connections` connections at once; past that, new ones wait in the listen
+///   backlog (nothing is read from them, so they cost no memory of ours);
+/// - a client must send a request's headers within `header_timeout`, which also closes a
+///   keep-alive connection idle for that long;
+/// - a body that stalls for `body_timeout` gets 408 and its connection closed;
+/// - on a signal the listener closes, idle connections close, and requests under way get up to
+///   `shutdown_grace` to finish; then the rest is abandoned and this returns.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, limits: ServerConfig) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let max_connections = effective_connection_cap(limits.max_connections);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let full = Arc::new(AtomicBool::new(false));
+    tracing::info!(
+        max_connections,
+        header_timeout_s = limits.header_timeout.as_secs_f64(),
+        body_timeout_s = limits.body_timeout.as_secs_f64(),
+        "serving"
+    );
+
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
+            () = &mut signal => break,
+        };
+        if slots.available_permits() == 0 && !full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(max_connections, "connection limit reached: new connections wait (MAX_CONNECTIONS)");
+        }
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: wait, never spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            |req: Request<hyper::body::Incoming>| req.map(Body::new),
+        ));
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let full = full.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                log_connection_error(peer, &e);
+            }
+            drop(slot);
+            full.store(false, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(open_connections = open, grace_s = limits.shutdown_grace.as_secs_f64(), "shutting down");
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            grace_s = limits.shutdown_grace.as_secs_f64(),
+            "connections still open after the shutdown grace period (SHUTDOWN_GRACE_SECS): abandoning them"
+        );
+    }
+    Ok(())
+}
+
+fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
+    if e.is_timeout() {
+        tracing::info!(%peer, "connection closed: the client sent no complete request headers in time");
+    } else if e.is_incomplete_message() || e.is_canceled() {
+        tracing::debug!(%peer, error = %e, "connection closed early");
+    } else {
+        tracing::info!(%peer, error = %e, "connection error");
+    }
+}
+
+/// `MAX_CONNECTIONS`, lowered to leave 64 descriptors free under the process's open-file limit
+/// (so a full house of connections cannot make `accept` or the model files fail).
+fn effective_connection_cap(wanted: usize) -> usize {
+    let limit = open_file_limit();
+    let cap = match limit {
+        Some(n) => wanted.min(n.saturating_sub(64).max(1)),
+        None => wanted,
+    };
+    if cap < wanted {
+        tracing::warn!(wanted, cap, open_file_limit = limit, "MAX_CONNECTIONS lowered to fit the open-file limit");
+    }
+    cap.max(1)
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux; `None` elsewhere or unlimited).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
 }
 
 async fn shutdown_signal() {
@@ -177,5 +349,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
 }

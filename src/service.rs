@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use crate::api::{DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse, ms_since};
 use crate::config::Config;
-use crate::detector::{Detector, Input, Outcome};
+use crate::detector::{Detector, Input, Outcome, PixelBudget};
 use crate::error::{Error, Result};
 use crate::s3::S3Store;
 
@@ -87,12 +87,12 @@ impl DetectService {
     /// further ahead than `2 × sessions + 2` images in flight, so neither the body nor the decoded
     /// images of the whole batch are ever held at once (TCP flow control holds the sender back).
     /// `receive_ms` counts only the time spent waiting for body bytes.
-    pub async fn detect_json_stream<S, E>(&self, mut body: S, limit: usize, start: Instant) -> Result<DetectResponse>
+    pub async fn detect_json_stream<S>(&self, mut body: S, limit: usize, start: Instant) -> Result<DetectResponse>
     where
-        S: futures::Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        S: futures::Stream<Item = Result<Bytes>> + Unpin,
     {
-        let max_in_flight = 2 * self.detector.sessions() + 2;
+        let max_in_flight = self.max_in_flight();
+        let budget = self.pixel_budget();
         let mut scanner = crate::body_scanner::BodyScanner::new();
         let mut events = Vec::new();
         let mut pending: std::collections::VecDeque<futures::future::BoxFuture<'static, Outcome>> = Default::default();
@@ -105,7 +105,7 @@ impl DetectService {
             wait += t.elapsed();
             let chunk = match chunk {
                 None => break,
-                Some(Err(e)) => return Err(Error::InvalidRequest(format!("could not read the request body: {e}"))),
+                Some(Err(e)) => return Err(e),
                 Some(Ok(c)) => c,
             };
             received += chunk.len();
@@ -118,7 +118,8 @@ impl DetectService {
                     crate::body_scanner::Event::Image(text) => {
                         images += 1;
                         self.check_count(images)?;
-                        pending.push_back(self.detector.start(Input::Base64(Bytes::from(text))));
+                        let input = Input::Base64(Bytes::from(text));
+                        pending.push_back(self.detector.start_within(input, Some(budget.clone())));
                         while pending.len() > max_in_flight {
                             if let Some(oldest) = pending.pop_front() {
                                 outcomes.push(oldest.await);
@@ -161,8 +162,11 @@ impl DetectService {
             return Err(Error::NoImages);
         }
         self.check_count(items.len())?;
-        let (names, pending): (Vec<_>, Vec<_>) =
-            items.into_iter().map(|(name, input)| (name, self.detector.start(input))).unzip();
+        let budget = self.pixel_budget();
+        let (names, pending): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .map(|(name, input)| (name, self.detector.start_within(input, Some(budget.clone()))))
+            .unzip();
         let outcomes = futures::future::join_all(pending).await;
         Ok(self.respond(names.into_iter().zip(outcomes).collect(), arrival, None))
     }
@@ -172,11 +176,16 @@ impl DetectService {
         if body.is_empty() {
             return Err(Error::NoImages);
         }
-        let outcome = self.detector.detect(Input::Image(body)).await;
+        let outcome = self.detector.start_within(Input::Image(body), Some(self.pixel_budget())).await;
         Ok(self.respond(vec![(name.unwrap_or_else(|| "image-0".into()), outcome)], arrival, None))
     }
 
-    /// S3-keys mode: fetch the objects concurrently (bounded) and detect each as soon as it arrives.
+    /// S3-keys mode: fetch the objects concurrently and detect each as soon as it arrives.
+    ///
+    /// Bounded like the inline stream: at most `S3_FETCH_CONCURRENCY` keys are fetched or detected
+    /// at once, and the bytes of fetched objects not yet detected never exceed
+    /// `S3_MAX_BYTES_IN_FLIGHT` (an object larger than that runs alone), so memory does not grow
+    /// with the number of keys. Results keep the order of the keys.
     pub async fn detect_s3(&self, req: S3Keys, arrival: Arrival) -> Result<DetectResponse> {
         let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
         let bucket = s3.readable_bucket(req.bucket.as_deref())?;
@@ -184,25 +193,35 @@ impl DetectService {
             return Err(Error::NoImages);
         }
         self.check_count(req.keys.len())?;
+        s3.check_readable_keys(&req.keys)?;
         let fetch_start = Instant::now();
-        let max = self.config.max_body_bytes;
-        // Up to S3_FETCH_CONCURRENCY objects are fetched at once, in key order; each image is queued
-        // for detection as soon as its bytes are in, so fetching overlaps inference.
+        let max_object = self.config.max_body_bytes;
+        let in_flight = crate::s3::Allowance::new(s3.config().max_bytes_in_flight);
+        let budget = self.pixel_budget();
         let mut fetches = futures::stream::iter(req.keys.clone())
             .map(|key| {
-                let (s3, bucket) = (s3.clone(), bucket.clone());
-                async move { s3.get(&bucket, &key, max).await }
+                let (s3, detector, bucket) = (s3.clone(), self.detector.clone(), bucket.clone());
+                let (in_flight, budget) = (in_flight.clone(), budget.clone());
+                async move {
+                    let fetched = match s3.get(&bucket, &key, max_object, Some(&in_flight)).await {
+                        Ok(fetched) => fetched,
+                        Err(e) => return (Outcome::failed(e), None),
+                    };
+                    let fetched_at = Instant::now();
+                    let (bytes, permit) = fetched.into_parts();
+                    let outcome = detector.start_within(Input::Image(bytes), Some(budget)).await;
+                    drop(permit); // the image's bytes went with its job
+                    (outcome, Some(fetched_at))
+                }
             })
             .buffered(s3.config().fetch_concurrency);
-        let mut pending = Vec::with_capacity(req.keys.len());
-        while let Some(fetched) = fetches.next().await {
-            pending.push(match fetched {
-                Ok(bytes) => self.detector.start(Input::Image(bytes)),
-                Err(e) => Box::pin(futures::future::ready(Outcome::failed(e))),
-            });
+        let mut outcomes = Vec::with_capacity(req.keys.len());
+        let mut last_fetch = fetch_start;
+        while let Some((outcome, fetched_at)) = fetches.next().await {
+            last_fetch = last_fetch.max(fetched_at.unwrap_or(fetch_start));
+            outcomes.push(outcome);
         }
-        let s3_fetch_ms = ms_since(fetch_start);
-        let outcomes = futures::future::join_all(pending).await;
+        let s3_fetch_ms = last_fetch.duration_since(fetch_start).as_secs_f64() * 1e3;
         Ok(self.respond(req.keys.into_iter().zip(outcomes).collect(), arrival, Some(s3_fetch_ms)))
     }
 
@@ -229,6 +248,16 @@ impl DetectService {
             uploads.push(Upload { key, url, expires_in: s3.config().presign_expires_secs });
         }
         Ok(UploadsResponse { bucket, uploads })
+    }
+
+    /// Images queued or in ORT per request before the body (or S3) is read further.
+    fn max_in_flight(&self) -> usize {
+        2 * self.detector.sessions() + 2
+    }
+
+    /// A fresh `MAX_REQUEST_PIXELS` budget for one request's images.
+    fn pixel_budget(&self) -> Arc<PixelBudget> {
+        PixelBudget::new(self.config.max_request_pixels)
     }
 
     fn check_count(&self, count: usize) -> Result<()> {
@@ -274,7 +303,7 @@ pub fn to_result(name: String, outcome: Outcome) -> ImageResult {
             error: None,
         },
         Err(e) => {
-            tracing::info!(image = %name, code = e.code(), error = %e, "image failed");
+            tracing::info!(image = %crate::error::excerpt(&name), code = e.code(), error = %e.message(), "image failed");
             ImageResult {
                 name,
                 width: None,

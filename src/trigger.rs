@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::api::{Timing, TriggerResult, ms_since};
 use crate::detector::{Input, Outcome};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, excerpt};
 use crate::service::{DetectService, to_result};
 
 /// What one invocation did with each record.
@@ -57,9 +57,18 @@ pub fn decode_key(raw: &str) -> Result<String> {
         .map_err(|e| Error::InvalidRequest(format!("S3 key {raw:?} is not valid UTF-8 after decoding: {e}")))
 }
 
-/// The result object key for an upload key.
+/// The result object key for an upload key: `RESULTS_PREFIX` + key + `.json`, or, when that would
+/// pass S3's 1,024-byte key limit, `RESULTS_PREFIX` + `_long/` + the key's SHA-256 + `.json`
+/// (the document names its key either way).
 pub fn result_key(results_prefix: &str, key: &str) -> String {
-    format!("{results_prefix}{key}.json")
+    let plain = format!("{results_prefix}{key}.json");
+    if plain.len() <= crate::s3::MAX_KEY_BYTES {
+        return plain;
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{results_prefix}_long/{hex}.json")
 }
 
 /// Handles an S3 notification. Per-object image problems are written into that object's result;
@@ -89,17 +98,24 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
             None
         };
         if let Some(reason) = reason {
-            tracing::info!(%bucket, %key, %reason, "trigger record ignored");
+            tracing::info!(%bucket, key = %excerpt(&key), reason = %excerpt(&reason), "trigger record ignored");
             summary.ignored.push(Ignored { key, reason });
             continue;
         }
 
         let start = Instant::now();
-        let fetched = s3.get(&bucket, &key, service.config().max_body_bytes).await;
+        let fetched = s3.get(&bucket, &key, service.config().max_body_bytes, None).await;
         let fetch_ms = ms_since(start);
         let (payload_bytes, outcome) = match fetched {
-            Ok(bytes) => (bytes.len() as u64, service.detector().detect(Input::Image(bytes)).await),
-            Err(e @ (Error::NotFound(_) | Error::PayloadTooLarge { .. })) => (0, Outcome::failed(e)),
+            Ok(fetched) => {
+                let (bytes, _) = fetched.into_parts();
+                (bytes.len() as u64, service.detector().detect(Input::Image(bytes)).await)
+            }
+            // Retrying cannot help these: the object is gone (a deleted upload), too large, or
+            // not ours to read. Its result says so and the record is acknowledged.
+            Err(e @ (Error::NotFound(_) | Error::AccessDenied(_) | Error::PayloadTooLarge { .. })) => {
+                (0, Outcome::failed(e))
+            }
             Err(e) => return Err(e),
         };
         let result = to_result(key.clone(), outcome);
@@ -123,7 +139,7 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
         let doc = TriggerResult { bucket: bucket.clone(), key, result, timing };
         let body = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
         s3.put_json(&bucket, &out_key, body).await?;
-        tracing::info!(%bucket, key = %processed.key, result_key = %out_key, objects = processed.objects, "trigger result written");
+        tracing::info!(%bucket, key = %excerpt(&processed.key), result_key = %excerpt(&out_key), objects = processed.objects, "trigger result written");
         summary.processed.push(processed);
     }
     Ok(summary)
@@ -140,5 +156,11 @@ mod tests {
         assert_eq!(decode_key("uploads/caf%C3%A9.jpg").unwrap(), "uploads/café.jpg");
         assert!(decode_key("uploads/%FF.jpg").is_err());
         assert_eq!(result_key("results/", "uploads/a.jpg"), "results/uploads/a.jpg.json");
+        let longest = format!("uploads/{}", "k".repeat(1024 - "results/uploads/.json".len()));
+        assert_eq!(result_key("results/", &longest).len(), 1024);
+        let long = format!("uploads/{}", "é".repeat(508));
+        let hashed = result_key("results/", &long);
+        assert!(hashed.starts_with("results/_long/") && hashed.len() < 100, "{hashed}");
+        assert_ne!(hashed, result_key("results/", &format!("{long}x")));
     }
 }

@@ -11,15 +11,13 @@ use tower::ServiceExt;
 use objdet::server;
 
 fn app() -> axum::Router {
-    let service = common::service();
-    let limit = service.config().max_body_bytes;
-    server::app(service, limit)
+    app_with(&[])
 }
 
 fn app_with(pairs: &[(&str, &str)]) -> axum::Router {
     let config = common::config_with(pairs);
-    let limit = config.max_body_bytes;
-    server::app(common::service_with(config), limit)
+    let limits = server::RequestLimits::server(&config);
+    server::app(common::service_with(config), limits)
 }
 
 async fn call(app: axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
@@ -262,7 +260,8 @@ async fn healthz() {
 async fn real_socket() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, app()).into_future());
+    let config = common::config();
+    tokio::spawn(server::serve(listener, app(), config.server));
     let client = reqwest::Client::new();
     let res = client
         .post(format!("http://{addr}/api/detect?name=dog.jpg"))

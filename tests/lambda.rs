@@ -1,46 +1,39 @@
-//! The Lambda front door in-process: every `events/*.json` parsed by `lambda_http` / `aws_lambda_events`
-//! and answered by the handler (the S3 parts against a real moto S3 server).
+//! The Lambda front doors in-process: every `events/*.json` through the event guard and
+//! `lambda_http`'s own conversion to the Router, and the S3 trigger, against a real moto S3 server.
 
 mod common;
 
 use std::sync::Arc;
 
-use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
+use tower::ServiceExt as _;
 
 use common::aws::{self, BUCKET, Moto};
-use objdet::lambda::{EventKind, LambdaHandler, event_kind};
+use objdet::lambda::{guard_http_event, http_request, lambda_router};
 use objdet::s3::S3Store;
-use objdet::{DetectService, server};
+use objdet::server::{self, RequestLimits};
+use objdet::{DetectService, trigger};
 
-/// A handler as the bootstrap builds it; with S3 pointed at `moto` when given.
-fn handler(moto: Option<&Moto>, extra: &[(&str, &str)]) -> LambdaHandler {
+/// The service the bootstrap builds; with S3 pointed at `moto` when given.
+fn service(moto: Option<&Moto>, extra: &[(&str, &str)]) -> DetectService {
     let mut pairs: Vec<(&str, &str)> = extra.to_vec();
     if moto.is_some() {
         pairs.push(("UPLOAD_BUCKET", BUCKET));
     }
     let config = Arc::new(common::config_with(&pairs));
     let s3 = moto.map(|m| S3Store::new(m.client(), config.s3.clone()));
-    let service = DetectService::new(common::detector(), s3, config.clone());
-    let router = server::app(service.clone(), config.lambda_max_body_bytes.min(config.max_body_bytes));
-    LambdaHandler::new(router, service)
+    DetectService::new(common::detector(), s3, config)
 }
 
-async fn invoke(h: &LambdaHandler, event: Value) -> Value {
-    h.handle(LambdaEvent::new(event, Context::default())).await.expect("handler")
-}
-
-/// The HTTP response inside a Lambda proxy response: (status, JSON body).
-fn http_response(res: &Value) -> (u64, Value) {
-    let status = res["statusCode"].as_u64().expect("statusCode");
-    let raw = res["body"].as_str().unwrap_or("");
-    let body = if res["isBase64Encoded"].as_bool() == Some(true) {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.decode(raw).unwrap()
-    } else {
-        raw.as_bytes().to_vec()
-    };
-    (status, serde_json::from_slice(&body).unwrap_or_else(|e| panic!("body not JSON ({e}): {raw}")))
+/// An HTTP event as the HTTP function sees it: guarded, converted by lambda_http, answered by the
+/// Router with the Lambda limits. Returns (status, JSON body).
+async fn invoke(svc: &DetectService, event: &Value) -> (u16, Value) {
+    let req = http_request(event.to_string().as_bytes()).expect("lambda_http converts the event");
+    let router = lambda_router(server::app(svc.clone(), RequestLimits::lambda(svc.config())));
+    let res = router.oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("body not JSON ({e}): {bytes:?}")))
 }
 
 fn labels(result: &Value) -> Vec<String> {
@@ -48,7 +41,10 @@ fn labels(result: &Value) -> Vec<String> {
 }
 
 #[test]
-fn http_events_parse_as_lambda_http_requests() {
+fn http_events_convert_and_drop_the_stage() {
+    // As in template.yaml, lambda_http drops the stage prefix itself (.cargo/config.toml sets
+    // AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH for the tests).
+    assert_eq!(std::env::var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").as_deref(), Ok("true"));
     for (name, path) in [
         ("apigw-http-detect-inline.json", "/api/detect"),
         ("apigw-http-detect-binary.json", "/api/detect"),
@@ -56,41 +52,37 @@ fn http_events_parse_as_lambda_http_requests() {
         ("apigw-http-uploads.json", "/api/uploads"),
         ("apigw-rest-detect-inline.json", "/api/detect"),
     ] {
-        let text = std::fs::read_to_string(common::root().join("events").join(name)).unwrap();
-        let req = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let req = objdet::lambda::strip_stage(req);
+        let raw = std::fs::read(common::root().join("events").join(name)).unwrap();
+        // Events API Gateway produces pass the guard untouched (same bytes, no copy).
+        let guarded = guard_http_event(raw.clone().into());
+        assert_eq!(guarded.as_ref(), raw.as_slice(), "{name}");
+        let req = http_request(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(req.method(), "POST", "{name}");
         assert_eq!(req.uri().path(), path, "{name}");
         assert!(!req.body().is_empty(), "{name}");
-        assert_eq!(event_kind(&aws::event(name)), EventKind::Http, "{name}");
     }
     let s3: aws_lambda_events::s3::S3Event = serde_json::from_value(aws::event("s3-put-upload.json")).unwrap();
     assert_eq!(s3.records[0].s3.object.key.as_deref(), Some("uploads/my+photo.jpg"));
-    assert_eq!(event_kind(&aws::event("s3-put-upload.json")), EventKind::S3);
 }
 
 #[tokio::test]
 async fn inline_http_v2_base64_encoded_body() {
-    let res = invoke(&handler(None, &[]), aws::event("apigw-http-detect-inline.json")).await;
-    let (status, body) = http_response(&res);
+    let (status, body) = invoke(&service(None, &[]), &aws::event("apigw-http-detect-inline.json")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["name"], "person.jpg");
     assert!(labels(&body["results"][0]).contains(&"person".into()), "{body}");
-    assert!(res["headers"]["server-timing"].is_string(), "{res}");
 }
 
 #[tokio::test]
 async fn inline_rest_v1() {
-    let res = invoke(&handler(None, &[]), aws::event("apigw-rest-detect-inline.json")).await;
-    let (status, body) = http_response(&res);
+    let (status, body) = invoke(&service(None, &[]), &aws::event("apigw-rest-detect-inline.json")).await;
     assert_eq!(status, 200, "{body}");
     assert!(labels(&body["results"][0]).contains(&"dog".into()), "{body}");
 }
 
 #[tokio::test]
 async fn binary_image_body() {
-    let res = invoke(&handler(None, &[]), aws::event("apigw-http-detect-binary.json")).await;
-    let (status, body) = http_response(&res);
+    let (status, body) = invoke(&service(None, &[]), &aws::event("apigw-http-detect-binary.json")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["name"], "eagle.jpg");
     assert!(labels(&body["results"][0]).contains(&"bird".into()), "{body}");
@@ -103,24 +95,42 @@ async fn body_over_the_lambda_limit_is_413_pointing_at_s3() {
     let mut event = aws::event("apigw-http-detect-inline.json");
     event["body"] = json!(format!("{{\"images\": [\"{}\"]}}", String::from_utf8(big).unwrap()));
     event["isBase64Encoded"] = json!(false);
-    let (status, body) = http_response(&invoke(&handler(None, &[]), event.clone()).await);
+    let (status, body) = invoke(&service(None, &[]), &event).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("S3 keys") && msg.contains("/api/uploads"), "{msg}");
     // Configurable: a smaller limit refuses the fixture event too.
-    let h = handler(None, &[("LAMBDA_MAX_BODY_BYTES", "100000")]);
-    let (status, _) = http_response(&invoke(&h, aws::event("apigw-http-detect-inline.json")).await);
+    let svc = service(None, &[("LAMBDA_MAX_BODY_BYTES", "100000")]);
+    let (status, _) = invoke(&svc, &aws::event("apigw-http-detect-inline.json")).await;
     assert_eq!(status, 413);
 }
 
 #[tokio::test]
-async fn unknown_event_is_an_error_not_a_crash() {
-    let err =
-        handler(None, &[]).handle(LambdaEvent::new(json!({"hello": "world"}), Context::default())).await.unwrap_err();
-    assert_eq!(err.code(), "invalid_request");
-    let diag: lambda_runtime::Diagnostic = err.into();
-    assert_eq!(diag.error_type, "invalid_request");
+async fn events_lambda_http_would_panic_on_are_answered_400() {
+    let svc = service(None, &[]);
+    // isBase64Encoded with a body that is not base64.
+    for name in ["apigw-http-detect-inline.json", "apigw-rest-detect-inline.json"] {
+        let mut ev = aws::event(name);
+        ev["body"] = json!("not base64 at all!");
+        ev["isBase64Encoded"] = json!(true);
+        let (status, body) = invoke(&svc, &ev).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{name}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("base64"), "{body}");
+    }
+    // A Host (or domain name, or forwarded scheme) no URI can hold: dropped, the request served.
+    let mut ev = aws::event("apigw-http-detect-binary.json");
+    ev["headers"]["host"] = json!("exa{mple}.com");
+    ev["headers"]["x-forwarded-proto"] = json!("ht tp{");
+    ev["requestContext"]["domainName"] = json!("a b");
+    ev["rawPath"] = json!("/api/detect");
+    let (status, body) = invoke(&svc, &ev).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(labels(&body["results"][0]).contains(&"bird".into()), "{body}");
+    // A raw query string with bytes a URI cannot hold, a repeated parameter: a JSON 400.
+    ev["rawQueryString"] = json!("name=a b{\"}&name=b");
+    let (status, body) = invoke(&svc, &ev).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{body}");
 }
 
 #[tokio::test]
@@ -132,10 +142,10 @@ async fn s3_events_against_moto() {
         aws::put(&client, BUCKET, &format!("uploads/demo/{name}"), common::fixture(name)).await;
     }
     aws::put(&client, BUCKET, "uploads/my photo.jpg", common::fixture("dog.jpg")).await;
-    let h = handler(Some(&moto), &[]);
+    let svc = service(Some(&moto), &[]);
 
     // S3 keys mode.
-    let (status, body) = http_response(&invoke(&h, aws::event("apigw-http-detect-s3.json")).await);
+    let (status, body) = invoke(&svc, &aws::event("apigw-http-detect-s3.json")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["name"], "uploads/demo/dog.jpg");
     assert!(labels(&body["results"][0]).contains(&"dog".into()), "{body}");
@@ -143,7 +153,7 @@ async fn s3_events_against_moto() {
     assert!(body["timing"]["s3_fetch_ms"].as_f64().is_some(), "{body}");
 
     // Presigned uploads.
-    let (status, body) = http_response(&invoke(&h, aws::event("apigw-http-uploads.json")).await);
+    let (status, body) = invoke(&svc, &aws::event("apigw-http-uploads.json")).await;
     assert_eq!(status, 200, "{body}");
     let uploads = body["uploads"].as_array().unwrap();
     assert_eq!(uploads.len(), 2);
@@ -151,7 +161,8 @@ async fn s3_events_against_moto() {
     assert!(uploads[0]["url"].as_str().unwrap().starts_with(&moto.endpoint), "{body}");
 
     // The upload trigger.
-    let summary = invoke(&h, aws::event("s3-put-upload.json")).await;
+    let event: aws_lambda_events::s3::S3Event = serde_json::from_value(aws::event("s3-put-upload.json")).unwrap();
+    let summary = serde_json::to_value(trigger::handle(&svc, event).await.unwrap()).unwrap();
     assert_eq!(summary["processed"][0]["key"], "uploads/my photo.jpg", "{summary}");
     let doc = aws::get(&client, BUCKET, "results/uploads/my photo.jpg.json").await.expect("result written");
     let doc: Value = serde_json::from_slice(&doc).unwrap();

@@ -11,16 +11,20 @@ use common::aws::{self, BUCKET, Emulator, Moto};
 
 struct Stack {
     moto: Moto,
+    /// The HTTP function (`_HANDLER=http`).
     lambda: Emulator,
+    /// The upload trigger function (`_HANDLER=s3`), from the same binary.
+    trigger: Emulator,
 }
 
-/// One moto + one emulator for this test binary (the first invocation pays the Init phase).
+/// One moto + one emulator per function for this test binary (the first invocation pays the Init phase).
 fn stack() -> &'static Stack {
     static S: OnceLock<Stack> = OnceLock::new();
     S.get_or_init(|| {
         let moto = Moto::start();
-        let lambda = Emulator::start(&moto.env());
-        Stack { moto, lambda }
+        let lambda = Emulator::start("http", &moto.env());
+        let trigger = Emulator::start("s3", &moto.env());
+        Stack { moto, lambda, trigger }
     })
 }
 
@@ -153,7 +157,7 @@ async fn upload_trigger_writes_results() {
     let (s, client) = ready().await;
     // "uploads/my+photo.jpg" in the event is the object "uploads/my photo.jpg".
     aws::put(&client, BUCKET, "uploads/my photo.jpg", common::fixture("dog.jpg")).await;
-    let summary = s.lambda.invoke(&aws::event("s3-put-upload.json")).await;
+    let summary = s.trigger.invoke(&aws::event("s3-put-upload.json")).await;
     assert_eq!(summary["processed"][0]["result_key"], "results/uploads/my photo.jpg.json", "{summary}");
     let doc = aws::get(&client, BUCKET, "results/uploads/my photo.jpg.json").await.expect("result object");
     let doc: Value = serde_json::from_slice(&doc).unwrap();
@@ -162,7 +166,7 @@ async fn upload_trigger_writes_results() {
     assert!(found.contains(&"dog".into()) && found.contains(&"bicycle".into()), "{doc}");
     assert!(doc["timing"]["total_ms"].as_f64().is_some());
     // Re-delivery rewrites the same object.
-    let again = s.lambda.invoke(&aws::event("s3-put-upload.json")).await;
+    let again = s.trigger.invoke(&aws::event("s3-put-upload.json")).await;
     assert_eq!(again["processed"][0]["result_key"], summary["processed"][0]["result_key"]);
 }
 
@@ -172,14 +176,14 @@ async fn trigger_ignores_its_own_results_and_reports_non_images() {
     let mut ev = aws::event("s3-put-upload.json");
     ev["Records"][0]["s3"]["object"]["key"] = json!("results/x.json");
     aws::put(&client, BUCKET, "results/x.json", b"{}".to_vec()).await;
-    let summary = s.lambda.invoke(&ev).await;
+    let summary = s.trigger.invoke(&ev).await;
     assert_eq!(summary["processed"].as_array().unwrap().len(), 0, "{summary}");
     assert_eq!(summary["ignored"][0]["key"], "results/x.json");
     assert!(aws::get(&client, BUCKET, "results/results/x.json.json").await.is_none());
 
     aws::put(&client, BUCKET, "uploads/notes.txt", b"not an image".to_vec()).await;
     ev["Records"][0]["s3"]["object"]["key"] = json!("uploads/notes.txt");
-    let summary = s.lambda.invoke(&ev).await;
+    let summary = s.trigger.invoke(&ev).await;
     assert!(summary.get("errorType").is_none(), "the invocation must succeed: {summary}");
     let doc = aws::get(&client, BUCKET, "results/uploads/notes.txt.json").await.expect("error result");
     let doc: Value = serde_json::from_slice(&doc).unwrap();

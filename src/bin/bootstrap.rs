@@ -1,19 +1,25 @@
-//! The AWS Lambda entry point: loads the model during Init, then serves API Gateway / function URL
-//! events through the same Router as `objdet serve`, and S3 upload notifications through the trigger.
+//! The AWS Lambda entry point: loads the model during Init, then runs the front door that
+//! `_HANDLER` (the function's `ImageConfig.Command`) names: `http` serves API Gateway / function
+//! URL events through the same Router as `objdet serve`, `s3` the upload trigger.
 
 use std::sync::Arc;
 
-use objdet::lambda::LambdaHandler;
-use objdet::{Config, DetectService, server, telemetry};
+use objdet::lambda::{self, Handler};
+use objdet::server::{self, RequestLimits};
+use objdet::{Config, DetectService, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(true);
     let malloc_tuned = objdet::memory::tune_malloc();
     tracing::debug!(malloc_tuned, "malloc mmap threshold");
+    // An unknown entry point fails Init before the model is loaded.
+    let handler = Handler::from_env_value(std::env::var("_HANDLER").ok().as_deref())?;
     let config = Arc::new(Config::from_env()?);
     // Init phase: ORT, the model and the S3 client are ready before the first invocation.
     let service = DetectService::from_config(config.clone()).await?;
-    let router = server::app(service.clone(), config.lambda_max_body_bytes.min(config.max_body_bytes));
-    LambdaHandler::new(router, service).run().await
+    match handler {
+        Handler::Http => lambda::run_http(server::app(service, RequestLimits::lambda(&config))).await,
+        Handler::S3 => lambda::run_s3(service).await,
+    }
 }

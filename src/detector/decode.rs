@@ -4,7 +4,7 @@
 use std::io::{Cursor, ErrorKind};
 
 use base64::Engine as _;
-use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 
 use crate::error::{Error, Result};
 
@@ -78,104 +78,169 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
     Ok((clamp(size.width), clamp(size.height)))
 }
 
-/// Decodes JPEG/PNG/WebP bytes to RGB, refusing images over `max_pixels` from their header alone
-/// and applying the EXIF orientation.
-pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
+/// What an image may cost before any pixel is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Pixels per image (`MAX_PIXELS`).
+    pub max_pixels: u64,
+    /// Width and height each (`MAX_IMAGE_SIDE`). Bounds the buffers that scale with one side of
+    /// the input rather than with its area (the resizer's intermediate image is input width × 512).
+    pub max_side: u32,
+}
+
+impl Limits {
+    /// Refuses `w`×`h` when either side or the area is over the limits.
+    pub fn check(&self, w: u64, h: u64) -> Result<()> {
+        if w > u64::from(self.max_side) || h > u64::from(self.max_side) || w.saturating_mul(h) > self.max_pixels {
+            let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            return Err(Error::ImageTooLarge { width: clamp(w), height: clamp(h), limits: *self });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes JPEG/PNG/WebP bytes to RGB (see [`decode_image_into`]) with no further admission check.
+pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     let mut out = RgbImage::default();
-    decode_image_into(bytes, max_pixels, &mut out)?;
+    decode_image_into(bytes, limits, &mut out, |_, _| Ok(()))?;
     Ok(out)
 }
 
-/// [`decode_image`] into a reusable image: an RGB image without EXIF rotation (the common case)
-/// is decoded straight into `out.pixels`, so a worker does not map fresh pages for every image.
-pub fn decode_image_into(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<()> {
+/// Decodes JPEG/PNG/WebP bytes to RGB into a reusable image, refusing images over `limits` from
+/// their header alone and applying the EXIF orientation.
+///
+/// `admit(width, height)` runs once the decoder has read the real dimensions and before any pixel
+/// is allocated (the request's pixel budget); its error is this image's. An RGB image without EXIF
+/// rotation (the common case) is decoded straight into `out.pixels`, so a worker does not map fresh
+/// pages for every image.
+pub fn decode_image_into(
+    bytes: &[u8],
+    limits: &Limits,
+    out: &mut RgbImage,
+    admit: impl FnOnce(u32, u32) -> Result<()>,
+) -> Result<()> {
     let format = sniff_format(bytes)?;
     // The guard runs on the header bytes alone (some decoders read far past the header on creation).
     if let Ok(size) = imagesize::blob_size(bytes) {
-        check_pixels(size.width as u64, size.height as u64, max_pixels)?;
+        limits.check(size.width as u64, size.height as u64)?;
     }
-    // The JPEG decoder fills a cut-off scan with grey instead of failing: check for the end marker.
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(Error::TruncatedImage("the JPEG data ends before its end-of-image marker".into()));
+    // The JPEG decoder fills missing scan data with grey instead of failing.
+    if format == ImageFormat::Jpeg {
+        check_jpeg_scan(bytes)?;
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let mut limits = Limits::default();
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
     // Decoder working memory beyond the output buffer; the output itself is bounded by max_pixels.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
-    reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(header_error)?;
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(decoder_limits);
+    let mut decoder = reader.into_decoder().map_err(|e| header_error(e, limits))?;
 
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(Error::NotAnImage(format!("image has no pixels ({w}x{h})")));
     }
-    check_pixels(u64::from(w), u64::from(h), max_pixels)?;
+    limits.check(u64::from(w), u64::from(h))?;
+    admit(w, h)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     if decoder.color_type() == ColorType::Rgb8 && orientation == image::metadata::Orientation::NoTransforms {
         let len = usize::try_from(decoder.total_bytes()).map_err(|_| Error::ImageTooLarge {
             width: w,
             height: h,
-            limit: max_pixels,
+            limits: *limits,
         })?;
         out.pixels.clear();
         out.pixels.resize(len, 0);
-        decoder.read_image(&mut out.pixels).map_err(|e| body_error(e, w, h, max_pixels))?;
+        decoder.read_image(&mut out.pixels).map_err(|e| body_error(e, w, h, limits))?;
         (out.width, out.height) = (w, h);
         return Ok(());
     }
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| body_error(e, w, h, max_pixels))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| body_error(e, w, h, limits))?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
     *out = RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() };
     Ok(())
 }
 
-/// Whether a JPEG's scan data is followed by an end-of-image marker (FF D9).
+/// Refuses a JPEG whose entropy-coded data cannot be the frame its header claims.
 ///
-/// Walks the marker segments up to the first start-of-scan (skipping APP segments, whose embedded
-/// thumbnails carry their own markers), then looks for EOI: inside entropy-coded data a literal FF is
-/// always stuffed as FF 00, so FF D9 after the scan starts can only be the real end.
-pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+/// Two checks on the bytes alone, before decoding: an end-of-image marker (FF D9) must follow the
+/// first start-of-scan, and the bytes between them must hold at least one bit per 8×8 block of
+/// every component. Huffman coding (the only kind decoded) spends at least one bit on each block's
+/// DC coefficient, in baseline and progressive scans alike, so less data cannot fill the frame:
+/// the decoder would paint the rest grey at the full frame's cost (a 633-byte file claiming
+/// 6000×6000 took 0.3 s of CPU).
+pub fn check_jpeg_scan(bytes: &[u8]) -> Result<()> {
+    let truncated = |msg: String| Err(Error::TruncatedImage(msg));
     let mut pos = 2; // after SOI
-    loop {
+    let mut blocks: Option<u64> = None;
+    let scan_start = loop {
         while bytes.get(pos) == Some(&0xff) && bytes.get(pos + 1) == Some(&0xff) {
             pos += 1; // fill bytes
         }
-        match (bytes.get(pos), bytes.get(pos + 1)) {
-            (Some(0xff), Some(0xda)) => break,
-            (Some(0xff), Some(0x01 | 0xd0..=0xd7)) => pos += 2,
-            (Some(0xff), Some(_)) => match bytes.get(pos + 2..pos + 4) {
-                Some(len) => pos += 2 + usize::from(u16::from_be_bytes([len[0], len[1]])),
-                None => return false,
-            },
-            _ => return false,
+        let (Some(0xff), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            return truncated("the JPEG data ends before its first scan".into());
+        };
+        if matches!(marker, 0x01 | 0xd0..=0xd7) {
+            pos += 2;
+            continue;
         }
-    }
-    bytes[pos..].windows(2).any(|w| w == [0xff, 0xd9])
-}
-
-fn check_pixels(w: u64, h: u64, max_pixels: u64) -> Result<()> {
-    if w.saturating_mul(h) > max_pixels {
-        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-        return Err(Error::ImageTooLarge { width: clamp(w), height: clamp(h), limit: max_pixels });
+        let Some(len) = bytes.get(pos + 2..pos + 4).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) else {
+            return truncated("the JPEG data ends inside a marker segment".into());
+        };
+        // Start-of-frame markers C0..CF, except DHT (C4), JPG (C8) and DAC (CC).
+        if (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+            blocks = bytes.get(pos + 4..).and_then(frame_blocks);
+        }
+        pos += 2 + len;
+        if marker == 0xda {
+            break pos;
+        }
+    };
+    let Some(scan) = bytes.get(scan_start..) else {
+        return truncated("the JPEG data ends inside its first scan header".into());
+    };
+    // Inside entropy-coded data a literal FF is stuffed as FF 00, so the first FF D9 is the end.
+    let Some(end) = scan.windows(2).position(|w| w == [0xff, 0xd9]) else {
+        return truncated("the JPEG data ends before its end-of-image marker".into());
+    };
+    if let Some(blocks) = blocks
+        && (end as u64).saturating_mul(8) < blocks
+    {
+        return truncated(format!("the JPEG's scan data ({end} bytes) cannot fill its frame of {blocks} 8x8 blocks"));
     }
     Ok(())
 }
 
+/// 8×8 blocks of all components of a start-of-frame segment (the bytes after its length field).
+fn frame_blocks(sof: &[u8]) -> Option<u64> {
+    let height = u64::from(u16::from_be_bytes([*sof.get(1)?, *sof.get(2)?]));
+    let width = u64::from(u16::from_be_bytes([*sof.get(3)?, *sof.get(4)?]));
+    let count = usize::from(*sof.get(5)?);
+    let sampling: Vec<(u64, u64)> =
+        sof.get(6..6 + 3 * count)?.chunks_exact(3).map(|c| (u64::from(c[1] >> 4), u64::from(c[1] & 15))).collect();
+    let hmax = sampling.iter().map(|s| s.0).max()?.max(1);
+    let vmax = sampling.iter().map(|s| s.1).max()?.max(1);
+    let blocks = |side: u64, factor: u64, max: u64| (side * factor).div_ceil(max).div_ceil(8);
+    Some(sampling.iter().map(|&(h, v)| blocks(width, h, hmax) * blocks(height, v, vmax)).sum())
+}
+
 /// An error while reading the header: the data is not a usable image.
-fn header_error(e: ImageError) -> Error {
+fn header_error(e: ImageError, limits: &Limits) -> Error {
     match e {
         ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
             Error::TruncatedImage("the image header is cut short".into())
         }
+        ImageError::Limits(_) => Error::ImageTooLarge { width: 0, height: 0, limits: *limits },
         other => Error::NotAnImage(other.to_string()),
     }
 }
 
 /// An error after the header was accepted: the pixel data is cut short or corrupt.
-fn body_error(e: ImageError, w: u32, h: u32, max_pixels: u64) -> Error {
+fn body_error(e: ImageError, w: u32, h: u32, limits: &Limits) -> Error {
     match e {
-        ImageError::Limits(_) => Error::ImageTooLarge { width: w, height: h, limit: max_pixels },
+        ImageError::Limits(_) => Error::ImageTooLarge { width: w, height: h, limits: *limits },
         other => Error::TruncatedImage(other.to_string()),
     }
 }
@@ -210,39 +275,97 @@ mod tests {
         !crc
     }
 
+    const LIMITS: Limits = Limits { max_pixels: 40_000_000, max_side: 16_384 };
+    const SMALL: Limits = Limits { max_pixels: 1 << 20, max_side: 16_384 };
+
     #[test]
     fn huge_png_header_is_refused_before_decoding() {
         let png = png_header(50_000, 50_000);
         assert_eq!(dimensions(&png).unwrap(), (50_000, 50_000));
-        let err = decode_image(&png, 40_000_000).unwrap_err();
+        let err = decode_image(&png, &LIMITS).unwrap_err();
         assert_eq!(err.code(), "image_too_large", "{err}");
     }
 
     #[test]
+    fn every_side_is_limited_not_only_the_area() {
+        // Under MAX_PIXELS, but one side far over MAX_IMAGE_SIDE (the resize would need
+        // width x 512 x 3 bytes): refused from the header, either orientation.
+        for (w, h) in [(40_000_000, 1), (1, 40_000_000), (16_385, 2), (2, 16_385)] {
+            let err = decode_image(&png_header(w, h), &LIMITS).unwrap_err();
+            assert_eq!(err.code(), "image_too_large", "{w}x{h}: {err}");
+            assert!(LIMITS.check(w.into(), h.into()).is_err());
+        }
+        for (w, h) in [(16_384, 1), (1, 16_384), (16_384, 2_441)] {
+            assert!(LIMITS.check(w, h).is_ok(), "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn admission_runs_after_the_header_and_before_the_pixels() {
+        let mut jpeg = Vec::new();
+        image::DynamicImage::new_rgb8(64, 48).write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
+        let mut seen = None;
+        let err = decode_image_into(&jpeg, &LIMITS, &mut RgbImage::default(), |w, h| {
+            seen = Some((w, h));
+            Err(Error::PixelBudgetExceeded { budget: 1 })
+        })
+        .unwrap_err();
+        assert_eq!(seen, Some((64, 48)));
+        assert_eq!(err.code(), "pixel_budget_exceeded");
+    }
+
+    #[test]
     fn garbage_is_not_an_image() {
-        assert_eq!(decode_image(b"hello world, not an image", 1 << 20).unwrap_err().code(), "not_an_image");
-        assert_eq!(decode_image(b"", 1 << 20).unwrap_err().code(), "not_an_image");
-        assert_eq!(decode_image(b"GIF89a\x01\x00\x01\x00", 1 << 20).unwrap_err().code(), "not_an_image");
+        assert_eq!(decode_image(b"hello world, not an image", &SMALL).unwrap_err().code(), "not_an_image");
+        assert_eq!(decode_image(b"", &SMALL).unwrap_err().code(), "not_an_image");
+        assert_eq!(decode_image(b"GIF89a\x01\x00\x01\x00", &SMALL).unwrap_err().code(), "not_an_image");
     }
 
     #[test]
     fn png_without_pixel_data_is_truncated() {
         let png = png_header(4, 4);
-        assert_eq!(decode_image(&png, 1 << 20).unwrap_err().code(), "truncated_image");
+        assert_eq!(decode_image(&png, &SMALL).unwrap_err().code(), "truncated_image");
+    }
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let mut img = Vec::new();
+        image::DynamicImage::new_rgb8(w, h).write_to(&mut Cursor::new(&mut img), ImageFormat::Jpeg).unwrap();
+        img
     }
 
     #[test]
     fn jpeg_completeness() {
-        let mut img = Vec::new();
-        image::DynamicImage::new_rgb8(64, 48).write_to(&mut Cursor::new(&mut img), ImageFormat::Jpeg).unwrap();
-        assert!(jpeg_is_complete(&img));
+        let img = jpeg(64, 48);
+        assert!(check_jpeg_scan(&img).is_ok());
         let mut trailing = img.clone();
         trailing.extend_from_slice(b"trailing metadata");
-        assert!(jpeg_is_complete(&trailing));
-        assert!(!jpeg_is_complete(&img[..img.len() - 2]));
-        assert!(!jpeg_is_complete(&img[..20]));
-        assert_eq!(decode_image(&img[..img.len() - 10], 1 << 20).unwrap_err().code(), "truncated_image");
-        assert_eq!(decode_image(&img, 1 << 20).unwrap().width, 64);
+        assert!(check_jpeg_scan(&trailing).is_ok());
+        assert!(check_jpeg_scan(&img[..img.len() - 2]).is_err());
+        assert!(check_jpeg_scan(&img[..20]).is_err());
+        assert_eq!(decode_image(&img[..img.len() - 10], &SMALL).unwrap_err().code(), "truncated_image");
+        assert_eq!(decode_image(&img, &SMALL).unwrap().width, 64);
+    }
+
+    /// Rewrites the frame size in a JPEG's start-of-frame segment.
+    fn claim_size(jpeg: &mut [u8], w: u16, h: u16) {
+        let sof = jpeg.windows(2).position(|m| m == [0xff, 0xc0]).expect("baseline SOF");
+        jpeg[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+    }
+
+    #[test]
+    fn a_jpeg_whose_scan_cannot_fill_the_claimed_frame_is_truncated() {
+        // A flat image compresses to a few bits per 8x8 block: the smallest honest JPEGs pass.
+        let flat = jpeg(2000, 1500);
+        assert!(flat.len() < 300_000, "{}", flat.len());
+        assert_eq!(decode_image(&flat, &LIMITS).unwrap().width, 2000);
+        // The same kind of file claiming 6000x6000 (36 MP, under the limits) has ~90x too little data.
+        let mut liar = jpeg(64, 48);
+        claim_size(&mut liar, 6000, 6000);
+        assert!(liar.len() < 1000);
+        let err = decode_image(&liar, &LIMITS).unwrap_err();
+        assert_eq!(err.code(), "truncated_image", "{err}");
+        assert!(err.to_string().contains("cannot fill"), "{err}");
     }
 
     #[test]
@@ -273,13 +396,16 @@ mod tests {
             let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
             decode_base64_into(text.as_bytes(), &mut encoded).unwrap();
             assert_eq!(encoded, bytes, "{name}");
-            decode_image_into(&encoded, 40_000_000, &mut rgb).unwrap();
-            let fresh = decode_image(&bytes, 40_000_000).unwrap();
+            decode_image_into(&encoded, &LIMITS, &mut rgb, |_, _| Ok(())).unwrap();
+            let fresh = decode_image(&bytes, &LIMITS).unwrap();
             assert_eq!((rgb.width, rgb.height), (fresh.width, fresh.height), "{name}");
             assert_eq!(rgb.pixels.len(), (rgb.width * rgb.height * 3) as usize, "{name}");
             assert!(rgb.pixels == fresh.pixels, "{name}: pixels differ from a fresh decode");
         }
         assert_eq!(decode_base64_into(b"***", &mut encoded).unwrap_err().code(), "invalid_base64");
-        assert_eq!(decode_image_into(b"not an image", 40_000_000, &mut rgb).unwrap_err().code(), "not_an_image");
+        assert_eq!(
+            decode_image_into(b"not an image", &LIMITS, &mut rgb, |_, _| Ok(())).unwrap_err().code(),
+            "not_an_image"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod runtime;
 pub use pool::{Detector, SessionKind};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,7 +25,7 @@ use ort::value::TensorRef;
 use crate::api::{Object, ms_since};
 use crate::config::DetectorConfig;
 use crate::error::{Error, Result};
-use decode::{RgbImage, decode_base64_into, decode_image_into};
+use decode::{Limits, RgbImage, decode_base64_into, decode_image_into};
 use preprocess::{INPUT_LEN, INPUT_SIZE, Preprocessor};
 
 /// The bytes of one image to detect on.
@@ -78,6 +79,33 @@ impl Outcome {
     }
 }
 
+/// The pixels a request may still decode (`MAX_REQUEST_PIXELS`), shared by all of its images.
+///
+/// Each image takes its width × height from the budget once its header is read and before its
+/// pixels are decoded; an image that no longer fits fails with
+/// [`Error::PixelBudgetExceeded`] and the others go on. This bounds the decoding CPU one request
+/// can cost whatever its images' sizes and count.
+#[derive(Debug)]
+pub struct PixelBudget {
+    total: u64,
+    left: AtomicU64,
+}
+
+impl PixelBudget {
+    /// A budget of `total` pixels.
+    pub fn new(total: u64) -> Arc<Self> {
+        Arc::new(Self { total, left: AtomicU64::new(total) })
+    }
+
+    /// Takes `pixels` from the budget, or refuses without taking anything.
+    pub fn take(&self, pixels: u64) -> Result<()> {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(pixels))
+            .map(|_| ())
+            .map_err(|_| Error::PixelBudgetExceeded { budget: self.total })
+    }
+}
+
 /// Reads the labels file: one class name per line.
 pub fn load_labels(path: &std::path::Path) -> Result<Arc<[String]>> {
     let text = std::fs::read_to_string(path)
@@ -106,7 +134,7 @@ pub struct Model {
     labels: Arc<[String]>,
     score_threshold: f32,
     nms_iou: f32,
-    max_pixels: u64,
+    limits: Limits,
 }
 
 impl Model {
@@ -139,23 +167,34 @@ impl Model {
             labels,
             score_threshold: cfg.score_threshold,
             nms_iou: cfg.nms_iou,
-            max_pixels: cfg.max_pixels,
+            limits: cfg.limits(),
         })
     }
 
     /// Detects objects in one input, recording the time of each stage.
+    pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections> {
+        self.detect_within(input, None, times)
+    }
+
+    /// [`Model::detect`], taking the image's pixels from `budget` before decoding them.
     ///
     /// The base64 and pixel buffers are kept between images (pages already mapped: with a fixed
     /// malloc mmap threshold, see `memory`, fresh multi-MB buffers per image would fault ~1,100
-    /// pages each time); one that grew past [`KEEP_BUFFER_BYTES`] for an unusually large image
-    /// is released afterwards.
-    pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections> {
+    /// pages each time); any buffer that grew past [`KEEP_BUFFER_BYTES`] for an unusually large
+    /// image is released afterwards, so memory returns to its usual level after every image.
+    pub fn detect_within(
+        &mut self,
+        input: &Input,
+        budget: Option<&PixelBudget>,
+        times: &mut StageTimes,
+    ) -> Result<Detections> {
         let t = Instant::now();
         let mut rgb = std::mem::take(&mut self.rgb);
+        let admit = |w: u32, h: u32| budget.map_or(Ok(()), |b| b.take(u64::from(w) * u64::from(h)));
         let decoded = match input {
-            Input::Image(bytes) => decode_image_into(bytes, self.max_pixels, &mut rgb),
+            Input::Image(bytes) => decode_image_into(bytes, &self.limits, &mut rgb, admit),
             Input::Base64(text) => decode_base64_into(text, &mut self.encoded)
-                .and_then(|()| decode_image_into(&self.encoded, self.max_pixels, &mut rgb)),
+                .and_then(|()| decode_image_into(&self.encoded, &self.limits, &mut rgb, admit)),
         };
         times.decode_ms = ms_since(t);
         let result = decoded.and_then(|()| self.detect_rgb(&rgb, times));
@@ -165,6 +204,7 @@ impl Model {
         if self.encoded.capacity() > KEEP_BUFFER_BYTES {
             self.encoded = Vec::new();
         }
+        self.pre.release_buffers_over(KEEP_BUFFER_BYTES);
         result
     }
 

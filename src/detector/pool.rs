@@ -30,7 +30,7 @@ use ort::session::Session;
 use ort::session::builder::PrepackedWeights;
 
 use super::graph_cache::{self, GraphSource};
-use super::{Input, Model, Outcome, StageTimes, load_labels, runtime};
+use super::{Input, Model, Outcome, PixelBudget, StageTimes, load_labels, runtime};
 use crate::api::ms_since;
 use crate::config::DetectorConfig;
 use crate::error::{Error, Result};
@@ -41,6 +41,7 @@ pub const POOL_BUILD_IDLE: Duration = Duration::from_secs(1);
 
 struct Job {
     input: Input,
+    budget: Option<Arc<PixelBudget>>,
     reply: tokio::sync::oneshot::Sender<Outcome>,
     /// Queued while nothing was queued or running: a lone image, not part of a batch or of
     /// concurrent requests.
@@ -161,10 +162,10 @@ impl Dispatch {
         });
     }
 
-    fn push(&self, input: Input, reply: tokio::sync::oneshot::Sender<Outcome>) {
+    fn push(&self, input: Input, budget: Option<Arc<PixelBudget>>, reply: tokio::sync::oneshot::Sender<Outcome>) {
         self.update(|s| {
             let arrived_idle = s.jobs.is_empty() && !s.solo_busy && s.pool_busy == 0;
-            s.jobs.push_back(Job { input, reply, arrived_idle });
+            s.jobs.push_back(Job { input, budget, reply, arrived_idle });
             s.pool_wanted |= s.solo_busy;
         });
     }
@@ -323,16 +324,26 @@ impl Detector {
         &self.labels
     }
 
-    fn submit(&self, input: Input) -> tokio::sync::oneshot::Receiver<Outcome> {
+    fn submit(&self, input: Input, budget: Option<Arc<PixelBudget>>) -> tokio::sync::oneshot::Receiver<Outcome> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.dispatch.push(input, reply);
+        self.dispatch.push(input, budget, reply);
         rx
     }
 
     /// Queues one image now and returns a future of its outcome (lets a caller keep feeding the
-    /// queue while earlier images are in ORT). Never blocks the async executor.
+    /// queue while earlier images are in ORT). Never blocks the async executor. Dropping the
+    /// future before a worker takes the image cancels it.
     pub fn start(&self, input: Input) -> futures::future::BoxFuture<'static, Outcome> {
-        let rx = self.submit(input);
+        self.start_within(input, None)
+    }
+
+    /// [`Detector::start`] for an image of a request whose images share `budget`.
+    pub fn start_within(
+        &self,
+        input: Input,
+        budget: Option<Arc<PixelBudget>>,
+    ) -> futures::future::BoxFuture<'static, Outcome> {
+        let rx = self.submit(input, budget);
         Box::pin(async move { Self::outcome(rx.await) })
     }
 
@@ -343,7 +354,7 @@ impl Detector {
 
     /// Detects objects in one image, blocking the calling thread (CLI and benchmarks).
     pub fn detect_blocking(&self, input: Input) -> Outcome {
-        Self::outcome(self.submit(input).blocking_recv())
+        Self::outcome(self.submit(input, None).blocking_recv())
     }
 
     fn outcome(r: std::result::Result<Outcome, tokio::sync::oneshot::error::RecvError>) -> Outcome {
@@ -502,7 +513,7 @@ fn serve(mut model: Model, lead: bool, dispatch: &Dispatch) {
     // Whether this worker's current sessions have run (see `begin_ort_work`).
     let mut ran = false;
     while let Some(next) = dispatch.next(lead, has_pool) {
-        let (Job { input, reply, .. }, role) = match next {
+        let (Job { input, budget, reply, .. }, role) = match next {
             Next::Attach(session) => {
                 model.attach(session);
                 has_pool = true;
@@ -521,8 +532,10 @@ fn serve(mut model: Model, lead: bool, dispatch: &Dispatch) {
         let mut times = StageTimes::default();
         let result = match begin_ort_work(!ran) {
             // A panic inside a decoder must cost one image, not the worker.
-            Some(_running) => std::panic::catch_unwind(AssertUnwindSafe(|| model.detect(&input, &mut times)))
-                .unwrap_or_else(|_| Err(Error::Internal("the image decoder panicked".into()))),
+            Some(_running) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                model.detect_within(&input, budget.as_deref(), &mut times)
+            }))
+            .unwrap_or_else(|_| Err(Error::Internal("the image decoder panicked".into()))),
             None => Err(Error::Internal("the process is exiting".into())),
         };
         ran = true;
@@ -544,7 +557,12 @@ mod tests {
         let mut s = State { solo_ready, pool_ready, ..State::default() };
         for i in 0..queued {
             let (reply, _) = tokio::sync::oneshot::channel();
-            s.jobs.push_back(Job { input: Input::Image(bytes::Bytes::new()), reply, arrived_idle: i == 0 });
+            s.jobs.push_back(Job {
+                input: Input::Image(bytes::Bytes::new()),
+                budget: None,
+                reply,
+                arrived_idle: i == 0,
+            });
         }
         s
     }
@@ -587,10 +605,10 @@ mod tests {
         dispatch.lock().solo_ready = true;
         dispatch.lock().pool_ready = 2;
         let (reply, _rx) = tokio::sync::oneshot::channel();
-        dispatch.push(Input::Image(bytes::Bytes::new()), reply);
+        dispatch.push(Input::Image(bytes::Bytes::new()), None, reply);
         assert_eq!(role(dispatch.lock().take(true, true)), Some(Role::Solo), "arrived idle");
         let (reply, _rx) = tokio::sync::oneshot::channel();
-        dispatch.push(Input::Image(bytes::Bytes::new()), reply);
+        dispatch.push(Input::Image(bytes::Bytes::new()), None, reply);
         assert!(dispatch.lock().pool_wanted, "queued behind the solo session: build the pool");
         dispatch.lock().solo_busy = false;
         assert_eq!(role(dispatch.lock().take(true, true)), Some(Role::Pool), "arrived while busy");

@@ -34,6 +34,15 @@ impl Preprocessor {
         }
     }
 
+    /// Frees the resizer's scratch buffers when they hold more than `bytes`. They grow with the
+    /// input's width (the vertical pass runs first: width × 512 × 3 bytes, 25 MB at 16,384 pixels
+    /// wide) and would otherwise stay at the largest size ever seen.
+    pub fn release_buffers_over(&mut self, bytes: usize) {
+        if self.resizer.size_of_internal_buffers() > bytes {
+            self.resizer.reset_internal_buffers();
+        }
+    }
+
     /// Resizes `img` to 512×512 and writes it as f32 NHWC into `out` (`INPUT_LEN` elements).
     pub fn run(&mut self, img: &RgbImage, out: &mut [f32]) -> Result<()> {
         let src = fr::images::ImageRef::new(img.width, img.height, &img.pixels, fr::PixelType::U8x3)

@@ -58,7 +58,8 @@ pub enum Arena {
 /// Builds one session of the model with the configured threads and its own arena.
 ///
 /// `weights` is shared by every session of a detector, so N sessions hold one copy of the packed
-/// weights. A cached graph ORT refuses (e.g. its side file removed meanwhile) falls back to the model.
+/// weights. A cached graph ORT refuses (e.g. its side file removed meanwhile), or a cache that
+/// cannot be written, falls back to the model.
 pub fn session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &GraphSource) -> Result<Session> {
     session_in(cfg, weights, source, Arena::Own)
 }
@@ -73,6 +74,11 @@ pub fn session_in(
     match build_session(cfg, weights, source, arena) {
         Err(e) if matches!(source, GraphSource::Cached(_)) => {
             tracing::warn!(error = %e, "cached optimized graph refused; optimizing the model");
+            build_session(cfg, weights, &GraphSource::Model, arena)
+        }
+        // An unwritable cache (a read-only path, a full disk) costs the cache, not the start-up.
+        Err(e) if matches!(source, GraphSource::ModelSavingTo(_)) => {
+            tracing::warn!(error = %e, "cannot write the optimized-graph cache (ORT_OPTIMIZED_MODEL_PATH); running without it");
             build_session(cfg, weights, &GraphSource::Model, arena)
         }
         built => built,

@@ -135,8 +135,9 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Starts the emulator with `bootstrap` as the function, on free ports, with `envs`.
-    pub fn start(envs: &[(String, String)]) -> Emulator {
+    /// Starts the emulator with `bootstrap` as the function running the entry point `handler`
+    /// (`http`, `s3`: what `ImageConfig.Command` gives `_HANDLER`), on free ports, with `envs`.
+    pub fn start(handler: &str, envs: &[(String, String)]) -> Emulator {
         let (p1, p2) = (free_port(), free_port());
         let mut all = vec![
             ("MODEL_PATH".to_string(), root().join("models/centernet_mobilenetv3_coco.onnx").display().to_string()),
@@ -146,6 +147,9 @@ impl Emulator {
                     .unwrap_or_else(|_| root().join(".cache/ort/libonnxruntime.so").display().to_string()),
             ),
             ("RUST_LOG".to_string(), "warn".to_string()),
+            ("_HANDLER".to_string(), handler.to_string()),
+            // As template.yaml sets it for the HTTP function.
+            ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH".to_string(), "true".to_string()),
         ];
         all.extend_from_slice(envs);
         let child = spawn_watched(
