@@ -39,6 +39,10 @@ pub struct DetectService {
     config: Arc<Config>,
 }
 
+/// Queued image text a JSON body is read ahead of detection by (see
+/// [`DetectService::detect_json_stream`]): a whole Lambda-sized body (≤ 6 MB) and more.
+pub const READ_AHEAD_BYTES: usize = 8 << 20;
+
 /// Accepted upload content types and the key suffix of each.
 const UPLOAD_TYPES: &[(&str, &str)] = &[("image/jpeg", "jpg"), ("image/png", "png"), ("image/webp", "webp")];
 
@@ -83,9 +87,12 @@ impl DetectService {
 
     /// `POST /api/detect` with a JSON body that is still arriving: inline base64 images or S3 keys.
     ///
-    /// Each image is queued for detection as soon as its string is complete, and the body is read no
-    /// further ahead than `2 × sessions + 2` images in flight, so neither the body nor the decoded
-    /// images of the whole batch are ever held at once (TCP flow control holds the sender back).
+    /// Each image is queued for detection as soon as its string is complete. The body is read
+    /// ahead of detection by at most [`READ_AHEAD_BYTES`] of queued image text (or `2 × sessions
+    /// + 2` images, if those are larger), so neither a large body nor the decoded images of the
+    /// whole batch are ever held at once (TCP flow control holds the sender back). A body that
+    /// fits is read whole at once, so a client that sends it and hangs up is noticed (by hyper,
+    /// which then drops this future) while its images are still queued, and they are skipped.
     /// `receive_ms` counts only the time spent waiting for body bytes.
     pub async fn detect_json_stream<S>(&self, mut body: S, limit: usize, start: Instant) -> Result<DetectResponse>
     where
@@ -95,7 +102,9 @@ impl DetectService {
         let budget = self.pixel_budget();
         let mut scanner = crate::body_scanner::BodyScanner::new();
         let mut events = Vec::new();
-        let mut pending: std::collections::VecDeque<futures::future::BoxFuture<'static, Outcome>> = Default::default();
+        let mut pending: std::collections::VecDeque<(futures::future::BoxFuture<'static, Outcome>, usize)> =
+            Default::default();
+        let mut pending_bytes = 0usize;
         let mut outcomes: Vec<Outcome> = Vec::new();
         let (mut names, mut s3) = (None, None);
         let (mut received, mut images, mut wait) = (0usize, 0usize, std::time::Duration::ZERO);
@@ -118,11 +127,14 @@ impl DetectService {
                     crate::body_scanner::Event::Image(text) => {
                         images += 1;
                         self.check_count(images)?;
-                        let input = Input::Base64(Bytes::from(text));
-                        pending.push_back(self.detector.start_within(input, Some(budget.clone())));
-                        while pending.len() > max_in_flight {
-                            if let Some(oldest) = pending.pop_front() {
+                        let len = text.len();
+                        pending_bytes += len;
+                        let queued = self.detector.start_within(Input::Base64(Bytes::from(text)), Some(budget.clone()));
+                        pending.push_back((queued, len));
+                        while pending.len() > max_in_flight && pending_bytes > READ_AHEAD_BYTES {
+                            if let Some((oldest, bytes)) = pending.pop_front() {
                                 outcomes.push(oldest.await);
+                                pending_bytes -= bytes;
                             }
                         }
                     }
@@ -148,7 +160,7 @@ impl DetectService {
             None if images == 0 => Err(Error::NoImages),
             None => {
                 let names = resolve_names(names, images)?;
-                for p in pending {
+                for (p, _) in pending {
                     outcomes.push(p.await);
                 }
                 Ok(self.respond(names.into_iter().zip(outcomes).collect(), arrival, None))

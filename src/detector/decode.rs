@@ -127,6 +127,7 @@ pub fn decode_image_into(
     // The JPEG decoder fills missing scan data with grey instead of failing.
     if format == ImageFormat::Jpeg {
         check_jpeg_scan(bytes)?;
+        super::jpeg_scan::check(bytes).map_err(Error::TruncatedImage)?;
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = image::Limits::default();

@@ -7,6 +7,7 @@
 pub mod arena;
 pub mod decode;
 pub mod graph_cache;
+pub mod jpeg_scan;
 pub mod pool;
 pub mod postprocess;
 pub mod preprocess;

@@ -73,3 +73,5 @@ pub fn labels(objects: &[objdet::api::Object]) -> Vec<(String, f32)> {
     objects.iter().map(|o| (o.label.clone(), o.score)).collect()
 }
 pub mod aws;
+pub mod images;
+pub mod server;
