@@ -39,7 +39,9 @@ ENV ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
     MODEL_PATH=/opt/models/centernet_mobilenetv3_coco.onnx \
     LABELS_PATH=/opt/models/coco80.txt \
     LOG_FORMAT=json
-CMD ["bootstrap"]
+# The entry point: the base image hands CMD to bootstrap as _HANDLER. template.yaml sets it per
+# function with ImageConfig.Command (http: API Gateway; s3: the upload trigger).
+CMD ["http"]
 
 # ---- EC2/Docker server --------------------------------------------------------------------------
 FROM public.ecr.aws/docker/library/debian:bookworm-slim AS server

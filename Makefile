@@ -93,8 +93,9 @@ deploy-guided: sam-build ## first deployment: asks for parameters and writes sam
 deploy: sam-build ## deploy with samconfig.toml
 	$(CACHE)/lint/bin/sam deploy
 
-local-invoke: ## sam local invoke with EVENT=events/....json (needs Docker)
-	$(CACHE)/lint/bin/sam local invoke DetectFunction --event $(EVENT)
+FUNCTION   ?= $(if $(findstring s3-,$(EVENT)),UploadTriggerFunction,DetectApiFunction)
+local-invoke: ## sam local invoke with EVENT=events/....json (needs Docker; s3-* events go to the trigger)
+	$(CACHE)/lint/bin/sam local invoke $(FUNCTION) --event $(EVENT)
 
 start-api: ## sam local start-api on 127.0.0.1:3000 (needs Docker)
 	$(CACHE)/lint/bin/sam local start-api --host 127.0.0.1 --port 3000

@@ -339,3 +339,27 @@ async fn an_unwritable_graph_cache_costs_the_cache_not_the_start() {
     assert!(labels(&v["results"][0]).contains(&"dog".into()));
     assert!(server.log().contains("running without it"), "{}", server.log());
 }
+
+/// Finding 3: S3-keys mode queued fetched objects without back-pressure: one 50 MB object asked
+/// for 64 times peaked at 2,585 MB. Fetched bytes in flight are bounded (S3_MAX_BYTES_IN_FLIGHT).
+#[tokio::test]
+async fn s3_keys_hold_a_bounded_number_of_bytes_whatever_the_count() {
+    use common::aws::{self, BUCKET, Moto};
+    let moto = Moto::start();
+    aws::create_bucket(&moto.client(), BUCKET).await;
+    // A real photo followed by 50 MB the decoder never looks at: cheap to detect, heavy to hold.
+    let mut big = common::fixture("dog.jpg");
+    big.resize(big.len() + (50 << 20), 0x5a);
+    aws::put(&moto.client(), BUCKET, "uploads/big.jpg", big).await;
+    let env: Vec<(String, String)> = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start(&env);
+    let idle = server.peak_mb();
+    let (status, v) = post_json(&server, &json!({"s3": {"keys": vec!["uploads/big.jpg"; 64]}})).await;
+    assert_eq!(status, 200, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 64);
+    assert!(results.iter().all(|r| labels(r).contains(&"dog".into())), "{v}");
+    let peak = server.peak_mb();
+    assert!(peak < 400.0, "peak RSS {peak:.0} MB fetching 64 x 50 MB (idle {idle:.0} MB)");
+}

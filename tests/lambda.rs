@@ -168,3 +168,55 @@ async fn s3_events_against_moto() {
     let doc: Value = serde_json::from_slice(&doc).unwrap();
     assert!(labels(&doc["result"]).contains(&"dog".into()), "{doc}");
 }
+
+/// Finding 13: without `s3:ListBucket`, S3 answers 403 for a key that does not exist, so a
+/// deleted upload was an `s3_error` and the trigger retried it into the dead-letter queue. A
+/// refused read is now that object's `access_denied` result and the record is acknowledged.
+/// (moto with IAM enforced answers as AWS does for keys the policy does not grant.)
+#[tokio::test]
+async fn the_trigger_acknowledges_an_upload_s3_refuses_to_read() {
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": format!("arn:aws:s3:::{BUCKET}/uploads/ok/*")},
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": format!("arn:aws:s3:::{BUCKET}/results/*")},
+    ]})
+    .to_string();
+    let moto = aws::MotoIam::start(&policy, |admin| async move {
+        aws::create_bucket(&admin, BUCKET).await;
+        aws::put(&admin, BUCKET, "uploads/ok/dog.jpg", common::fixture("dog.jpg")).await;
+        aws::put(&admin, BUCKET, "uploads/gone/dog.jpg", common::fixture("dog.jpg")).await;
+    })
+    .await;
+    let config = Arc::new(common::config_with(&[("UPLOAD_BUCKET", BUCKET)]));
+    let svc = DetectService::new(common::detector(), Some(S3Store::new(moto.user_client(), config.s3.clone())), config);
+    let mut event = aws::event("s3-put-upload.json");
+    let record = event["Records"][0].clone();
+    event["Records"] = json!([record.clone(), record]);
+    event["Records"][0]["s3"]["object"]["key"] = json!("uploads/gone/dog.jpg");
+    event["Records"][1]["s3"]["object"]["key"] = json!("uploads/ok/dog.jpg");
+    let event: aws_lambda_events::s3::S3Event = serde_json::from_value(event).unwrap();
+    let summary = serde_json::to_value(trigger::handle(&svc, event).await.expect("acknowledged, not retried")).unwrap();
+    assert_eq!(summary["processed"][0]["error"], "access_denied", "{summary}");
+    assert!(summary["processed"][1]["error"].is_null(), "{summary}");
+    let user = moto.user_client();
+    let doc: Value = serde_json::from_slice(&aws::get(&user, BUCKET, "results/uploads/gone/dog.jpg.json").await.unwrap()).unwrap();
+    assert_eq!(doc["result"]["error"]["code"], "access_denied", "{doc}");
+    let msg = doc["result"]["error"]["message"].as_str().unwrap();
+    assert!(!msg.contains("DisplayErrorContext") && !msg.contains("service error") && msg.len() < 200, "{msg}");
+}
+
+/// S3-keys requests read only under `S3_READ_PREFIX` (default `UPLOADS_PREFIX`): IAM is no
+/// longer the only guard.
+#[tokio::test]
+async fn s3_keys_outside_the_uploads_prefix_are_refused() {
+    let moto = Moto::start();
+    aws::create_bucket(&moto.client(), BUCKET).await;
+    aws::put(&moto.client(), BUCKET, "private/secret.jpg", common::fixture("dog.jpg")).await;
+    let svc = service(Some(&moto), &[]);
+    for key in ["private/secret.jpg", "uploads/../private/secret.jpg", "uploads/./x.jpg", ""] {
+        let mut ev = aws::event("apigw-http-detect-s3.json");
+        ev["body"] = json!(json!({"s3": {"keys": ["uploads/demo/dog.jpg", key]}}).to_string());
+        ev["isBase64Encoded"] = json!(false);
+        let (status, body) = invoke(&svc, &ev).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("key_not_allowed")), "{key:?}: {body}");
+    }
+}

@@ -189,3 +189,60 @@ async fn trigger_ignores_its_own_results_and_reports_non_images() {
     let doc: Value = serde_json::from_slice(&doc).unwrap();
     assert_eq!(doc["result"]["error"]["code"], "not_an_image", "{doc}");
 }
+
+/// Finding 1 under the emulator: the 40,000,000×1 PNG used to abort the process and lose the
+/// whole batch. Now it is that image's error and the function keeps serving.
+#[tokio::test]
+async fn an_extreme_png_costs_one_result_not_the_invocation() {
+    let (s, _) = ready().await;
+    let wide = common::images::png(40_000_000, 1);
+    let body = json!({"images": [common::b64(&wide), common::b64(&common::fixture("dog.jpg"))]});
+    let mut ev = aws::event("apigw-http-detect-inline.json");
+    ev["body"] = json!(body.to_string());
+    ev["isBase64Encoded"] = json!(false);
+    let (status, body) = http_response(&s.lambda.invoke(&ev).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["error"]["code"], "image_too_large", "{body}");
+    assert!(labels(&body["results"][1]).contains(&"dog".into()), "{body}");
+    let (status, _) = http_response(&s.lambda.invoke(&aws::event("apigw-http-detect-inline.json")).await);
+    assert_eq!(status, 200, "the same execution environment answers the next event");
+}
+
+/// Finding 9 under the emulator: these events panicked inside lambda_http (errorType
+/// `&alloc::boxed::Box<dyn Any+Send>`, a 502 from API Gateway). Now: a 400, or served.
+#[tokio::test]
+async fn events_that_made_lambda_http_panic_get_http_answers() {
+    let (s, _) = ready().await;
+    let mut bad_body = aws::event("apigw-http-detect-inline.json");
+    bad_body["body"] = json!("%%% not base64 %%%");
+    bad_body["isBase64Encoded"] = json!(true);
+    let res = s.lambda.invoke(&bad_body).await;
+    assert!(res.get("errorType").is_none(), "{res}");
+    let (status, body) = http_response(&res);
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{body}");
+
+    let mut bad_host = aws::event("apigw-rest-detect-inline.json");
+    bad_host["headers"]["Host"] = json!("exa{mple}.com");
+    bad_host["multiValueHeaders"]["Host"] = json!(["exa{mple}.com"]);
+    let res = s.lambda.invoke(&bad_host).await;
+    assert!(res.get("errorType").is_none(), "{res}");
+    let (status, body) = http_response(&res);
+    assert_eq!(status, 200, "{body}");
+    assert!(labels(&body["results"][0]).contains(&"dog".into()), "{body}");
+
+    let mut query = aws::event("apigw-http-detect-binary.json");
+    query["rawQueryString"] = json!("name=a&name=b");
+    let (status, body) = http_response(&s.lambda.invoke(&query).await);
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{body}");
+}
+
+/// An image whose `ImageConfig.Command` names no entry point fails its Init, saying which exist.
+#[tokio::test]
+async fn an_unknown_handler_fails_init_naming_the_choices() {
+    let bogus = Emulator::start("bootstrap", &[]);
+    let res = reqwest::Client::new().post(&bogus.invoke_url).body("{}").send().await.unwrap();
+    assert!(!res.status().is_success() || res.text().await.unwrap().is_empty(), "the invocation must fail");
+    let log = std::fs::read_to_string(bogus.log_path()).unwrap_or_default();
+    assert!(log.contains("_HANDLER") && log.contains("http, s3"), "{log}");
+    assert!(log.contains("Init failed"), "{log}");
+}

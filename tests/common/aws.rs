@@ -111,6 +111,111 @@ impl Moto {
     }
 }
 
+/// A moto server that enforces IAM: requests by `user_env()`'s credentials get what `policy`
+/// (an IAM policy document) grants, as AWS would answer them (403 `AccessDenied` otherwise).
+pub struct MotoIam {
+    /// The server (its own `client()` keeps the unrestricted test credentials while set-up lasts).
+    pub moto: Moto,
+    key_id: String,
+    secret: String,
+}
+
+impl MotoIam {
+    /// Starts moto, lets `setup` create buckets and objects unauthenticated, creates a user with
+    /// `policy`, then turns enforcement on.
+    pub async fn start<F: std::future::Future<Output = ()>>(policy: &str, setup: impl FnOnce(Client) -> F) -> MotoIam {
+        // moto enforces IAM after this many requests; set-up stays below it, then filler requests
+        // use it up.
+        let port = free_port();
+        let child = spawn_watched(
+            &tool("moto_server"),
+            &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
+            &[("INITIAL_NO_AUTH_ACTION_COUNT".into(), "60".into())],
+            &format!("moto-iam-{port}.log"),
+        );
+        wait_for_port(port, "moto_server");
+        let moto = Moto { endpoint: format!("http://127.0.0.1:{port}"), _child: child };
+        setup(moto.client()).await;
+        let iam = |params: &[(&str, &str)]| {
+            let mut form: Vec<(&str, &str)> = vec![("Version", "2010-05-08")];
+            form.extend_from_slice(params);
+            let body = serde_urlencoded_form(&form);
+            let url = moto.endpoint.clone();
+            async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    // moto routes by the service named in the credential scope.
+                    .header(
+                        "authorization",
+                        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, \
+                         SignedHeaders=host, Signature=0",
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("IAM call")
+                    .text()
+                    .await
+                    .unwrap()
+            }
+        };
+        iam(&[("Action", "CreateUser"), ("UserName", "objdet")]).await;
+        iam(&[("Action", "PutUserPolicy"), ("UserName", "objdet"), ("PolicyName", "p"), ("PolicyDocument", policy)]).await;
+        let key = iam(&[("Action", "CreateAccessKey"), ("UserName", "objdet")]).await;
+        let field = |name: &str| {
+            let open = format!("<{name}>");
+            let start = key.find(&open).map(|i| i + open.len()).expect("access key in the answer");
+            key[start..start + key[start..].find('<').unwrap()].to_string()
+        };
+        let (key_id, secret) = (field("AccessKeyId"), field("SecretAccessKey"));
+        // Use up the unauthenticated requests: the first refusal means enforcement is on.
+        let admin = moto.client();
+        for _ in 0..200 {
+            if admin.list_buckets().send().await.is_err() {
+                return MotoIam { moto, key_id, secret };
+            }
+        }
+        panic!("moto never started enforcing IAM");
+    }
+
+    /// Environment for objdet as the restricted user.
+    pub fn user_env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.env();
+        for (k, v) in env.iter_mut() {
+            match k.as_str() {
+                "AWS_ACCESS_KEY_ID" => *v = self.key_id.clone(),
+                "AWS_SECRET_ACCESS_KEY" => *v = self.secret.clone(),
+                _ => {}
+            }
+        }
+        env
+    }
+
+    /// An S3 client with the restricted user's credentials.
+    pub fn user_client(&self) -> Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.moto.endpoint)
+            .credentials_provider(Credentials::new(&self.key_id, &self.secret, None, None, "static"))
+            .force_path_style(true)
+            .build();
+        Client::from_conf(conf)
+    }
+}
+
+fn serde_urlencoded_form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Creates `bucket` (ignoring "already exists").
 pub async fn create_bucket(client: &Client, bucket: &str) {
     let _ = client.create_bucket().bucket(bucket).send().await;
@@ -131,6 +236,7 @@ pub async fn get(client: &Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
 pub struct Emulator {
     /// The invoke URL.
     pub invoke_url: String,
+    log: PathBuf,
     _child: Child,
 }
 
@@ -167,8 +273,14 @@ impl Emulator {
         wait_for_port(p1, "aws-lambda-rie");
         Emulator {
             invoke_url: format!("http://127.0.0.1:{p1}/2015-03-31/functions/function/invocations"),
+            log: root().join("target/test-logs").join(format!("lambda-rie-{p1}.log")),
             _child: child,
         }
+    }
+
+    /// What the emulator and the function logged.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 
     /// Invokes the function with `event` and returns what it answered.
