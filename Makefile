@@ -9,7 +9,8 @@ ORT_DYLIB_PATH ?= $(CACHE)/ort/libonnxruntime.so
 export ORT_DYLIB_PATH
 CARGO        ?= cargo
 
-.PHONY: help setup setup-test setup-lint setup-tools build run test lint fmt bench load-test int8-experiment
+.PHONY: help setup setup-test setup-lint setup-tools build run test lint fmt bench load-test int8-experiment \
+        contract-test fuzz fuzz-smoke soak
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +39,7 @@ test: setup-test ## all tests: real model, real ORT, real HTTP, local S3 and the
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 fmt:
@@ -53,6 +55,20 @@ int8-experiment: ## optional int8 variants vs fp32 (agreement and speed); none m
 
 load-test: setup ## closed-loop load at 1, 2, 4, 8 concurrent clients against objdet serve
 	$(CARGO) bench --bench load
+
+contract-test: build setup-test ## schemathesis from src/openapi.json against objdet serve (+ moto): no 5xx, every answer in schema
+	scripts/contract-test.sh $(or $(EXAMPLES),100)
+
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS := body_scanner image_decode lambda_event
+fuzz: ## cargo fuzz (nightly), each target FUZZ_RUNS (1,000,000) executions from fuzz/corpus
+	@scripts/fuzz.sh $(FUZZ_RUNS) $(FUZZ_TARGETS)
+
+fuzz-smoke: ## a short run of every fuzz target (CI)
+	@scripts/fuzz.sh 20000 $(FUZZ_TARGETS)
+
+soak: setup ## 10 minutes of 8 clients mixing good, bad and slow requests; RSS sampled every 5 s
+	SOAK_SECS=$${SOAK_SECS:-600} $(CARGO) bench --bench soak
 
 LAMBDA_PORT ?= 9000
 .PHONY: lambda-watch verify-model

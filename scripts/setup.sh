@@ -7,7 +7,9 @@
 #   tools cargo-lambda (for `cargo lambda watch`)
 #   pyref the Python reference service of `make bench` (Flask, onnxruntime, Pillow, numpy)
 #   int8  the int8 experiment (onnxruntime quantization tools, onnx, Pillow, numpy)
-# Usage: scripts/setup.sh [ort|test|lint|tools|pyref|int8]...   (default: ort)
+#   contract  schemathesis, for the API contract test (make contract-test)
+#   fuzz  cargo-fuzz, built with the nightly toolchain (make fuzz)
+# Usage: scripts/setup.sh [ort|test|lint|tools|pyref|int8|contract|fuzz]...   (default: ort)
 # Idempotent: each part is skipped when its stamp file exists for the pinned version.
 set -euo pipefail
 
@@ -26,6 +28,8 @@ FLASK_VERSION=3.1.3
 PILLOW_VERSION=13.0.0
 NUMPY_VERSION=2.4.6
 ONNX_VERSION=1.23.2
+SCHEMATHESIS_VERSION=4.32.5
+CARGO_FUZZ_VERSION=0.13.2
 
 # ORT_ARCH overrides the machine's architecture (Docker builds fetch the target's library).
 arch=${ORT_ARCH:-$(uname -m)}
@@ -134,6 +138,18 @@ setup_int8() {
     "pillow==$PILLOW_VERSION" "numpy==$NUMPY_VERSION"
 }
 
+setup_contract() {
+  pip_venv contract "API contract test" "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
+setup_fuzz() {
+  local stamp=$CACHE/tools/.cargo-fuzz-$CARGO_FUZZ_VERSION
+  [ -f "$stamp" ] && return 0
+  log "cargo-fuzz $CARGO_FUZZ_VERSION (nightly toolchain)"
+  cargo +nightly install --quiet --locked "cargo-fuzz@$CARGO_FUZZ_VERSION" --root "$CACHE/tools"
+  touch "$stamp"
+}
+
 [ $# -eq 0 ] && set -- ort
 for part in "$@"; do
   case "$part" in
@@ -143,6 +159,8 @@ for part in "$@"; do
     tools) setup_tools ;;
     pyref) setup_pyref ;;
     int8) setup_int8 ;;
-    *) echo "setup: unknown part '$part' (ort|test|lint|tools|pyref|int8)" >&2; exit 2 ;;
+    contract) setup_contract ;;
+    fuzz) setup_fuzz ;;
+    *) echo "setup: unknown part '$part' (ort|test|lint|tools|pyref|int8|contract|fuzz)" >&2; exit 2 ;;
   esac
 done

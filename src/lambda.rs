@@ -234,7 +234,8 @@ fn guard_headers(headers: &mut Map<String, Value>) -> bool {
     headers.len() != before
 }
 
-/// A DNS name or IPv4 address with an optional port: what `lambda_http` can put in a URL.
+/// A DNS name or IPv4 address with an optional port that `lambda_http` can put in a URL: plain
+/// characters, and what the `url` crate (which `lambda_http` unwraps) parses as a host.
 fn is_plain_host(host: &str) -> bool {
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) => (name, Some(port)),
@@ -244,6 +245,7 @@ fn is_plain_host(host: &str) -> bool {
         && name.len() <= 253
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok())
+        && url::Url::parse(&format!("https://{host}/")).is_ok_and(|u| u.host_str().is_some())
 }
 
 /// `text` with every byte a URI path (or query) cannot hold percent-encoded, and a path given
@@ -293,7 +295,7 @@ mod tests {
     fn hosts_and_uri_text() {
         assert!(is_plain_host("abc.execute-api.us-east-1.amazonaws.com"));
         assert!(is_plain_host("127.0.0.1:3000"));
-        for bad in ["", "a{b", "a b", "x:99999", "x:", "[::1]", "a/b", "a@b"] {
+        for bad in ["", "a{b", "a b", "x:99999", "x:", "[::1]", "a/b", "a@b", "1.2.3.999"] {
             assert!(!is_plain_host(bad), "{bad}");
         }
         assert_eq!(uri_safe("/api/detect", true), None);

@@ -62,12 +62,14 @@ pub struct AppState {
     max_body_bytes: usize,
 }
 
-/// The Router: `POST /api/detect`, `POST /api/uploads`, `GET /healthz`, JSON errors elsewhere.
+/// The Router: `POST /api/detect`, `POST /api/uploads`, `GET /healthz`, `GET /openapi.json`, JSON
+/// errors elsewhere.
 pub fn app(service: DetectService, limits: RequestLimits) -> Router {
     Router::new()
         .route("/api/detect", post(detect))
         .route("/api/uploads", post(uploads))
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { service, max_body_bytes: limits.max_body_bytes })
@@ -220,6 +222,13 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "s3": state.service.s3().is_some(),
     }))
     .into_response()
+}
+
+/// The API's OpenAPI 3.0 description (written by hand, checked against the server by schemathesis).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn not_found(req: Request) -> Error {

@@ -241,16 +241,17 @@ impl DetectService {
     pub async fn presign_uploads(&self, req: UploadsRequest) -> Result<UploadsResponse> {
         let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
         let bucket = s3.config().upload_bucket.clone().ok_or(Error::S3NotConfigured)?;
+        // What the request is comes before how much of it there is.
+        let ext = UPLOAD_TYPES.iter().find(|(t, _)| *t == req.content_type).map(|(_, e)| *e).ok_or_else(|| {
+            Error::UnsupportedMediaType(format!(
+                "{} (uploads accept image/jpeg, image/png, image/webp)",
+                crate::error::excerpt(&req.content_type)
+            ))
+        })?;
         if req.count == 0 {
             return Err(Error::NoImages);
         }
         self.check_count(req.count)?;
-        let ext = UPLOAD_TYPES.iter().find(|(t, _)| *t == req.content_type).map(|(_, e)| *e).ok_or_else(|| {
-            Error::UnsupportedMediaType(format!(
-                "{} (uploads accept image/jpeg, image/png, image/webp)",
-                req.content_type
-            ))
-        })?;
         let batch = uuid::Uuid::new_v4();
         let prefix = &s3.config().uploads_prefix;
         let mut uploads = Vec::with_capacity(req.count);

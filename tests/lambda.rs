@@ -198,7 +198,8 @@ async fn the_trigger_acknowledges_an_upload_s3_refuses_to_read() {
     assert_eq!(summary["processed"][0]["error"], "access_denied", "{summary}");
     assert!(summary["processed"][1]["error"].is_null(), "{summary}");
     let user = moto.user_client();
-    let doc: Value = serde_json::from_slice(&aws::get(&user, BUCKET, "results/uploads/gone/dog.jpg.json").await.unwrap()).unwrap();
+    let doc: Value =
+        serde_json::from_slice(&aws::get(&user, BUCKET, "results/uploads/gone/dog.jpg.json").await.unwrap()).unwrap();
     assert_eq!(doc["result"]["error"]["code"], "access_denied", "{doc}");
     let msg = doc["result"]["error"]["message"].as_str().unwrap();
     assert!(!msg.contains("DisplayErrorContext") && !msg.contains("service error") && msg.len() < 200, "{msg}");

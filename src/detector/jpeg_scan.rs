@@ -37,6 +37,10 @@ impl Huffman {
             let n = usize::from(counts[len as usize - 1]);
             h.offset[len as usize] = k as i32 - code;
             for _ in 0..n {
+                // More codes than this length can hold: not a valid table.
+                if code >= (1 << len) {
+                    return None;
+                }
                 let sym = *symbols.get(k)?;
                 if len <= FAST {
                     // The symbol's low 4 bits are the count of extra bits after the code (DC
@@ -53,9 +57,6 @@ impl Huffman {
             }
             if n > 0 {
                 h.max_code[len as usize] = code - 1;
-            }
-            if code > (1 << len) {
-                return None;
             }
             code <<= 1;
         }
@@ -392,6 +393,16 @@ mod tests {
                 assert!(check(&cut).is_err(), "{name} cut at {fraction}");
             }
         }
+    }
+
+    #[test]
+    fn an_overfull_huffman_table_is_refused() {
+        // Three 1-bit codes cannot exist (found by the fuzzer: it indexed past the fast table).
+        let mut counts = [0u8; 16];
+        counts[0] = 3;
+        assert!(Huffman::new(&counts, &[1, 2, 3]).is_none());
+        counts[0] = 2;
+        assert!(Huffman::new(&counts, &[1, 2]).is_some());
     }
 
     #[test]

@@ -161,7 +161,8 @@ impl MotoIam {
             }
         };
         iam(&[("Action", "CreateUser"), ("UserName", "objdet")]).await;
-        iam(&[("Action", "PutUserPolicy"), ("UserName", "objdet"), ("PolicyName", "p"), ("PolicyDocument", policy)]).await;
+        iam(&[("Action", "PutUserPolicy"), ("UserName", "objdet"), ("PolicyName", "p"), ("PolicyDocument", policy)])
+            .await;
         let key = iam(&[("Action", "CreateAccessKey"), ("UserName", "objdet")]).await;
         let field = |name: &str| {
             let open = format!("<{name}>");
@@ -209,7 +210,8 @@ fn serde_urlencoded_form(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| {
-            let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+            let enc =
+                |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
             format!("{}={}", enc(k), enc(v))
         })
         .collect::<Vec<_>>()
