@@ -130,7 +130,12 @@ struct Server {
 impl Server {
     /// `objdet serve` on a free port with `env`.
     fn objdet(env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_objdet"));
+        Self::objdet_bin(std::path::Path::new(env!("CARGO_BIN_EXE_objdet")), env)
+    }
+
+    /// [`Server::objdet`] from another build of `objdet` (the baseline of an A/B).
+    fn objdet_bin(bin: &std::path::Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin);
         cmd.args(["serve", "--port", "0"]).env("RUST_LOG", "warn").env("MAX_BODY_BYTES", "536870912");
         for (k, v) in env {
             cmd.env(k, v);
@@ -321,6 +326,10 @@ fn main() {
     println!("\n{batch}-image request: {payload_mb:.1} MB of JPEGs, {json_mb:.1} MB of JSON");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if let Some(baseline) = std::env::var_os("BENCH_BASELINE") {
+        compare_with_baseline(std::path::Path::new(&baseline), &rt, &images, batch);
+        return;
+    }
     let reps = env_usize("BENCH_REPS", 3);
     let batches = [40, batch / 4, batch];
     // Cold start with the optimized-graph cache, the default (the first start writes it, later ones
@@ -429,4 +438,57 @@ fn main() {
             r.rss_mb[0].1,
         );
     }
+}
+
+/// `BENCH_BASELINE=path/to/other/objdet make bench`: this build against another one in the same
+/// run, interleaved (this VM's speed drifts by ±15 % within minutes): `BENCH_STARTS` (15) cold
+/// starts each, then `BENCH_REPS` (5) `batch`-image requests each, alternating servers.
+fn compare_with_baseline(baseline: &std::path::Path, rt: &tokio::runtime::Runtime, images: &[Vec<u8>], batch: usize) {
+    let this = std::path::PathBuf::from(env!("CARGO_BIN_EXE_objdet"));
+    let builds = [("this build", this.as_path()), ("baseline", baseline)];
+    let caches: Vec<String> =
+        (0..2).map(|i| root().join(format!("target/bench-ab-optimized-{i}.onnx")).display().to_string()).collect();
+    let client = reqwest::Client::new();
+    let mut cold: [Vec<f64>; 2] = [vec![], vec![]];
+    for (i, (_, bin)) in builds.iter().enumerate() {
+        // The first start of each writes its graph cache.
+        Server::objdet_bin(bin, &[("ORT_OPTIMIZED_MODEL_PATH", &caches[i])]).cold_start_ms(rt, &client, &images[0]);
+    }
+    for round in 0..env_usize("BENCH_STARTS", 15) {
+        for k in 0..2 {
+            let i = (round + k) % 2; // alternate which goes first
+            let mut s = Server::objdet_bin(builds[i].1, &[("ORT_OPTIMIZED_MODEL_PATH", &caches[i])]);
+            cold[i].push(s.cold_start_ms(rt, &client, &images[0]));
+        }
+    }
+    let servers: Vec<Server> =
+        (0..2).map(|i| Server::objdet_bin(builds[i].1, &[("ORT_OPTIMIZED_MODEL_PATH", &caches[i])])).collect();
+    let body = batch_body(images, batch);
+    for s in &servers {
+        post(rt, &client, &s.base, &body); // warm: every session built and run
+    }
+    let mut per_image: [Vec<f64>; 2] = [vec![], vec![]];
+    for _ in 0..env_usize("BENCH_REPS", 5) {
+        for (i, s) in servers.iter().enumerate() {
+            let (_, server_ms, v) = post(rt, &client, &s.base, &body);
+            assert_eq!(v["results"].as_array().map(Vec::len), Some(batch));
+            per_image[i].push(server_ms / batch as f64);
+        }
+    }
+    println!("\n## A/B against {} (interleaved)", baseline.display());
+    println!(
+        "| build | cold start ms (median of {}) | {batch}-image request, server ms/image (median of {}) | peak RSS MB |",
+        cold[0].len(),
+        per_image[0].len()
+    );
+    println!("|---|---|---|---|");
+    let (c, p) = (cold.map(median), per_image.map(median));
+    for (i, (name, _)) in builds.iter().enumerate() {
+        println!("| {name} | {:.1} | {:.2} | {:.0} |", c[i], p[i], servers[i].peak_rss_mb());
+    }
+    println!(
+        "\nthis build / baseline: cold start {:.3}, {batch}-image time per image {:.3} (no regression: both <= 1.05)",
+        c[0] / c[1],
+        p[0] / p[1]
+    );
 }

@@ -137,6 +137,10 @@ pub struct Config {
     pub lambda_max_body_bytes: usize,
     /// `MAX_IMAGES` (256): images per request.
     pub max_images: usize,
+    /// `MAX_CONCURRENT_REQUESTS` (4 × `ORT_SESSIONS`): detect and upload requests worked on at
+    /// once; the others wait (their bodies unread) within their deadline. With the per-request
+    /// bounds this bounds the memory all clients together can make the server hold.
+    pub max_concurrent_requests: usize,
     /// `MAX_REQUEST_PIXELS` (1,000,000,000): pixels all images of one request may decode in total
     /// (about 8 s of decoding on one core); images past it fail with `pixel_budget_exceeded`.
     pub max_request_pixels: u64,
@@ -237,6 +241,8 @@ impl Config {
             )?,
             max_images: num("MAX_IMAGES", get("MAX_IMAGES"), 256)?,
             max_request_pixels: num("MAX_REQUEST_PIXELS", get("MAX_REQUEST_PIXELS"), 1_000_000_000)?,
+            max_concurrent_requests: num("MAX_CONCURRENT_REQUESTS", get("MAX_CONCURRENT_REQUESTS"), 4 * sessions)?
+                .max(1),
             lambda_request_timeout: secs("LAMBDA_REQUEST_TIMEOUT_SECS", 25.0)?,
             server: ServerConfig {
                 max_connections: num("MAX_CONNECTIONS", get("MAX_CONNECTIONS"), 512usize)?.max(1),

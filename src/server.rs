@@ -38,12 +38,19 @@ pub struct RequestLimits {
     /// Deadline of a whole request, body included (`REQUEST_TIMEOUT_SECS`): past it the work is
     /// dropped (queued images included) and the client gets 408 `request_timeout`.
     pub timeout: Duration,
+    /// Requests that carry work (`/api/detect`, `/api/uploads`) worked on at once
+    /// (`MAX_CONCURRENT_REQUESTS`); the others wait, bodies unread, within their deadline.
+    pub max_concurrent: usize,
 }
 
 impl RequestLimits {
     /// The limits of `objdet serve`.
     pub fn server(config: &Config) -> Self {
-        Self { max_body_bytes: config.max_body_bytes, timeout: config.server.request_timeout }
+        Self {
+            max_body_bytes: config.max_body_bytes,
+            timeout: config.server.request_timeout,
+            max_concurrent: config.max_concurrent_requests,
+        }
     }
 
     /// The limits behind API Gateway / Lambda.
@@ -51,6 +58,7 @@ impl RequestLimits {
         Self {
             max_body_bytes: config.lambda_max_body_bytes.min(config.max_body_bytes),
             timeout: config.lambda_request_timeout,
+            max_concurrent: config.max_concurrent_requests,
         }
     }
 }
@@ -65,9 +73,13 @@ pub struct AppState {
 /// The Router: `POST /api/detect`, `POST /api/uploads`, `GET /healthz`, `GET /openapi.json`, JSON
 /// errors elsewhere.
 pub fn app(service: DetectService, limits: RequestLimits) -> Router {
-    Router::new()
+    let admission = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1)));
+    let work = Router::new()
         .route("/api/detect", post(detect))
         .route("/api/uploads", post(uploads))
+        .route_layer(axum::middleware::from_fn_with_state(admission, admit));
+    Router::new()
+        .merge(work)
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
@@ -86,6 +98,15 @@ impl IntoResponse for Error {
             tracing::info!(code = self.code(), error = %self.message(), "request rejected");
         }
         (status, axum::Json(ErrorResponse { error: self.body() })).into_response()
+    }
+}
+
+/// Waits for one of `MAX_CONCURRENT_REQUESTS` places before the handler reads the body (the
+/// deadline around it bounds the wait).
+async fn admit(State(places): State<Arc<tokio::sync::Semaphore>>, req: Request, next: Next) -> Response {
+    match places.acquire().await {
+        Ok(_place) => next.run(req).await,
+        Err(_) => Error::Internal("the admission queue was closed".into()).into_response(),
     }
 }
 

@@ -363,3 +363,41 @@ async fn s3_keys_hold_a_bounded_number_of_bytes_whatever_the_count() {
     let peak = server.peak_mb();
     assert!(peak < 400.0, "peak RSS {peak:.0} MB fetching 64 x 50 MB (idle {idle:.0} MB)");
 }
+
+/// Per-request bounds times the connection cap was still a lot of memory (512 raw bodies of
+/// 64 MiB). At most MAX_CONCURRENT_REQUESTS requests are worked on at once; the others wait with
+/// their bodies unread, so the memory all clients together can make the server hold is bounded.
+#[tokio::test]
+async fn concurrent_large_bodies_wait_their_turn() {
+    let mut body = common::fixture("dog.jpg");
+    body.resize(body.len() + (30 << 20), 0); // a real photo, then 30 MB the decoder never reads
+    let peak_with = |limit: &'static str| {
+        let body = body.clone();
+        async move {
+            let server = Server::start(&[("MAX_CONCURRENT_REQUESTS", limit), ("ORT_WARMUP", "true")]);
+            let idle = server.peak_mb();
+            let requests: Vec<_> = (0..12)
+                .map(|_| {
+                    let (url, body) = (format!("{}/api/detect", server.base), body.clone());
+                    tokio::spawn(async move {
+                        client()
+                            .post(url)
+                            .header("content-type", "image/jpeg")
+                            .body(body)
+                            .send()
+                            .await
+                            .map(|r| r.status())
+                    })
+                })
+                .collect();
+            for r in requests {
+                assert_eq!(r.await.unwrap().unwrap(), 200);
+            }
+            server.peak_mb() - idle
+        }
+    };
+    let limited = peak_with("2").await;
+    let unlimited = peak_with("1000").await;
+    eprintln!("12 x 30 MB raw bodies: peak +{limited:.0} MB with 2 at once, +{unlimited:.0} MB with 1000");
+    assert!(limited < 150.0, "peak grew {limited:.0} MB with 2 requests at once");
+}
