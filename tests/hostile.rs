@@ -214,14 +214,8 @@ async fn a_flood_of_idle_connections_cannot_starve_the_server() {
     let idle: Vec<TcpStream> = (0..260).filter_map(|_| TcpStream::connect(server.addr).ok()).collect();
     assert!(idle.len() >= 200, "{} sockets", idle.len());
     let t = Instant::now();
-    let res = client()
-        .post(format!("{}/api/detect", server.base))
-        .header("content-type", "image/jpeg")
-        .body(common::fixture("dog.jpg"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (status, v) = post_raw(&server, "image/jpeg", common::fixture("dog.jpg")).await;
+    assert_eq!(status, 200, "{v}");
     assert!(t.elapsed() < Duration::from_secs(15), "answered after {:?}", t.elapsed());
     let log = server.log();
     assert!(log.contains("MAX_CONNECTIONS lowered to fit the open-file limit"), "{log}");
