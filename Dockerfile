@@ -18,7 +18,7 @@ RUN case "${TARGETARCH:-amd64}" in arm64) arch=aarch64 ;; *) arch=x86_64 ;; esac
  && mkdir -p /opt/onnxruntime/lib \
  && cp -P /cache/ort/libonnxruntime.so* /opt/onnxruntime/lib/
 
-# ---- release binaries: objdet (CLI + server) and bootstrap (Lambda) ----------------------------
+# ---- release binaries: objdet (CLI + server) and bootstrap (Lambda, without the CLI's client) ---
 FROM public.ecr.aws/docker/library/rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -26,7 +26,8 @@ COPY src src
 COPY benches benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bins \
+    cargo build --release --locked --bin objdet \
+ && cargo build --release --locked --no-default-features --bin bootstrap \
  && mkdir -p /out \
  && cp target/release/objdet target/release/bootstrap /out/
 

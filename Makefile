@@ -27,8 +27,9 @@ setup-lint: ## + sam, cfn-lint, checkov, hadolint into .cache/lint
 setup-tools: ## + cargo-lambda into .cache/tools
 	@scripts/setup.sh tools
 
-build: setup ## release build of objdet and bootstrap
-	$(CARGO) build --release --bins
+build: setup ## release build of objdet and bootstrap (as the Lambda image has it: without the CLI feature)
+	$(CARGO) build --release --bin objdet
+	$(CARGO) build --release --no-default-features --bin bootstrap
 
 run: setup ## serve the API on http://$(HOST):$(PORT) with the bundled model
 	HOST=$(HOST) PORT=$(PORT) ORT_OPTIMIZED_MODEL_PATH=$${ORT_OPTIMIZED_MODEL_PATH:-$(CACHE)/ort/optimized.onnx} \

@@ -326,8 +326,12 @@ fn main() {
     println!("\n{batch}-image request: {payload_mb:.1} MB of JPEGs, {json_mb:.1} MB of JSON");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    if let Some(baseline) = std::env::var_os("BENCH_BASELINE") {
-        compare_with_baseline(std::path::Path::new(&baseline), &rt, &images, batch);
+    let baseline_env = std::env::var("BENCH_BASELINE_ENV").unwrap_or_default();
+    if std::env::var_os("BENCH_BASELINE").is_some() || !baseline_env.is_empty() {
+        let this = std::path::PathBuf::from(env!("CARGO_BIN_EXE_objdet"));
+        let baseline = std::env::var_os("BENCH_BASELINE").map_or(this, std::path::PathBuf::from);
+        let env: Vec<(&str, &str)> = baseline_env.split(',').filter_map(|kv| kv.split_once('=')).collect();
+        compare_with_baseline(&baseline, &env, &rt, &images, batch);
         return;
     }
     let reps = env_usize("BENCH_REPS", 3);
@@ -443,7 +447,15 @@ fn main() {
 /// `BENCH_BASELINE=path/to/other/objdet make bench`: this build against another one in the same
 /// run, interleaved (this VM's speed drifts by ±15 % within minutes): `BENCH_STARTS` (15) cold
 /// starts each, then `BENCH_REPS` (5) `batch`-image requests each, alternating servers.
-fn compare_with_baseline(baseline: &std::path::Path, rt: &tokio::runtime::Runtime, images: &[Vec<u8>], batch: usize) {
+/// `BENCH_BASELINE_ENV=K=V,...` runs the baseline with those settings (alone: this build with
+/// and without them, e.g. `ORT_PREFAULT_MB=0`).
+fn compare_with_baseline(
+    baseline: &std::path::Path,
+    baseline_env: &[(&str, &str)],
+    rt: &tokio::runtime::Runtime,
+    images: &[Vec<u8>],
+    batch: usize,
+) {
     let this = std::path::PathBuf::from(env!("CARGO_BIN_EXE_objdet"));
     let builds = [("this build", this.as_path()), ("baseline", baseline)];
     let caches: Vec<String> =
@@ -475,7 +487,7 @@ fn compare_with_baseline(baseline: &std::path::Path, rt: &tokio::runtime::Runtim
             per_image[i].push(server_ms / batch as f64);
         }
     }
-    println!("\n## A/B against {} (interleaved)", baseline.display());
+    println!("\n## A/B against {} {baseline_env:?} (interleaved)", baseline.display());
     println!(
         "| build | cold start ms (median of {}) | {batch}-image request, server ms/image (median of {}) | peak RSS MB |",
         cold[0].len(),

@@ -56,16 +56,6 @@ pub struct DetectorConfig {
     /// `$XDG_CACHE_HOME/objdet/` or `~/.cache/objdet/` + `<model stem>.optimized.onnx`; none on
     /// Lambda, where every execution environment starts with an empty `/tmp`.
     pub optimized_model_path: Option<PathBuf>,
-    /// `ORT_CPU_ARENA` (true): ORT's caching arena allocator for activations.
-    pub cpu_arena: bool,
-    /// `ORT_PREFAULT_MB` (30): the lead worker's arena (solo session and its pool session), mapped
-    /// and faulted in on a spare core during start-up so the first request does not pay for it;
-    /// 0: ORT's own arena. Only with a solo session and `ORT_CPU_ARENA`; process-wide (the first
-    /// detector's setting holds).
-    pub prefault_mb: usize,
-    /// `ORT_MEMORY_PATTERN` (false): ORT pre-plans one activation block per input shape (measured:
-    /// same speed, ~55 MB more peak RSS with two sessions).
-    pub memory_pattern: bool,
     /// `ORT_WARMUP` (false): build every session (the pool too) and run each once during start-up.
     pub warmup: bool,
 }
@@ -74,12 +64,6 @@ impl DetectorConfig {
     /// The per-image size limits.
     pub fn limits(&self) -> crate::detector::decode::Limits {
         crate::detector::decode::Limits { max_pixels: self.max_pixels, max_side: self.max_side }
-    }
-
-    /// Bytes of the lead worker's pre-faulted arena: `ORT_PREFAULT_MB`, or 0 when it is not used
-    /// (no solo session, or `ORT_CPU_ARENA=false`).
-    pub fn prefault_bytes(&self) -> usize {
-        if self.solo_threads > 1 && self.cpu_arena { self.prefault_mb.saturating_mul(1 << 20) } else { 0 }
     }
 }
 
@@ -173,10 +157,6 @@ impl Config {
                     .map_err(|_| Error::Config(format!("{k}={s:?} is not a valid number"))),
             }
         }
-        /// True when the flag is explicitly off (for flags that default to on).
-        fn flag_false(k: &str, v: Option<String>) -> Result<bool> {
-            Ok(v.is_some() && !flag(k, v)?)
-        }
         fn flag(k: &str, v: Option<String>) -> Result<bool> {
             match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None | Some("0" | "false" | "no" | "off") => Ok(false),
@@ -264,9 +244,6 @@ impl Config {
                 solo_threads,
                 spin: flag("ORT_SPIN", get("ORT_SPIN"))?,
                 optimized_model_path,
-                cpu_arena: !flag_false("ORT_CPU_ARENA", get("ORT_CPU_ARENA"))?,
-                prefault_mb: num("ORT_PREFAULT_MB", get("ORT_PREFAULT_MB"), 30)?,
-                memory_pattern: flag("ORT_MEMORY_PATTERN", get("ORT_MEMORY_PATTERN"))?,
                 warmup: flag("ORT_WARMUP", get("ORT_WARMUP"))?,
             },
             s3: S3Config {

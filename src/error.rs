@@ -23,7 +23,7 @@ pub enum Error {
     #[error("got {names} names for {images} images")]
     NamesMismatch { images: usize, names: usize },
     /// The `Content-Type` is not one the endpoint accepts.
-    #[error("unsupported Content-Type {0:?}: send application/json, image/jpeg, image/png or image/webp")]
+    #[error("unsupported Content-Type {0:?}: send application/json or a JPEG, PNG or WebP image")]
     UnsupportedMediaType(String),
     /// The body is larger than the configured limit.
     #[error(

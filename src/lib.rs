@@ -5,6 +5,7 @@
 //! [`lambda`] and [`trigger`] are thin front doors around it.
 
 pub mod api;
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod body_scanner;
 pub mod config;

@@ -170,6 +170,8 @@ async fn main() -> anyhow::Result<()> {
             // A machine-readable line for scripts that start the server on port 0.
             println!("listening on http://{local}");
             server::serve(listener, router, config.server).await?;
+            tracing::info!("stopped");
+            server::exit_now(0);
         }
         Command::Health { url } => {
             let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}", config.port));

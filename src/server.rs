@@ -188,7 +188,7 @@ async fn detect(
         query.map_err(|e| Error::InvalidRequest(format!("invalid query string: {}", excerpt(&e.body_text()))))?;
     let media = media_type(&headers).unwrap_or_default();
     let is_json = media == "application/json" || media.ends_with("+json");
-    let is_image = matches!(media.as_str(), "image/jpeg" | "image/jpg" | "image/png" | "image/webp");
+    let is_image = crate::detector::decode::Format::of_media_type(&media).is_some();
     if !is_json && !is_image {
         return Err(unsupported(media));
     }
@@ -332,6 +332,23 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, limits: Se
         );
     }
     Ok(())
+}
+
+/// Ends the process right away, once [`serve`] has returned: stdout and stderr flushed, then
+/// `_exit`, without running exit handlers or static destructors.
+///
+/// The shutdown deadline must hold for the whole process, and some work cannot be cut short: a
+/// pool session being built in the background, at idle priority, is inside ONNX Runtime until it
+/// is done (on a busy machine that took more than 10 s). Joining it would make shutdown as long as
+/// it; a normal `exit` would run ONNX Runtime's static destructors under it and crash. Nothing of
+/// the server's needs tearing down: connections are closed or abandoned by then, and the kernel
+/// frees the rest.
+pub fn exit_now(code: i32) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` ends the process; it touches no memory of ours and cannot return.
+    unsafe { libc::_exit(code) }
 }
 
 fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {

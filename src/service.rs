@@ -43,9 +43,6 @@ pub struct DetectService {
 /// [`DetectService::detect_json_stream`]): a whole Lambda-sized body (≤ 6 MB) and more.
 pub const READ_AHEAD_BYTES: usize = 8 << 20;
 
-/// Accepted upload content types and the key suffix of each.
-const UPLOAD_TYPES: &[(&str, &str)] = &[("image/jpeg", "jpg"), ("image/png", "png"), ("image/webp", "webp")];
-
 impl DetectService {
     /// Loads the detector (blocking: call before serving) and, when a bucket is configured, the S3 client.
     pub async fn from_config(config: Arc<Config>) -> Result<Self> {
@@ -242,12 +239,10 @@ impl DetectService {
         let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
         let bucket = s3.config().upload_bucket.clone().ok_or(Error::S3NotConfigured)?;
         // What the request is comes before how much of it there is.
-        let ext = UPLOAD_TYPES.iter().find(|(t, _)| *t == req.content_type).map(|(_, e)| *e).ok_or_else(|| {
-            Error::UnsupportedMediaType(format!(
-                "{} (uploads accept image/jpeg, image/png, image/webp)",
-                crate::error::excerpt(&req.content_type)
-            ))
-        })?;
+        let ext = crate::detector::decode::Format::of_media_type(&req.content_type)
+            .filter(|f| f.media_type == req.content_type)
+            .map(|f| f.extensions[0])
+            .ok_or_else(|| Error::UnsupportedMediaType(crate::error::excerpt(&req.content_type)))?;
         if req.count == 0 {
             return Err(Error::NoImages);
         }

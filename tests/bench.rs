@@ -228,12 +228,7 @@ fn synthetic(dir: &Path, sizes: &[usize]) -> (PathBuf, f64) {
                 upload_s: Some(0.0),
                 client_overhead_s: 0.0,
                 repeat: 1,
-                uplink_mbps: None,
-                rtt_ms: None,
-                client_mb_s: None,
-                round_trip_p50_s: None,
-                round_trip_p95_s: None,
-                errors: 0,
+                ..Default::default()
             });
         }
     }

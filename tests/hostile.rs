@@ -235,7 +235,8 @@ fn sigterm_exits_within_the_grace_period_with_a_request_held_open() {
     let (status, took) = server.terminate(Duration::from_secs(10));
     let status = status.unwrap_or_else(|| panic!("still running after {took:?}"));
     assert!(status.success(), "{status:?}");
-    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+    // 2 s of grace, then the exit itself: seconds of slack for a machine busy with other tests.
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
     assert!(server.log().contains("abandoning"), "{}", server.log());
 }
 

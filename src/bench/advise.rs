@@ -428,12 +428,7 @@ mod tests {
             upload_s: Some(mb),
             client_overhead_s: 0.0,
             repeat: 1,
-            uplink_mbps: None,
-            rtt_ms: None,
-            client_mb_s: None,
-            round_trip_p50_s: None,
-            round_trip_p95_s: None,
-            errors: 0,
+            ..Default::default()
         }
     }
 

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::api::{DetectResponse, ImageResult, Timing, UploadsResponse};
-use crate::error::{Error, Result};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 
 /// A named image to send.
 #[derive(Debug, Clone)]
@@ -75,13 +75,9 @@ pub struct Remote {
     concurrency: usize,
 }
 
-/// The content type of encoded image bytes.
+/// The content type of encoded image bytes (JPEG's when they are none of the formats).
 pub fn content_type(bytes: &[u8]) -> &'static str {
-    match image::guess_format(bytes) {
-        Ok(image::ImageFormat::Png) => "image/png",
-        Ok(image::ImageFormat::WebP) => "image/webp",
-        _ => "image/jpeg",
-    }
+    crate::detector::decode::Format::of_bytes(bytes).map_or("image/jpeg", |f| f.media_type)
 }
 
 /// The original service's JSON body for `images`.
@@ -119,10 +115,8 @@ fn paced_body(body: Bytes, link: Link, sent: Arc<Mutex<Option<Instant>>>) -> req
 impl Remote {
     /// A client for the service at `base`.
     pub fn new(base: &str, link: Link, concurrency: usize) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(900))
-            .build()
-            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(900)).build().context("building the HTTP client")?;
         Ok(Self { base: base.trim_end_matches('/').to_string(), http, link, concurrency: concurrency.max(1) })
     }
 
@@ -148,14 +142,14 @@ impl Remote {
             .body(paced_body(body, self.link, sent.clone()))
             .send()
             .await
-            .map_err(|e| Error::Internal(format!("{url}: {e}")))?;
+            .with_context(|| format!("sending to {url}"))?;
         let upload = sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map_or_else(|| start.elapsed(), |t| t.duration_since(start))
             .as_secs_f64();
         let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| Error::Internal(format!("{url}: {e}")))?;
+        let bytes = res.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
         Ok((status, bytes, upload))
     }
 
@@ -165,8 +159,7 @@ impl Remote {
         if !status.is_success() {
             return Err(remote_error(status, &bytes));
         }
-        let response = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Internal(format!("unexpected answer from {url}: {e}")))?;
+        let response = serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer from {url}"))?;
         Ok((response, upload))
     }
 
@@ -221,24 +214,26 @@ impl Remote {
         if !status.is_success() {
             return Err(remote_error(status, &bytes));
         }
-        let slots: UploadsResponse = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Internal(format!("unexpected answer from {url}: {e}")))?;
-        if slots.uploads.len() != images.len() {
-            return Err(Error::Internal(format!(
-                "asked for {} upload URLs, got {}",
-                images.len(),
-                slots.uploads.len()
-            )));
-        }
+        let slots: UploadsResponse =
+            serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer from {url}"))?;
+        ensure!(
+            slots.uploads.len() == images.len(),
+            "asked for {} upload URLs, got {}",
+            images.len(),
+            slots.uploads.len()
+        );
         let puts: Vec<Result<()>> = futures::stream::iter(slots.uploads.iter().zip(images))
             .map(|(slot, img)| async move {
                 let (status, body, _) =
                     self.send(reqwest::Method::PUT, &slot.url, content_type(&img.bytes), img.bytes.clone()).await?;
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(Error::S3(format!("PUT {}: {status} {}", slot.key, String::from_utf8_lossy(&body))))
+                if !status.is_success() {
+                    bail!(
+                        "PUT {}: {status} {}",
+                        slot.key,
+                        String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
+                    );
                 }
+                Ok(())
             })
             .buffer_unordered(self.concurrency)
             .collect()
@@ -261,11 +256,11 @@ const QUERY: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Turns a non-2xx answer into an error that carries the service's code and message.
-fn remote_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
+fn remote_error(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
     let detail = serde_json::from_slice::<crate::error::ErrorResponse>(body)
         .map(|e| format!("{}: {}", e.error.code, e.error.message))
         .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(300).collect());
-    Error::Internal(format!("the service answered {status}: {detail}"))
+    anyhow!("the service answered {status}: {detail}")
 }
 
 /// Concatenates the results of several requests and sums their timing.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use anyhow::{Context as _, Result, bail};
 
 /// One measured batch (one repeat of one size against one target).
 ///
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// - `transfer_mb_s`: the original study's definition, request bytes ÷ the *server's* receive time;
 /// - `client_mb_s`: as the client saw it, request bytes ÷ the time to hand the body to the network
 ///   (for `s3` mode: the image bytes ÷ the presign-and-PUT phase).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// UTC time of the measurement, RFC 3339.
     pub date: String,
@@ -78,34 +78,34 @@ pub const COLUMNS: &[&str] = &[
 /// Appends rows to `path`, writing the header when the file is new or empty; refuses a file whose
 /// header is different.
 pub fn append(path: &Path, rows: &[Row]) -> Result<()> {
-    let io = |e: std::io::Error| Error::InvalidRequest(format!("{}: {e}", path.display()));
+    let io = || format!("writing {}", path.display());
     let exists = path.metadata().map(|m| m.len() > 0).unwrap_or(false);
     if exists {
-        let mut r = ::csv::Reader::from_path(path).map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        let header: Vec<String> =
-            r.headers().map_err(|e| Error::InvalidRequest(e.to_string()))?.iter().map(String::from).collect();
+        let mut r = ::csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+        let header: Vec<String> = r
+            .headers()
+            .with_context(|| format!("reading the header of {}", path.display()))?
+            .iter()
+            .map(String::from)
+            .collect();
         if header != COLUMNS {
-            return Err(Error::InvalidRequest(format!(
-                "{} has different columns; write to a new file",
-                path.display()
-            )));
+            bail!("{} has different columns; write to a new file", path.display());
         }
     }
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(io)?;
     let mut w = ::csv::WriterBuilder::new().has_headers(!exists).from_writer(file);
     for row in rows {
-        w.serialize(row).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        w.serialize(row).with_context(io)?;
     }
-    w.flush().map_err(io)
+    w.flush().with_context(io)
 }
 
 /// Reads every row of a results CSV.
 pub fn read(path: &Path) -> Result<Vec<Row>> {
-    let mut r =
-        ::csv::Reader::from_path(path).map_err(|e| Error::InvalidRequest(format!("{}: {e}", path.display())))?;
+    let mut r = ::csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     r.deserialize()
         .enumerate()
-        .map(|(i, row)| row.map_err(|e| Error::InvalidRequest(format!("{} row {}: {e}", path.display(), i + 2))))
+        .map(|(i, row)| row.with_context(|| format!("{} row {}", path.display(), i + 2)))
         .collect()
 }
 
@@ -145,12 +145,7 @@ mod tests {
             upload_s: None,
             client_overhead_s: 0.01,
             repeat: 1,
-            uplink_mbps: None,
-            rtt_ms: None,
-            client_mb_s: None,
-            round_trip_p50_s: None,
-            round_trip_p95_s: None,
-            errors: 0,
+            ..Default::default()
         };
         let dir = std::env::temp_dir().join(format!("objdet-csv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::imageops::FilterType;
 
-use crate::error::{Error, Result};
+use anyhow::{Context as _, Result};
 
 /// A small deterministic generator (SplitMix64): the same inputs always give the same set.
 struct Rng(u64);
@@ -40,12 +40,10 @@ pub fn make(from: &Path, count: usize, out: &Path, target_mb: f64) -> Result<Sum
     let decoded: Vec<image::RgbImage> = sources
         .iter()
         .map(|s| {
-            image::load_from_memory(&s.bytes)
-                .map(|i| i.into_rgb8())
-                .map_err(|e| Error::InvalidRequest(format!("{}: {e}", s.name)))
+            image::load_from_memory(&s.bytes).map(|i| i.into_rgb8()).with_context(|| format!("decoding {}", s.name))
         })
         .collect::<Result<_>>()?;
-    std::fs::create_dir_all(out).map_err(|e| Error::InvalidRequest(format!("{}: {e}", out.display())))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let target = target_mb * 1e6;
     let mut bytes_per_pixel = 0.25; // first guess for a JPEG photo at q≈85; refined as we go
     let mut total = 0u64;
@@ -71,9 +69,9 @@ pub fn make(from: &Path, count: usize, out: &Path, target_mb: f64) -> Result<Sum
         let mut buf = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
             .encode_image(&img)
-            .map_err(|e| Error::Internal(format!("JPEG encode: {e}")))?;
+            .context("encoding a JPEG")?;
         let path = out.join(format!("img-{i:03}.jpg"));
-        std::fs::write(&path, &buf).map_err(|e| Error::InvalidRequest(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, &buf).with_context(|| format!("writing {}", path.display()))?;
         total += buf.len() as u64;
         let bpp = buf.len() as f64 / (nw as f64 * nh as f64);
         bytes_per_pixel = 0.7 * bytes_per_pixel + 0.3 * bpp;

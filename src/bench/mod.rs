@@ -15,8 +15,8 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::detector::Input;
-use crate::error::{Error, Result};
 use crate::service::{Arrival, DetectService};
+use anyhow::{Context as _, Result, bail};
 use client::{Image, Link, Measured, Mode, Remote};
 use csv::Row;
 
@@ -70,23 +70,23 @@ pub struct BenchOptions {
 
 /// Loads the images of `dir` (JPEG/PNG/WebP), sorted by name.
 pub fn load_images(dir: &Path) -> Result<Vec<Image>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::InvalidRequest(format!("{}: {e}", dir.display())))?;
+    let rd = std::fs::read_dir(dir).with_context(|| format!("reading the directory {}", dir.display()))?;
     let mut paths: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension()
                 .and_then(|x| x.to_str())
-                .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "webp"))
+                .is_some_and(|x| crate::detector::decode::Format::of_extension(x).is_some())
         })
         .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(Error::InvalidRequest(format!("no JPEG/PNG/WebP images in {}", dir.display())));
+        bail!("no JPEG/PNG/WebP images in {}", dir.display());
     }
     paths
         .iter()
         .map(|p| {
-            let bytes = std::fs::read(p).map_err(|e| Error::InvalidRequest(format!("{}: {e}", p.display())))?;
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Ok(Image { name, bytes: Bytes::from(bytes) })
         })

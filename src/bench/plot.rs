@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use super::csv::Row;
 use super::quantile;
-use crate::error::{Error, Result};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 /// The font every label uses (embedded: plots need no system fonts).
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -51,7 +51,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, all: &[Series]) -> Res
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| Error::Internal(format!("plot: {e}"));
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the plot: {e}");
     root.fill(&WHITE).map_err(err)?;
     let panels = root.split_evenly((1, 2));
     let max_n = all.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(1.0, f64::max);
@@ -106,7 +106,7 @@ where
 /// Writes the figure to `out` (`.png` or `.svg`); returns the number of series drawn.
 pub fn plot(rows: &[Row], out: &Path) -> Result<usize> {
     if rows.is_empty() {
-        return Err(Error::InvalidRequest("no rows to plot".into()));
+        bail!("no rows to plot");
     }
     // Registering twice (several plots in one process) is harmless.
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
@@ -117,12 +117,11 @@ pub fn plot(rows: &[Row], out: &Path) -> Result<usize> {
         Some("png") => {
             let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
             draw(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area(), &all)?;
-            let img = image::RgbImage::from_raw(size.0, size.1, rgb)
-                .ok_or_else(|| Error::Internal("plot buffer size".into()))?;
-            img.save_with_format(out, image::ImageFormat::Png)
-                .map_err(|e| Error::InvalidRequest(format!("{}: {e}", out.display())))?;
+            let img =
+                image::RgbImage::from_raw(size.0, size.1, rgb).context("the plot's pixel buffer has the wrong size")?;
+            img.save_with_format(out, image::ImageFormat::Png).with_context(|| format!("writing {}", out.display()))?;
         }
-        _ => return Err(Error::InvalidRequest(format!("{}: write .png or .svg", out.display()))),
+        _ => bail!("{}: write .png or .svg", out.display()),
     }
     Ok(all.len())
 }

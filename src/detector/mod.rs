@@ -4,8 +4,8 @@
 //! own (tests, benchmarks). [`Detector`] (in [`pool`]) owns the worker threads that run `Model`s
 //! for callers, fed from one queue.
 
-pub mod arena;
 pub mod decode;
+pub mod dispatch;
 pub mod graph_cache;
 pub mod jpeg_scan;
 pub mod pool;
@@ -13,7 +13,8 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod runtime;
 
-pub use pool::{Detector, SessionKind};
+pub use dispatch::SessionKind;
+pub use pool::Detector;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,10 +123,12 @@ pub fn load_labels(path: &std::path::Path) -> Result<Arc<[String]>> {
 pub const KEEP_BUFFER_BYTES: usize = 16 << 20;
 
 /// One ORT session with its reusable buffers. Synchronous; owned by one thread at a time.
+///
+/// The pool's lead worker has two sessions sharing these buffers (see [`dispatch`]): `session` is
+/// its solo session and `lead_pool` its pool session, once built.
 pub struct Model {
     session: Session,
-    /// The lead worker's second session (see [`pool`]), swapped with `session` to run on it.
-    other: Option<Session>,
+    lead_pool: Option<Session>,
     run_options: RunOptions<ort::session::HasSelectedOutputs>,
     pre: Preprocessor,
     tensor: Vec<f32>,
@@ -159,7 +162,7 @@ impl Model {
             .with_outputs(OutputSelector::no_default().with(runtime::OUTPUT_NAME));
         Ok(Self {
             session,
-            other: None,
+            lead_pool: None,
             run_options,
             pre: Preprocessor::new(),
             tensor: vec![0.0; INPUT_LEN],
@@ -174,17 +177,19 @@ impl Model {
 
     /// Detects objects in one input, recording the time of each stage.
     pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections> {
-        self.detect_within(input, None, times)
+        self.detect_on(SessionKind::Pool, input, None, times)
     }
 
-    /// [`Model::detect`], taking the image's pixels from `budget` before decoding them.
+    /// [`Model::detect`] on the session of `kind`, taking the image's pixels from `budget`
+    /// before decoding them.
     ///
     /// The base64 and pixel buffers are kept between images (pages already mapped: with a fixed
     /// malloc mmap threshold, see `memory`, fresh multi-MB buffers per image would fault ~1,100
     /// pages each time); any buffer that grew past [`KEEP_BUFFER_BYTES`] for an unusually large
     /// image is released afterwards, so memory returns to its usual level after every image.
-    pub fn detect_within(
+    pub fn detect_on(
         &mut self,
+        kind: SessionKind,
         input: &Input,
         budget: Option<&PixelBudget>,
         times: &mut StageTimes,
@@ -198,7 +203,7 @@ impl Model {
                 .and_then(|()| decode_image_into(&self.encoded, &self.limits, &mut rgb, admit)),
         };
         times.decode_ms = ms_since(t);
-        let result = decoded.and_then(|()| self.detect_rgb(&rgb, times));
+        let result = decoded.and_then(|()| self.detect_rgb_on(kind, &rgb, times));
         if rgb.pixels.capacity() <= KEEP_BUFFER_BYTES {
             self.rgb = rgb;
         }
@@ -211,12 +216,16 @@ impl Model {
 
     /// Detects objects in already-decoded pixels.
     pub fn detect_rgb(&mut self, img: &RgbImage, times: &mut StageTimes) -> Result<Detections> {
+        self.detect_rgb_on(SessionKind::Pool, img, times)
+    }
+
+    fn detect_rgb_on(&mut self, kind: SessionKind, img: &RgbImage, times: &mut StageTimes) -> Result<Detections> {
         let t = Instant::now();
         self.pre.run(img, &mut self.tensor)?;
         times.preprocess_ms = ms_since(t);
 
         let t = Instant::now();
-        let rows = self.run_session()?;
+        let rows = self.run_on(kind)?;
         times.inference_ms = ms_since(t);
 
         let t = Instant::now();
@@ -229,11 +238,19 @@ impl Model {
     /// The bare `session.run` on the current input tensor, returning the raw detection rows.
     /// (The benchmark times this against the whole pipeline.)
     pub fn run_session(&mut self) -> Result<Vec<f32>> {
+        self.run_on(SessionKind::Pool)
+    }
+
+    fn run_on(&mut self, kind: SessionKind) -> Result<Vec<f32>> {
         let shape = [1usize, INPUT_SIZE as usize, INPUT_SIZE as usize, 3];
         let input = TensorRef::from_array_view((shape, self.tensor.as_slice()))
             .map_err(|e| Error::Inference(format!("input tensor: {e}")))?;
-        let outputs = self
-            .session
+        // The lead's pool session is `lead_pool`; every other session is `session`.
+        let session = match (kind, self.lead_pool.as_mut()) {
+            (SessionKind::Pool, Some(pool)) => pool,
+            _ => &mut self.session,
+        };
+        let outputs = session
             .run_with_options(ort::inputs![input], &self.run_options)
             .map_err(|e| Error::Inference(e.to_string()))?;
         let value = outputs
@@ -243,20 +260,9 @@ impl Model {
         Ok(rows.to_vec())
     }
 
-    /// Adds a second session sharing this model's buffers (the lead worker's pool session).
-    fn attach(&mut self, other: Session) {
-        self.other = Some(other);
-    }
-
-    /// Makes the attached second session the one that runs; false if there is none.
-    fn swap_sessions(&mut self) -> bool {
-        match self.other.as_mut() {
-            Some(other) => {
-                std::mem::swap(&mut self.session, other);
-                true
-            }
-            None => false,
-        }
+    /// Gives the lead worker's model its pool session, which shares its buffers.
+    fn add_lead_pool_session(&mut self, session: Session) {
+        self.lead_pool = Some(session);
     }
 
     /// Mutable access to the input tensor (benchmarks fill it directly).

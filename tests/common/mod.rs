@@ -47,9 +47,18 @@ pub fn config() -> Config {
 }
 
 /// One detector for the whole test binary (loading ORT sessions takes a moment).
+///
+/// Built whole during start-up (`ORT_WARMUP`): a static is never dropped, and a pool session
+/// still being built in the background when the test binary exits would be inside ONNX Runtime
+/// while its static destructors run.
 pub fn detector() -> Arc<Detector> {
     static D: OnceLock<Arc<Detector>> = OnceLock::new();
-    D.get_or_init(|| Arc::new(Detector::load(&config().detector).expect("load the bundled model"))).clone()
+    D.get_or_init(|| {
+        let mut cfg = config().detector;
+        cfg.warmup = true;
+        Arc::new(Detector::load(&cfg).expect("load the bundled model"))
+    })
+    .clone()
 }
 
 /// A service without S3 around the shared detector, with `config`.
