@@ -135,6 +135,28 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// The timing of a response with these results: the per-image times summed (decode_ms
+    /// includes preprocessing, as each result's does), the rest as measured by the caller. The
+    /// one place a `Timing` is put together (the service, the trigger, a client merging answers).
+    pub fn of(
+        results: &[ImageResult],
+        payload_bytes: u64,
+        receive_ms: f64,
+        s3_fetch_ms: Option<f64>,
+        total_ms: f64,
+    ) -> Timing {
+        let inference_ms_total: f64 = results.iter().map(|r| r.inference_ms).sum();
+        Timing {
+            payload_bytes,
+            receive_ms,
+            s3_fetch_ms,
+            decode_ms: results.iter().map(|r| r.decode_ms).sum(),
+            inference_ms_total,
+            avg_inference_ms: inference_ms_total / results.len().max(1) as f64,
+            total_ms,
+        }
+    }
+
     /// The `Server-Timing` header value for these stages.
     pub fn server_timing_header(&self) -> String {
         let mut parts = vec![format!("receive;dur={:.2}", self.receive_ms)];

@@ -141,40 +141,40 @@ fn unsupported(media: String) -> Error {
     Error::UnsupportedMediaType(if media.is_empty() { "(none)".into() } else { excerpt(&media) })
 }
 
-/// Refuses a body whose declared `Content-Length` is over `limit` before reading any of it.
-fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), Error> {
+/// The one place a request body is limited: refused from its declared `Content-Length` before any
+/// of it is read, and cut off as soon as it passes `limit` bytes while it is read (see
+/// [`body_error`]).
+fn limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Body, Error> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    Ok(())
+    Ok(Body::new(http_body_util::Limited::new(body, limit)))
 }
 
-/// An error while reading the body: the client stalled (the server's `BODY_TIMEOUT_SECS`) or
-/// the connection broke.
-fn body_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    let e = e.into();
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
-    while let Some(c) = cause {
-        if c.is::<tower_http::timeout::TimeoutError>() {
-            return Error::RequestTimeout("the request body stalled (BODY_TIMEOUT_SECS)".into());
+/// An error while reading a [`limited`] body: past the limit, stalled (the server's
+/// `BODY_TIMEOUT_SECS`), or the connection broke.
+fn body_error(limit: usize) -> impl Fn(axum::Error) -> Error {
+    move |e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return Error::PayloadTooLarge { limit };
+            }
+            if c.is::<tower_http::timeout::TimeoutError>() {
+                return Error::RequestTimeout("the request body stalled (BODY_TIMEOUT_SECS)".into());
+            }
+            cause = c.source();
         }
-        cause = c.source();
+        Error::InvalidRequest(format!("could not read the request body: {e}"))
     }
-    Error::InvalidRequest(format!("could not read the request body: {e}"))
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
+/// Reads a whole body of at most `limit` bytes.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
-    check_declared_length(headers, limit)?;
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(Error::PayloadTooLarge { limit })
-        }
-        Err(e) => Err(body_error(e)),
-    }
+    let collected = limited(headers, body, limit)?.collect().await.map_err(body_error(limit))?;
+    Ok(collected.to_bytes())
 }
 
 async fn detect(
@@ -192,10 +192,11 @@ async fn detect(
     if !is_json && !is_image {
         return Err(unsupported(media));
     }
+    let limit = state.max_body_bytes;
     let response = if is_json {
-        check_declared_length(&headers, state.max_body_bytes)?;
-        let stream = futures::TryStreamExt::map_err(body.into_data_stream(), body_error);
-        state.service.detect_json_stream(stream, state.max_body_bytes, start).await?
+        let stream =
+            futures::TryStreamExt::map_err(limited(&headers, body, limit)?.into_data_stream(), body_error(limit));
+        state.service.detect_json_stream(stream, start).await?
     } else {
         let body = read_body(&headers, body, state.max_body_bytes).await?;
         let arrival = Arrival { start, receive_ms: ms_since(start), payload_bytes: body.len() as u64 };

@@ -91,7 +91,7 @@ impl DetectService {
     /// fits is read whole at once, so a client that sends it and hangs up is noticed (by hyper,
     /// which then drops this future) while its images are still queued, and they are skipped.
     /// `receive_ms` counts only the time spent waiting for body bytes.
-    pub async fn detect_json_stream<S>(&self, mut body: S, limit: usize, start: Instant) -> Result<DetectResponse>
+    pub async fn detect_json_stream<S>(&self, mut body: S, start: Instant) -> Result<DetectResponse>
     where
         S: futures::Stream<Item = Result<Bytes>> + Unpin,
     {
@@ -115,9 +115,6 @@ impl DetectService {
                 Some(Ok(c)) => c,
             };
             received += chunk.len();
-            if received > limit {
-                return Err(Error::PayloadTooLarge { limit });
-            }
             scanner.feed(&chunk, &mut events)?;
             for event in events.drain(..) {
                 match event {
@@ -276,29 +273,38 @@ impl DetectService {
     }
 
     fn respond(&self, items: Vec<(String, Outcome)>, arrival: Arrival, s3_fetch_ms: Option<f64>) -> DetectResponse {
-        let n = items.len().max(1) as f64;
-        let mut timing = Timing {
-            payload_bytes: arrival.payload_bytes,
-            receive_ms: arrival.receive_ms,
-            s3_fetch_ms,
-            ..Default::default()
-        };
-        let results: Vec<ImageResult> = items
-            .into_iter()
-            .map(|(name, outcome)| {
-                timing.decode_ms += outcome.times.decode_ms + outcome.times.preprocess_ms;
-                timing.inference_ms_total += outcome.times.inference_ms;
-                to_result(name, outcome)
-            })
-            .collect();
-        timing.avg_inference_ms = timing.inference_ms_total / n;
-        timing.total_ms = ms_since(arrival.start);
+        let results: Vec<ImageResult> = items.into_iter().map(|(name, outcome)| to_result(name, outcome)).collect();
+        let timing =
+            Timing::of(&results, arrival.payload_bytes, arrival.receive_ms, s3_fetch_ms, ms_since(arrival.start));
         DetectResponse { results, timing }
+    }
+
+    /// One uploaded object (the S3 trigger): its one result, named by its key.
+    ///
+    /// What retrying cannot mend — the object is gone, too large, or S3 refuses it — is that
+    /// result's error; any other S3 failure is `Err`, so that the caller can retry.
+    pub async fn detect_object(&self, bucket: &str, key: &str) -> Result<DetectResponse> {
+        let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
+        let start = Instant::now();
+        let fetched = s3.get(bucket, key, self.config.max_body_bytes, None).await;
+        let s3_fetch_ms = ms_since(start);
+        let (payload_bytes, outcome) = match fetched {
+            Ok(fetched) => {
+                let (bytes, _) = fetched.into_parts();
+                (bytes.len() as u64, self.detector.start_within(Input::Image(bytes), Some(self.pixel_budget())).await)
+            }
+            Err(e @ (Error::NotFound(_) | Error::AccessDenied(_) | Error::PayloadTooLarge { .. })) => {
+                (0, Outcome::failed(e))
+            }
+            Err(e) => return Err(e),
+        };
+        let arrival = Arrival { start, receive_ms: 0.0, payload_bytes };
+        Ok(self.respond(vec![(key.to_string(), outcome)], arrival, Some(s3_fetch_ms)))
     }
 }
 
 /// One outcome as the wire's per-image result.
-pub fn to_result(name: String, outcome: Outcome) -> ImageResult {
+fn to_result(name: String, outcome: Outcome) -> ImageResult {
     let decode_ms = outcome.times.decode_ms + outcome.times.preprocess_ms;
     match outcome.result {
         Ok(d) => ImageResult {

@@ -4,15 +4,12 @@
 //! Objects outside the uploads prefix (including the results this trigger writes) are ignored, so a
 //! misconfigured notification cannot loop. Re-delivery rewrites the same result object.
 
-use std::time::Instant;
-
 use aws_lambda_events::s3::S3Event;
 use serde::Serialize;
 
-use crate::api::{Timing, TriggerResult, ms_since};
-use crate::detector::{Input, Outcome};
+use crate::api::{DetectResponse, TriggerResult};
 use crate::error::{Error, Result, excerpt};
-use crate::service::{DetectService, to_result};
+use crate::service::DetectService;
 
 /// What one invocation did with each record.
 #[derive(Debug, Default, Serialize)]
@@ -103,31 +100,10 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
             continue;
         }
 
-        let start = Instant::now();
-        let fetched = s3.get(&bucket, &key, service.config().max_body_bytes, None).await;
-        let fetch_ms = ms_since(start);
-        let (payload_bytes, outcome) = match fetched {
-            Ok(fetched) => {
-                let (bytes, _) = fetched.into_parts();
-                (bytes.len() as u64, service.detector().detect(Input::Image(bytes)).await)
-            }
-            // Retrying cannot help these: the object is gone (a deleted upload), too large, or
-            // not ours to read. Its result says so and the record is acknowledged.
-            Err(e @ (Error::NotFound(_) | Error::AccessDenied(_) | Error::PayloadTooLarge { .. })) => {
-                (0, Outcome::failed(e))
-            }
-            Err(e) => return Err(e),
-        };
-        let result = to_result(key.clone(), outcome);
-        let timing = Timing {
-            payload_bytes,
-            receive_ms: 0.0,
-            s3_fetch_ms: Some(fetch_ms),
-            decode_ms: result.decode_ms,
-            inference_ms_total: result.inference_ms,
-            avg_inference_ms: result.inference_ms,
-            total_ms: ms_since(start),
-        };
+        // A deleted, oversized or unreadable upload gets a result saying so and is acknowledged;
+        // other S3 failures fail the invocation (Lambda retries it).
+        let DetectResponse { mut results, timing } = service.detect_object(&bucket, &key).await?;
+        let Some(result) = results.pop() else { return Err(Error::Internal("no result for an object".into())) };
         let out_key = result_key(&cfg.results_prefix, &key);
         let processed = Processed {
             bucket: bucket.clone(),

@@ -263,21 +263,14 @@ fn remote_error(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
     anyhow!("the service answered {status}: {detail}")
 }
 
-/// Concatenates the results of several requests and sums their timing.
+/// Concatenates the results of several requests; their timing is that of all the results, with
+/// the requests' payloads, receive, S3 and total times summed.
 pub fn merge(parts: Vec<DetectResponse>) -> DetectResponse {
-    let mut results: Vec<ImageResult> = Vec::new();
-    let mut t = Timing::default();
-    for p in parts {
-        results.extend(p.results);
-        t.payload_bytes += p.timing.payload_bytes;
-        t.receive_ms += p.timing.receive_ms;
-        t.decode_ms += p.timing.decode_ms;
-        t.inference_ms_total += p.timing.inference_ms_total;
-        t.total_ms += p.timing.total_ms;
-        if let Some(s3) = p.timing.s3_fetch_ms {
-            *t.s3_fetch_ms.get_or_insert(0.0) += s3;
-        }
-    }
-    t.avg_inference_ms = t.inference_ms_total / results.len().max(1) as f64;
-    DetectResponse { results, timing: t }
+    let sum = |f: fn(&Timing) -> f64| parts.iter().map(|p| f(&p.timing)).sum::<f64>();
+    let (receive_ms, total_ms) = (sum(|t| t.receive_ms), sum(|t| t.total_ms));
+    let s3_fetch_ms = parts.iter().filter_map(|p| p.timing.s3_fetch_ms).reduce(|a, b| a + b);
+    let payload_bytes = parts.iter().map(|p| p.timing.payload_bytes).sum();
+    let results: Vec<ImageResult> = parts.into_iter().flat_map(|p| p.results).collect();
+    let timing = Timing::of(&results, payload_bytes, receive_ms, s3_fetch_ms, total_ms);
+    DetectResponse { results, timing }
 }
