@@ -14,7 +14,9 @@
 use serde::Deserialize;
 
 use crate::api::S3Keys;
-use crate::error::{Error, Result, excerpt};
+use crate::error::{RequestError, excerpt};
+
+type Result<T, E = RequestError> = std::result::Result<T, E>;
 
 /// The body as a whole, for comparison with `serde_json` (the scanner never builds it).
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -108,8 +110,8 @@ impl Default for BodyScanner {
     }
 }
 
-fn bad(msg: impl Into<String>) -> Error {
-    Error::InvalidJson(msg.into())
+fn bad(msg: impl Into<String>) -> RequestError {
+    RequestError::json(msg)
 }
 
 /// JSON's whitespace (RFC 8259 §2): not form feed or vertical tab.
@@ -361,13 +363,12 @@ impl BodyScanner {
         if text == "null" {
             return Ok(());
         }
-        let member = |e: serde_json::Error| excerpt(&e.to_string());
         match self.key.as_str() {
             "names" => out.push(Event::Names(
                 serde_json::from_str(text)
-                    .map_err(|e| bad(format!("`names` must be an array of strings: {}", member(e))))?,
+                    .map_err(|e| RequestError::json_from("`names` must be an array of strings: ", e))?,
             )),
-            "s3" => out.push(Event::S3(serde_json::from_str(text).map_err(|e| bad(format!("`s3`: {}", member(e))))?)),
+            "s3" => out.push(Event::S3(serde_json::from_str(text).map_err(|e| RequestError::json_from("`s3`: ", e))?)),
             other => return Err(bad(format!("unexpected member `{other}`"))),
         }
         self.present.push(self.key.clone());
@@ -416,6 +417,7 @@ pub fn scan_whole(body: &[u8]) -> Result<DetectBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Coded as _;
 
     fn scan_in_chunks(body: &str, size: usize) -> Result<Vec<Event>> {
         let mut s = BodyScanner::new();

@@ -7,7 +7,29 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse as its type.
+    #[error("{key}={value:?} is not a valid {expected}")]
+    Malformed {
+        /// The variable.
+        key: String,
+        /// Its value (an excerpt).
+        value: String,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// A value outside its range, or settings that contradict each other.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+fn malformed(key: &str, value: &str, expected: &'static str) -> ConfigError {
+    ConfigError::Malformed { key: key.to_string(), value: crate::error::excerpt(value), expected }
+}
 
 /// Default model, relative to the working directory.
 pub const DEFAULT_MODEL_PATH: &str = "models/centernet_mobilenetv3_coco.onnx";
@@ -151,17 +173,14 @@ impl Config {
         fn num<T: FromStr>(k: &str, v: Option<String>, default: T) -> Result<T> {
             match v {
                 None => Ok(default),
-                Some(s) => s
-                    .replace('_', "")
-                    .parse::<T>()
-                    .map_err(|_| Error::Config(format!("{k}={s:?} is not a valid number"))),
+                Some(s) => s.replace('_', "").parse::<T>().map_err(|_| malformed(k, &s, "number")),
             }
         }
         fn flag(k: &str, v: Option<String>) -> Result<bool> {
             match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None | Some("0" | "false" | "no" | "off") => Ok(false),
                 Some("1" | "true" | "yes" | "on") => Ok(true),
-                Some(other) => Err(Error::Config(format!("{k}={other:?} is not a boolean"))),
+                Some(other) => Err(malformed(k, other, "boolean")),
             }
         }
 
@@ -170,7 +189,7 @@ impl Config {
             Duration::try_from_secs_f64(v)
                 .ok()
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| Error::Config(format!("{k}={v} must be a positive number of seconds")))
+                .ok_or_else(|| ConfigError::Invalid(format!("{k}={v} must be a positive number of seconds")))
         };
         let model_path = PathBuf::from(get("MODEL_PATH").unwrap_or_else(|| DEFAULT_MODEL_PATH.into()));
         let labels_path = match get("LABELS_PATH") {
@@ -184,7 +203,7 @@ impl Config {
         let sessions: usize = num("ORT_SESSIONS", get("ORT_SESSIONS"), vcpus)?;
         let intra_threads: usize = num("ORT_INTRA_THREADS", get("ORT_INTRA_THREADS"), 1)?;
         if sessions == 0 || intra_threads == 0 {
-            return Err(Error::Config("ORT_SESSIONS and ORT_INTRA_THREADS must be at least 1".into()));
+            return Err(ConfigError::Invalid("ORT_SESSIONS and ORT_INTRA_THREADS must be at least 1".into()));
         }
         let default_solo = if sessions > 1 && intra_threads == 1 { sessions } else { 0 };
         let solo_threads: usize = num("ORT_SOLO_THREADS", get("ORT_SOLO_THREADS"), default_solo)?;
@@ -193,7 +212,7 @@ impl Config {
         let nms_iou: f32 = num("NMS_IOU", get("NMS_IOU"), 0.4)?;
         for (k, v) in [("SCORE_THRESHOLD", score_threshold), ("NMS_IOU", nms_iou)] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(Error::Config(format!("{k}={v} must be within 0..1")));
+                return Err(ConfigError::Invalid(format!("{k}={v} must be within 0..1")));
             }
         }
 
@@ -263,10 +282,10 @@ impl Config {
             },
         };
         if cfg.max_images == 0 {
-            return Err(Error::Config("MAX_IMAGES must be at least 1".into()));
+            return Err(ConfigError::Invalid("MAX_IMAGES must be at least 1".into()));
         }
         if cfg.s3.uploads_prefix == cfg.s3.results_prefix {
-            return Err(Error::Config("UPLOADS_PREFIX and RESULTS_PREFIX must differ".into()));
+            return Err(ConfigError::Invalid("UPLOADS_PREFIX and RESULTS_PREFIX must differ".into()));
         }
         Ok(cfg)
     }
@@ -372,10 +391,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors() {
-        assert_eq!(cfg(&[("PORT", "http")]).unwrap_err().code(), "invalid_config");
-        assert_eq!(cfg(&[("SCORE_THRESHOLD", "2")]).unwrap_err().code(), "invalid_config");
-        assert_eq!(cfg(&[("ORT_SESSIONS", "0")]).unwrap_err().code(), "invalid_config");
-        assert_eq!(cfg(&[("S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().code(), "invalid_config");
-        assert_eq!(cfg(&[("UPLOADS_PREFIX", "x"), ("RESULTS_PREFIX", "x/")]).unwrap_err().code(), "invalid_config");
+        assert!(matches!(cfg(&[("PORT", "http")]), Err(ConfigError::Malformed { expected: "number", .. })));
+        assert!(matches!(cfg(&[("SCORE_THRESHOLD", "2")]), Err(ConfigError::Invalid(_))));
+        assert!(matches!(cfg(&[("ORT_SESSIONS", "0")]), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            cfg(&[("S3_FORCE_PATH_STYLE", "maybe")]),
+            Err(ConfigError::Malformed { expected: "boolean", .. })
+        ));
+        assert!(matches!(cfg(&[("UPLOADS_PREFIX", "x"), ("RESULTS_PREFIX", "x/")]), Err(ConfigError::Invalid(_))));
     }
 }

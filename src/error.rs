@@ -1,173 +1,319 @@
-//! The one error type of objdet: every failure has a stable `code`, an HTTP status and a message.
+//! objdet's errors, one type per layer, each keeping its cause:
 //!
-//! Whole-request errors become `{"error": {"code", "message"}}` with their status; per-image errors
-//! become the `error` field of that image's result while the other images still succeed.
+//! - [`ImageError`]: one image could not be detected on; it becomes that image's `error` and the
+//!   other images of the batch go on;
+//! - [`RequestError`]: a whole request is refused (its HTTP status is chosen by the HTTP front
+//!   door, `server`, and its Lambda diagnostic by `lambda`: nothing here knows of either);
+//! - [`StartupError`]: the service cannot start (configuration, model, labels, ONNX Runtime);
+//! - [`S3Error`](crate::s3::S3Error) and [`ConfigError`](crate::config::ConfigError) belong to their modules.
+//!
+//! Every client-facing error has a stable `code` ([`Coded`]); its message is its `Display`, which
+//! names what went wrong without the cause's internals (an SDK's error chain, a path): those are
+//! in [`std::error::Error::source`], for logs ([`chain`]).
 
-use axum::http::StatusCode;
 use serde::Serialize;
 
-/// Everything that can go wrong, from start-up to a single image.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    // ---- whole request -------------------------------------------------------------------
-    /// The body is not the JSON the endpoint expects.
-    #[error("invalid JSON body: {0}")]
-    InvalidJson(String),
-    /// The request is well-formed JSON but asks for something impossible.
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// No image in the request.
-    #[error("the request contains no images")]
-    NoImages,
-    /// `names` is present but does not have one name per image.
-    #[error("got {names} names for {images} images")]
-    NamesMismatch { images: usize, names: usize },
-    /// The `Content-Type` is not one the endpoint accepts.
-    #[error("unsupported Content-Type {0:?}: send application/json or a JPEG, PNG or WebP image")]
-    UnsupportedMediaType(String),
-    /// The body is larger than the configured limit.
-    #[error(
-        "request body exceeds the {limit}-byte limit; for large batches upload the images to S3 \
-         (POST /api/uploads for presigned URLs) and send their S3 keys instead"
-    )]
-    PayloadTooLarge { limit: usize },
-    /// More images than `MAX_IMAGES`.
-    #[error("{count} images exceed the limit of {limit} per request")]
-    TooManyImages { count: usize, limit: usize },
-    /// S3 mode asked for a key it may not read (outside `S3_READ_PREFIX`, or not a plain key).
-    #[error("key {key:?} may not be read: S3-keys requests read keys under {prefix:?} (no `.` or `..` segments)")]
-    KeyNotAllowed { key: String, prefix: String },
-    /// The request took longer than `REQUEST_TIMEOUT_SECS`, or its body stalled for `BODY_TIMEOUT_SECS`.
-    #[error("{0}")]
-    RequestTimeout(String),
-    /// S3 mode asked for a bucket outside `ALLOWED_BUCKETS`.
-    #[error("bucket {0:?} is not allowed")]
-    BucketNotAllowed(String),
-    /// S3 mode or uploads used while no S3 bucket is configured.
-    #[error("S3 is not configured on this deployment (set UPLOAD_BUCKET)")]
-    S3NotConfigured,
-    /// No such route.
-    #[error("no route for {0}")]
-    RouteNotFound(String),
-    /// The route exists but not for this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+use crate::config::ConfigError;
+use crate::detector::decode::Limits;
+use crate::s3::S3Error;
 
-    // ---- one image -----------------------------------------------------------------------
-    /// The image's base64 text does not decode.
+/// A boxed error kept as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error with a stable machine-readable code, sent to clients as `{"code", "message"}`.
+pub trait Coded: std::error::Error {
+    /// The stable code clients switch on.
+    fn code(&self) -> &'static str;
+
+    /// The message fit to send or log: cut at [`MAX_MESSAGE_CHARS`], control characters escaped,
+    /// whatever client input it quotes.
+    fn message(&self) -> String {
+        excerpt_to(&self.to_string(), MAX_MESSAGE_CHARS)
+    }
+
+    /// The `{"code", "message"}` body of this error.
+    fn body(&self) -> ErrorBody {
+        ErrorBody { code: self.code().to_string(), message: self.message() }
+    }
+}
+
+/// Why one image has no detections.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The base64 text is not UTF-8.
+    #[error("invalid base64: not UTF-8 text")]
+    Base64NotText(#[source] std::str::Utf8Error),
+    /// The base64 text is empty.
+    #[error("invalid base64: empty string")]
+    Base64Empty,
+    /// The base64 text does not decode.
     #[error("invalid base64: {0}")]
-    InvalidBase64(String),
-    /// The bytes are not a JPEG, PNG or WebP image.
-    #[error("not a supported image (JPEG, PNG or WebP): {0}")]
-    NotAnImage(String),
+    Base64(#[source] base64::DecodeError),
+    /// No data at all.
+    #[error("not a supported image ({}): empty data", crate::detector::decode::FORMAT_NAMES)]
+    Empty,
+    /// An image format objdet does not read.
+    #[error("not a supported image: {format} images are not supported")]
+    UnsupportedFormat {
+        /// The format the bytes are in.
+        format: String,
+    },
+    /// Bytes of no known image format.
+    #[error("not a supported image: unrecognised data (expected {})", crate::detector::decode::FORMAT_NAMES)]
+    Unrecognised,
+    /// The header cannot be read.
+    #[error("not a supported image: {0}")]
+    Header(#[source] BoxError),
+    /// A header of zero width or height.
+    #[error("not a supported image: image has no pixels ({width}x{height})")]
+    NoPixels {
+        /// Claimed width.
+        width: u32,
+        /// Claimed height.
+        height: u32,
+    },
     /// The image ends before its data does.
     #[error("truncated or corrupt image data: {0}")]
-    TruncatedImage(String),
-    /// The image header claims more pixels than `MAX_PIXELS`, or a side over `MAX_IMAGE_SIDE`.
+    Truncated(#[source] BoxError),
+    /// The JPEG's scan data cannot be the frame its header claims (see `decode::check_jpeg_scan`).
+    #[error("truncated or corrupt image data: {reason}")]
+    TruncatedScan {
+        /// What the bytes lack.
+        reason: String,
+    },
+    /// The header claims more pixels than `MAX_PIXELS`, or a side over `MAX_IMAGE_SIDE`.
     #[error(
         "image of {width}x{height} pixels exceeds the limits ({} pixels, {} per side)",
         limits.max_pixels,
         limits.max_side
     )]
-    ImageTooLarge { width: u32, height: u32, limits: crate::detector::decode::Limits },
+    TooLarge {
+        /// Claimed width (0 when the decoder refused before telling).
+        width: u32,
+        /// Claimed height.
+        height: u32,
+        /// The limits in effect.
+        limits: Limits,
+    },
     /// The request's images together claim more pixels than `MAX_REQUEST_PIXELS`.
     #[error("the request's images exceed its budget of {budget} pixels in total; send the rest in another request")]
-    PixelBudgetExceeded { budget: u64 },
-    /// An S3 object that does not exist.
-    #[error("no such S3 object: {0}")]
-    NotFound(String),
-    /// S3 refused to read the object (403; also what S3 answers for a missing key to a reader
-    /// without `s3:ListBucket`).
-    #[error("S3 refused access to {0} (or it does not exist)")]
-    AccessDenied(String),
-
-    // ---- the service itself --------------------------------------------------------------
-    /// An S3 call failed for a reason other than a missing key.
-    #[error("S3 error: {0}")]
-    S3(String),
+    PixelBudgetExceeded {
+        /// `MAX_REQUEST_PIXELS`.
+        budget: u64,
+    },
+    /// The image's S3 object could not be read.
+    #[error(transparent)]
+    Fetch(#[from] S3Error),
+    /// Resizing failed (a bug: the buffers are sized by the decoder).
+    #[error("internal error: resizing failed")]
+    Resize(#[source] BoxError),
     /// ONNX Runtime failed while running the model.
-    #[error("inference failed: {0}")]
-    Inference(String),
-    /// The model, labels or ONNX Runtime library could not be loaded.
-    #[error("start-up failed: {0}")]
-    Startup(String),
-    /// A configuration value is malformed.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// Anything else that is our fault.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("inference failed")]
+    Inference(#[source] ort::Error),
+    /// The model's output lacks the detections tensor.
+    #[error("inference failed: the model returned no {0}")]
+    NoOutput(&'static str),
+    /// The worker that held the image stopped (it panicked).
+    #[error("internal error: the inference worker stopped")]
+    WorkerStopped,
+    /// The image decoder panicked (caught; the worker goes on).
+    #[error("internal error: the image decoder panicked")]
+    DecoderPanicked,
 }
 
-impl Error {
-    /// The stable, machine-readable code clients switch on.
-    pub fn code(&self) -> &'static str {
+impl Coded for ImageError {
+    fn code(&self) -> &'static str {
+        use ImageError::*;
         match self {
-            Error::InvalidJson(_) => "invalid_json",
-            Error::InvalidRequest(_) => "invalid_request",
-            Error::NoImages => "no_images",
-            Error::NamesMismatch { .. } => "names_mismatch",
-            Error::UnsupportedMediaType(_) => "unsupported_media_type",
-            Error::PayloadTooLarge { .. } => "payload_too_large",
-            Error::TooManyImages { .. } => "too_many_images",
-            Error::BucketNotAllowed(_) => "bucket_not_allowed",
-            Error::KeyNotAllowed { .. } => "key_not_allowed",
-            Error::RequestTimeout(_) => "request_timeout",
-            Error::AccessDenied(_) => "access_denied",
-            Error::S3NotConfigured => "s3_not_configured",
-            Error::RouteNotFound(_) => "route_not_found",
-            Error::MethodNotAllowed => "method_not_allowed",
-            Error::InvalidBase64(_) => "invalid_base64",
-            Error::NotAnImage(_) => "not_an_image",
-            Error::TruncatedImage(_) => "truncated_image",
-            Error::ImageTooLarge { .. } => "image_too_large",
-            Error::PixelBudgetExceeded { .. } => "pixel_budget_exceeded",
-            Error::NotFound(_) => "not_found",
-            Error::S3(_) => "s3_error",
-            Error::Inference(_) => "inference_failed",
-            Error::Startup(_) => "startup_failed",
-            Error::Config(_) => "invalid_config",
-            Error::Internal(_) => "internal_error",
+            Base64NotText(_) | Base64Empty | Base64(_) => "invalid_base64",
+            Empty | UnsupportedFormat { .. } | Unrecognised | Header(_) | NoPixels { .. } => "not_an_image",
+            Truncated(_) | TruncatedScan { .. } => "truncated_image",
+            TooLarge { .. } => "image_too_large",
+            PixelBudgetExceeded { .. } => "pixel_budget_exceeded",
+            Fetch(e) => e.code(),
+            Inference(_) | NoOutput(_) => "inference_failed",
+            Resize(_) | WorkerStopped | DecoderPanicked => "internal_error",
         }
     }
+}
 
-    /// The HTTP status of this error when it fails a whole request.
-    pub fn status(&self) -> StatusCode {
+/// Why a whole request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The body is not the JSON the endpoint expects.
+    #[error("invalid JSON body: {reason}")]
+    InvalidJson {
+        /// What is wrong, client input quoted in excerpts only.
+        reason: String,
+        /// The parser's error, when a parser found it.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+    /// The request is well-formed but asks for something impossible.
+    #[error("{0}")]
+    Invalid(String),
+    /// No image in the request.
+    #[error("the request contains no images")]
+    NoImages,
+    /// `names` is present but does not have one name per image.
+    #[error("got {names} names for {images} images")]
+    NamesMismatch {
+        /// Images in the request.
+        images: usize,
+        /// Names in the request.
+        names: usize,
+    },
+    /// The `Content-Type` is not one the endpoint accepts.
+    #[error("unsupported Content-Type {0:?}: send application/json or a JPEG, PNG or WebP image")]
+    UnsupportedMediaType(String),
+    /// The body is larger than the front door's limit.
+    #[error(
+        "request body exceeds the {limit}-byte limit; for large batches upload the images to S3 \
+         (POST /api/uploads for presigned URLs) and send their S3 keys instead"
+    )]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// More images than `MAX_IMAGES`.
+    #[error("{count} images exceed the limit of {limit} per request")]
+    TooManyImages {
+        /// Images (so far) in the request.
+        count: usize,
+        /// `MAX_IMAGES`.
+        limit: usize,
+    },
+    /// The body stalled for `BODY_TIMEOUT_SECS`.
+    #[error("the request body stalled (BODY_TIMEOUT_SECS)")]
+    BodyStalled,
+    /// The body could not be read (the connection broke).
+    #[error("could not read the request body")]
+    BodyBroken(#[source] BoxError),
+    /// The request did not complete within its deadline.
+    #[error("the request did not complete within {secs} s (REQUEST_TIMEOUT_SECS)")]
+    TimedOut {
+        /// The deadline in seconds.
+        secs: f64,
+    },
+    /// An S3 step of the request failed (bucket or key refused, presigning, ...).
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// The request's handler panicked, or a part of the service it needs has stopped.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl Coded for RequestError {
+    fn code(&self) -> &'static str {
+        use RequestError::*;
         match self {
-            Error::InvalidJson(_)
-            | Error::InvalidRequest(_)
-            | Error::NoImages
-            | Error::NamesMismatch { .. }
-            | Error::InvalidBase64(_)
-            | Error::NotAnImage(_)
-            | Error::TruncatedImage(_) => StatusCode::BAD_REQUEST,
-            Error::BucketNotAllowed(_) | Error::KeyNotAllowed { .. } | Error::AccessDenied(_) => StatusCode::FORBIDDEN,
-            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::RouteNotFound(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::PayloadTooLarge { .. }
-            | Error::TooManyImages { .. }
-            | Error::ImageTooLarge { .. }
-            | Error::PixelBudgetExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::S3NotConfigured => StatusCode::NOT_IMPLEMENTED,
-            Error::S3(_) => StatusCode::BAD_GATEWAY,
-            Error::Inference(_) | Error::Startup(_) | Error::Config(_) | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            InvalidJson { .. } => "invalid_json",
+            Invalid(_) | BodyBroken(_) => "invalid_request",
+            NoImages => "no_images",
+            NamesMismatch { .. } => "names_mismatch",
+            UnsupportedMediaType(_) => "unsupported_media_type",
+            PayloadTooLarge { .. } => "payload_too_large",
+            TooManyImages { .. } => "too_many_images",
+            BodyStalled | TimedOut { .. } => "request_timeout",
+            S3(e) => e.code(),
+            Internal(_) => "internal_error",
         }
     }
+}
 
-    /// The message fit to send or log: cut at [`MAX_MESSAGE_CHARS`], control characters escaped,
-    /// whatever client input it quotes.
-    pub fn message(&self) -> String {
-        excerpt_to(&self.to_string(), MAX_MESSAGE_CHARS)
+impl RequestError {
+    /// An [`RequestError::InvalidJson`] the scanner found (no parser error behind it).
+    pub fn json(reason: impl Into<String>) -> Self {
+        RequestError::InvalidJson { reason: reason.into(), source: None }
     }
 
-    /// The `{"code", "message"}` body of this error.
-    pub fn body(&self) -> ErrorBody {
-        ErrorBody { code: self.code().to_string(), message: self.message() }
+    /// An [`RequestError::InvalidJson`] from `serde_json`, its message quoted in an excerpt.
+    pub fn json_from(context: &str, e: serde_json::Error) -> Self {
+        RequestError::InvalidJson { reason: format!("{context}{}", excerpt(&e.to_string())), source: Some(e) }
     }
+}
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A configuration value is malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The ONNX Runtime library is missing or cannot be loaded.
+    #[error("ONNX Runtime: {reason}")]
+    Runtime {
+        /// What is missing.
+        reason: String,
+        /// ORT's error, when it gave one (shared: the environment is loaded once per process).
+        #[source]
+        source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The model file cannot be loaded.
+    #[error("cannot load the model {path} (MODEL_PATH)")]
+    Model {
+        /// The model file.
+        path: std::path::PathBuf,
+        /// Why (missing file, ORT's error).
+        #[source]
+        source: BoxError,
+    },
+    /// Session or run options were refused by ORT.
+    #[error("ONNX Runtime refused the {what}")]
+    Options {
+        /// Which options.
+        what: &'static str,
+        /// ORT's error.
+        #[source]
+        source: ort::Error,
+    },
+    /// The labels file cannot be read.
+    #[error("cannot read the labels {path} (LABELS_PATH)")]
+    Labels {
+        /// The labels file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The labels file has no labels.
+    #[error("the labels file {0} is empty (LABELS_PATH)")]
+    NoLabels(std::path::PathBuf),
+    /// The optimized-graph cache cannot be written (the caller then runs without it).
+    #[error("cannot write the optimized-graph cache (ORT_OPTIMIZED_MODEL_PATH)")]
+    Cache(#[source] std::io::Error),
+    /// A worker thread could not be started.
+    #[error("cannot start a worker thread")]
+    Thread(#[source] std::io::Error),
+    /// The warm-up run (`ORT_WARMUP`) failed.
+    #[error("the warm-up run failed")]
+    Warmup(#[source] ImageError),
+    /// A thread exited (panicked) while loading the model.
+    #[error("the {0} thread exited while loading the model")]
+    ThreadExited(&'static str),
+}
+
+impl Coded for StartupError {
+    fn code(&self) -> &'static str {
+        match self {
+            StartupError::Config(_) => "invalid_config",
+            _ => "startup_failed",
+        }
+    }
+}
+
+/// `e` and its causes, `: `-separated, for logs (never for clients).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    excerpt_to(&out, 4 * MAX_MESSAGE_CHARS)
 }
 
 /// Longest error message sent to a client or logged, in characters.
@@ -214,12 +360,16 @@ pub struct ErrorResponse {
     pub error: ErrorBody,
 }
 
-/// Converts the error into its Lambda diagnostic (`errorType` = the stable code).
-impl From<Error> for lambda_runtime::Diagnostic {
-    fn from(e: Error) -> Self {
-        lambda_runtime::Diagnostic { error_type: e.code().to_string(), error_message: e.to_string() }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_kept_but_not_shown() {
+        let io = std::io::Error::other("disk on fire at /secret/path");
+        let e = StartupError::Labels { path: "labels.txt".into(), source: io };
+        assert!(!e.message().contains("/secret/path"), "{}", e.message());
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(chain(&e).contains("/secret/path"), "{}", chain(&e));
     }
 }
-
-/// Convenience alias used throughout the crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

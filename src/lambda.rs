@@ -25,7 +25,7 @@ use bytes::Bytes;
 use lambda_runtime::{LambdaEvent, LambdaInvocation};
 use serde_json::{Map, Value};
 
-use crate::error::Error;
+use crate::error::{Coded, RequestError};
 use crate::service::DetectService;
 
 /// Header the event guard sets on a request whose event it had to empty; the Lambda Router
@@ -46,20 +46,36 @@ impl Handler {
     pub const CHOICES: &'static str = "http, s3";
 
     /// Parses `_HANDLER`; `None` or an unknown name is an error naming the choices.
-    pub fn from_env_value(value: Option<&str>) -> crate::Result<Self> {
+    pub fn from_env_value(value: Option<&str>) -> Result<Self, UnknownHandler> {
         match value.map(str::trim) {
             Some("http") => Ok(Handler::Http),
             Some("s3") => Ok(Handler::S3),
-            Some(other) => Err(Error::Config(format!(
-                "_HANDLER={:?} names no entry point (choices: {}); set the function's ImageConfig.Command",
-                crate::error::excerpt(other),
-                Self::CHOICES
-            ))),
-            None => Err(Error::Config(format!(
-                "_HANDLER is not set (choices: {}); set the function's ImageConfig.Command",
-                Self::CHOICES
-            ))),
+            Some(other) => Err(UnknownHandler::Unknown(crate::error::excerpt(other))),
+            None => Err(UnknownHandler::Missing),
         }
+    }
+}
+
+/// `_HANDLER` is missing or names no entry point.
+#[derive(Debug, thiserror::Error)]
+pub enum UnknownHandler {
+    /// Not set.
+    #[error("_HANDLER is not set (choices: {}); set the function's ImageConfig.Command", Handler::CHOICES)]
+    Missing,
+    /// Set to no known name (an excerpt).
+    #[error(
+        "_HANDLER={0:?} names no entry point (choices: {choices}); set the function's ImageConfig.Command",
+        choices = Handler::CHOICES
+    )]
+    Unknown(String),
+}
+
+/// The trigger's failure as the invocation's error: `errorType` is the stable code, the message
+/// names what failed without the SDK's error chain (that is logged).
+impl From<crate::trigger::TriggerError> for lambda_runtime::Diagnostic {
+    fn from(e: crate::trigger::TriggerError) -> Self {
+        tracing::error!(code = e.code(), error = %crate::error::chain(&e), "trigger failed");
+        lambda_runtime::Diagnostic { error_type: e.code().to_string(), error_message: e.message() }
     }
 }
 
@@ -97,7 +113,7 @@ pub fn lambda_router(router: Router) -> Router {
 /// Answers 400 for a request whose event the guard had to empty.
 async fn reject_flagged(req: Request, next: Next) -> Response {
     match req.headers().get(REJECTED_EVENT_HEADER) {
-        Some(reason) => Error::InvalidRequest(format!(
+        Some(reason) => RequestError::Invalid(format!(
             "the API Gateway event could not be read: {}",
             crate::error::excerpt(&String::from_utf8_lossy(reason.as_bytes()))
         ))

@@ -21,5 +21,5 @@ pub mod trigger;
 
 pub use config::Config;
 pub use detector::Detector;
-pub use error::{Error, Result};
+pub use error::{ImageError, RequestError, StartupError};
 pub use service::DetectService;

@@ -14,7 +14,93 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::S3Config;
-use crate::error::{Error, Result, excerpt};
+use crate::error::{BoxError, Coded, excerpt};
+
+/// What went wrong with S3. The SDK's error is kept as the cause (logged, never sent to clients).
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// No bucket is configured (`UPLOAD_BUCKET`).
+    #[error("S3 is not configured on this deployment (set UPLOAD_BUCKET)")]
+    NotConfigured,
+    /// A bucket outside `ALLOWED_BUCKETS`.
+    #[error("bucket {0:?} is not allowed")]
+    BucketNotAllowed(String),
+    /// A key an S3-keys request may not read (outside `S3_READ_PREFIX`, or not a plain key).
+    #[error("key {key:?} may not be read: S3-keys requests read keys under {prefix:?} (no `.` or `..` segments)")]
+    KeyNotAllowed {
+        /// The key (an excerpt).
+        key: String,
+        /// `S3_READ_PREFIX`.
+        prefix: String,
+    },
+    /// The object (or its bucket) does not exist.
+    #[error("no such S3 object: s3://{bucket}/{key}")]
+    NotFound {
+        /// Bucket (an excerpt).
+        bucket: String,
+        /// Key (an excerpt).
+        key: String,
+    },
+    /// S3 refused to read the object (403; also what S3 answers for a missing key to a reader
+    /// without `s3:ListBucket`).
+    #[error("S3 refused access to s3://{bucket}/{key} (or it does not exist)")]
+    AccessDenied {
+        /// Bucket (an excerpt).
+        bucket: String,
+        /// Key (an excerpt).
+        key: String,
+    },
+    /// The object is larger than the limit.
+    #[error("the S3 object exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// An S3 call failed for another reason.
+    #[error("S3 {operation} failed")]
+    Call {
+        /// `GetObject`, `PutObject`, ...
+        operation: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+    /// `PRESIGN_EXPIRES_SECS` is not a valid expiry.
+    #[error("PRESIGN_EXPIRES_SECS is not a valid presigned-URL expiry")]
+    Expiry(#[source] aws_sdk_s3::presigning::PresigningConfigError),
+    /// The fetch allowance of a request was closed (a bug).
+    #[error("the S3 fetch allowance was closed")]
+    AllowanceClosed,
+}
+
+impl Coded for S3Error {
+    fn code(&self) -> &'static str {
+        match self {
+            S3Error::NotConfigured => "s3_not_configured",
+            S3Error::BucketNotAllowed(_) => "bucket_not_allowed",
+            S3Error::KeyNotAllowed { .. } => "key_not_allowed",
+            S3Error::NotFound { .. } => "not_found",
+            S3Error::AccessDenied { .. } => "access_denied",
+            S3Error::TooLarge { .. } => "payload_too_large",
+            S3Error::Call { .. } => "s3_error",
+            S3Error::Expiry(_) => "invalid_config",
+            S3Error::AllowanceClosed => "internal_error",
+        }
+    }
+}
+
+impl S3Error {
+    /// Whether retrying cannot mend it: the object is gone, refused or too large.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, S3Error::NotFound { .. } | S3Error::AccessDenied { .. } | S3Error::TooLarge { .. })
+    }
+}
+
+fn call(operation: &'static str) -> impl FnOnce(BoxError) -> S3Error {
+    move |source| S3Error::Call { operation, source }
+}
+
+type Result<T, E = S3Error> = std::result::Result<T, E>;
 
 /// S3's limit on the length of an object key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -36,7 +122,7 @@ impl Allowance {
     /// Waits until `bytes` are free (all of the allowance, for an object larger than all of it).
     async fn take(&self, bytes: usize) -> Result<OwnedSemaphorePermit> {
         let want = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, self.total);
-        self.sem.clone().acquire_many_owned(want).await.map_err(|_| Error::Internal("fetch allowance closed".into()))
+        self.sem.clone().acquire_many_owned(want).await.map_err(|_| S3Error::AllowanceClosed)
     }
 }
 
@@ -93,9 +179,13 @@ impl S3Store {
     pub fn readable_bucket(&self, requested: Option<&str>) -> Result<String> {
         let bucket = match requested {
             Some(b) => b.to_string(),
-            None => self.cfg.upload_bucket.clone().ok_or(Error::S3NotConfigured)?,
+            None => self.cfg.upload_bucket.clone().ok_or(S3Error::NotConfigured)?,
         };
-        if self.cfg.allowed_buckets.contains(&bucket) { Ok(bucket) } else { Err(Error::BucketNotAllowed(bucket)) }
+        if self.cfg.allowed_buckets.contains(&bucket) {
+            Ok(bucket)
+        } else {
+            Err(S3Error::BucketNotAllowed(excerpt(&bucket)))
+        }
     }
 
     /// Refuses keys an S3-keys request may not read: outside `S3_READ_PREFIX` (default
@@ -105,14 +195,14 @@ impl S3Store {
         for key in keys {
             let dotted = key.split('/').any(|seg| seg == "." || seg == "..");
             if !key.starts_with(prefix.as_str()) || dotted || key.len() > MAX_KEY_BYTES || key.is_empty() {
-                return Err(Error::KeyNotAllowed { key: excerpt(key), prefix: prefix.clone() });
+                return Err(S3Error::KeyNotAllowed { key: excerpt(key), prefix: prefix.clone() });
             }
         }
         Ok(())
     }
 
-    /// Reads one object of at most `max_bytes`. A missing key (or bucket) is [`Error::NotFound`],
-    /// a refused one [`Error::AccessDenied`].
+    /// Reads one object of at most `max_bytes`. A missing key (or bucket) is [`S3Error::NotFound`],
+    /// a refused one [`S3Error::AccessDenied`].
     ///
     /// With `in_flight`, the object's size is taken from that allowance before its body is read
     /// and handed back with the bytes: the caller drops the permit once it is done with them.
@@ -130,19 +220,19 @@ impl S3Store {
                 || code.as_deref() == Some("NoSuchBucket")
                 || status == Some(404);
             if not_found {
-                Error::NotFound(format!("s3://{}/{}", excerpt(bucket), excerpt(key)))
+                S3Error::NotFound { bucket: excerpt(bucket), key: excerpt(key) }
             } else if status == Some(403) || code.as_deref() == Some("AccessDenied") {
                 // Without s3:ListBucket, S3 answers 403 for a key that does not exist, too.
                 tracing::warn!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "S3 refused GetObject");
-                Error::AccessDenied(format!("s3://{}/{}", excerpt(bucket), excerpt(key)))
+                S3Error::AccessDenied { bucket: excerpt(bucket), key: excerpt(key) }
             } else {
                 tracing::error!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "S3 GetObject failed");
-                Error::S3(format!("GetObject failed ({})", code.as_deref().unwrap_or("no error code")))
+                call("GetObject")(e.into())
             }
         })?;
         let declared = usize::try_from(out.content_length().unwrap_or(0).max(0)).unwrap_or(usize::MAX);
         if declared > max_bytes {
-            return Err(Error::PayloadTooLarge { limit: max_bytes });
+            return Err(S3Error::TooLarge { limit: max_bytes });
         }
         let permit = match in_flight {
             Some(allowance) => Some(allowance.take(declared).await?),
@@ -154,10 +244,10 @@ impl S3Store {
         let mut data = BytesMut::with_capacity(declared);
         while let Some(chunk) = body.try_next().await.map_err(|e| {
             tracing::error!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "reading an S3 object failed");
-            Error::S3("reading the object failed".into())
+            call("GetObject body read")(e.into())
         })? {
             if data.len() + chunk.len() > max_bytes {
-                return Err(Error::PayloadTooLarge { limit: max_bytes });
+                return Err(S3Error::TooLarge { limit: max_bytes });
             }
             data.extend_from_slice(&chunk);
         }
@@ -167,7 +257,7 @@ impl S3Store {
     /// A presigned PUT URL for `key` in the upload bucket.
     pub async fn presign_put(&self, bucket: &str, key: &str, content_type: &str) -> Result<String> {
         let conf = PresigningConfig::expires_in(Duration::from_secs(self.cfg.presign_expires_secs))
-            .map_err(|e| Error::Config(format!("PRESIGN_EXPIRES_SECS: {e}")))?;
+            .map_err(S3Error::Expiry)?;
         let req = self
             .client
             .put_object()
@@ -176,7 +266,7 @@ impl S3Store {
             .content_type(content_type)
             .presigned(conf)
             .await
-            .map_err(|e| Error::S3(format!("presigning s3://{bucket}/{key}: {e}")))?;
+            .map_err(|e| call("PutObject presigning")(e.into()))?;
         Ok(req.uri().to_string())
     }
 
@@ -192,7 +282,7 @@ impl S3Store {
             .await
             .map_err(|e| {
                 tracing::error!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "S3 PutObject failed");
-                Error::S3("PutObject failed".into())
+                call("PutObject")(e.into())
             })?;
         Ok(())
     }

@@ -14,7 +14,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::api::{DetectResponse, UploadsRequest, ms_since};
 use crate::config::{Config, ServerConfig};
-use crate::error::{Error, ErrorResponse, excerpt};
+use crate::error::{Coded, ErrorResponse, RequestError, excerpt};
 use crate::service::{Arrival, DetectService};
 
 /// Largest body accepted by `POST /api/uploads` (it only carries a count and a content type).
@@ -89,15 +89,69 @@ pub fn app(service: DetectService, limits: RequestLimits) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
 }
 
-impl IntoResponse for Error {
+/// A request the HTTP front door answers with an error: the service refused it, or no route fits.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The request service (or this front door, before calling it) refused the request.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// No such route.
+    #[error("no route for {method} {path}")]
+    RouteNotFound {
+        /// The request's method.
+        method: String,
+        /// The request's path (an excerpt).
+        path: String,
+    },
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+impl Coded for HttpError {
+    fn code(&self) -> &'static str {
+        match self {
+            HttpError::Request(e) => e.code(),
+            HttpError::RouteNotFound { .. } => "route_not_found",
+            HttpError::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+impl HttpError {
+    /// The HTTP status of the error: the one place codes become statuses.
+    pub fn status(&self) -> StatusCode {
+        match self.code() {
+            "invalid_json" | "invalid_request" | "no_images" | "names_mismatch" => StatusCode::BAD_REQUEST,
+            "bucket_not_allowed" | "key_not_allowed" | "access_denied" => StatusCode::FORBIDDEN,
+            "request_timeout" => StatusCode::REQUEST_TIMEOUT,
+            "route_not_found" | "not_found" => StatusCode::NOT_FOUND,
+            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+            "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "payload_too_large" | "too_many_images" => StatusCode::PAYLOAD_TOO_LARGE,
+            "s3_not_configured" => StatusCode::NOT_IMPLEMENTED,
+            "s3_error" => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A JSON error response; a server error's causes are logged (never sent).
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self.message(), "request failed");
+            tracing::error!(code = self.code(), error = %crate::error::chain(&self), "request failed");
         } else {
             tracing::info!(code = self.code(), error = %self.message(), "request rejected");
         }
         (status, axum::Json(ErrorResponse { error: self.body() })).into_response()
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        HttpError::from(self).into_response()
     }
 }
 
@@ -106,7 +160,7 @@ impl IntoResponse for Error {
 async fn admit(State(places): State<Arc<tokio::sync::Semaphore>>, req: Request, next: Next) -> Response {
     match places.acquire().await {
         Ok(_place) => next.run(req).await,
-        Err(_) => Error::Internal("the admission queue was closed".into()).into_response(),
+        Err(_) => RequestError::Internal("the admission queue was closed").into_response(),
     }
 }
 
@@ -114,16 +168,12 @@ async fn admit(State(places): State<Arc<tokio::sync::Semaphore>>, req: Request, 
 async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => Error::RequestTimeout(format!(
-            "the request did not complete within {} s (REQUEST_TIMEOUT_SECS)",
-            timeout.as_secs_f64()
-        ))
-        .into_response(),
+        Err(_) => RequestError::TimedOut { secs: timeout.as_secs_f64() }.into_response(),
     }
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    Error::Internal("the request handler panicked".into()).into_response()
+    RequestError::Internal("the request handler panicked").into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,42 +187,42 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
-fn unsupported(media: String) -> Error {
-    Error::UnsupportedMediaType(if media.is_empty() { "(none)".into() } else { excerpt(&media) })
+fn unsupported(media: String) -> RequestError {
+    RequestError::UnsupportedMediaType(if media.is_empty() { "(none)".into() } else { excerpt(&media) })
 }
 
 /// The one place a request body is limited: refused from its declared `Content-Length` before any
 /// of it is read, and cut off as soon as it passes `limit` bytes while it is read (see
 /// [`body_error`]).
-fn limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Body, Error> {
+fn limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Body, RequestError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::PayloadTooLarge { limit });
+        return Err(RequestError::PayloadTooLarge { limit });
     }
     Ok(Body::new(http_body_util::Limited::new(body, limit)))
 }
 
 /// An error while reading a [`limited`] body: past the limit, stalled (the server's
 /// `BODY_TIMEOUT_SECS`), or the connection broke.
-fn body_error(limit: usize) -> impl Fn(axum::Error) -> Error {
+fn body_error(limit: usize) -> impl Fn(axum::Error) -> RequestError {
     move |e| {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(c) = cause {
             if c.is::<http_body_util::LengthLimitError>() {
-                return Error::PayloadTooLarge { limit };
+                return RequestError::PayloadTooLarge { limit };
             }
             if c.is::<tower_http::timeout::TimeoutError>() {
-                return Error::RequestTimeout("the request body stalled (BODY_TIMEOUT_SECS)".into());
+                return RequestError::BodyStalled;
             }
             cause = c.source();
         }
-        Error::InvalidRequest(format!("could not read the request body: {e}"))
+        RequestError::BodyBroken(e.into())
     }
 }
 
 /// Reads a whole body of at most `limit` bytes.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, RequestError> {
     let collected = limited(headers, body, limit)?.collect().await.map_err(body_error(limit))?;
     Ok(collected.to_bytes())
 }
@@ -182,15 +232,15 @@ async fn detect(
     query: Result<Query<DetectQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, Error> {
+) -> Result<Response, HttpError> {
     let start = Instant::now();
     let Query(query) =
-        query.map_err(|e| Error::InvalidRequest(format!("invalid query string: {}", excerpt(&e.body_text()))))?;
+        query.map_err(|e| RequestError::Invalid(format!("invalid query string: {}", excerpt(&e.body_text()))))?;
     let media = media_type(&headers).unwrap_or_default();
     let is_json = media == "application/json" || media.ends_with("+json");
     let is_image = crate::detector::decode::Format::of_media_type(&media).is_some();
     if !is_json && !is_image {
-        return Err(unsupported(media));
+        return Err(unsupported(media).into());
     }
     let limit = state.max_body_bytes;
     let response = if is_json {
@@ -223,13 +273,13 @@ fn detect_response(response: DetectResponse) -> Response {
     res
 }
 
-async fn uploads(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Error> {
+async fn uploads(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
     let media = media_type(&headers).unwrap_or_default();
     if media != "application/json" {
-        return Err(unsupported(media));
+        return Err(unsupported(media).into());
     }
     let body = read_body(&headers, body, UPLOADS_BODY_LIMIT).await?;
-    let req: UploadsRequest = serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(excerpt(&e.to_string())))?;
+    let req: UploadsRequest = serde_json::from_slice(&body).map_err(|e| RequestError::json_from("", e))?;
     let res = state.service.presign_uploads(req).await?;
     Ok(axum::Json(res).into_response())
 }
@@ -253,12 +303,12 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn not_found(req: Request) -> Error {
-    Error::RouteNotFound(format!("{} {}", req.method(), excerpt(req.uri().path())))
+async fn not_found(req: Request) -> HttpError {
+    HttpError::RouteNotFound { method: excerpt(req.method().as_str()), path: excerpt(req.uri().path()) }
 }
 
-async fn method_not_allowed() -> Error {
-    Error::MethodNotAllowed
+async fn method_not_allowed() -> HttpError {
+    HttpError::MethodNotAllowed
 }
 
 /// Serves `router` on `listener` until Ctrl-C / SIGTERM, within the bounds of `limits`:

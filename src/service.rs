@@ -10,8 +10,10 @@ use futures::StreamExt;
 use crate::api::{DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse, ms_since};
 use crate::config::Config;
 use crate::detector::{Detector, Input, Outcome, PixelBudget};
-use crate::error::{Error, Result};
-use crate::s3::S3Store;
+use crate::error::{Coded as _, RequestError, StartupError};
+use crate::s3::{S3Error, S3Store};
+
+type Result<T, E = RequestError> = std::result::Result<T, E>;
 
 /// When and how a request body arrived (measured by the front door).
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +47,7 @@ pub const READ_AHEAD_BYTES: usize = 8 << 20;
 
 impl DetectService {
     /// Loads the detector (blocking: call before serving) and, when a bucket is configured, the S3 client.
-    pub async fn from_config(config: Arc<Config>) -> Result<Self> {
+    pub async fn from_config(config: Arc<Config>) -> Result<Self, StartupError> {
         let t = Instant::now();
         let detector = Arc::new(Detector::load(&config.detector)?);
         crate::memory::release_free_memory();
@@ -141,17 +143,17 @@ impl DetectService {
         let arrival = Arrival { start, receive_ms: wait.as_secs_f64() * 1e3, payload_bytes: received as u64 };
         match s3 {
             Some(_) if scanner.has_field("images") => {
-                Err(Error::InvalidRequest("send either \"images\" or \"s3\", not both".into()))
+                Err(RequestError::Invalid("send either \"images\" or \"s3\", not both".into()))
             }
             Some(keys) => {
                 if names.is_some() {
-                    return Err(Error::InvalidRequest(
+                    return Err(RequestError::Invalid(
                         "\"names\" is not used with \"s3\": results are named by key".into(),
                     ));
                 }
                 self.detect_s3(keys, arrival).await
             }
-            None if images == 0 => Err(Error::NoImages),
+            None if images == 0 => Err(RequestError::NoImages),
             None => {
                 let names = resolve_names(names, images)?;
                 for (p, _) in pending {
@@ -165,7 +167,7 @@ impl DetectService {
     /// Detects a batch of named inputs (inline images, local files), in order.
     pub async fn detect_inputs(&self, items: Vec<(String, Input)>, arrival: Arrival) -> Result<DetectResponse> {
         if items.is_empty() {
-            return Err(Error::NoImages);
+            return Err(RequestError::NoImages);
         }
         self.check_count(items.len())?;
         let budget = self.pixel_budget();
@@ -180,7 +182,7 @@ impl DetectService {
     /// `POST /api/detect` with a raw image body: one result.
     pub async fn detect_raw(&self, body: Bytes, name: Option<String>, arrival: Arrival) -> Result<DetectResponse> {
         if body.is_empty() {
-            return Err(Error::NoImages);
+            return Err(RequestError::NoImages);
         }
         let outcome = self.detector.start_within(Input::Image(body), Some(self.pixel_budget())).await;
         Ok(self.respond(vec![(name.unwrap_or_else(|| "image-0".into()), outcome)], arrival, None))
@@ -193,10 +195,10 @@ impl DetectService {
     /// `S3_MAX_BYTES_IN_FLIGHT` (an object larger than that runs alone), so memory does not grow
     /// with the number of keys. Results keep the order of the keys.
     pub async fn detect_s3(&self, req: S3Keys, arrival: Arrival) -> Result<DetectResponse> {
-        let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
+        let s3 = self.s3.as_ref().ok_or(S3Error::NotConfigured)?;
         let bucket = s3.readable_bucket(req.bucket.as_deref())?;
         if req.keys.is_empty() {
-            return Err(Error::NoImages);
+            return Err(RequestError::NoImages);
         }
         self.check_count(req.keys.len())?;
         s3.check_readable_keys(&req.keys)?;
@@ -211,7 +213,7 @@ impl DetectService {
                 async move {
                     let fetched = match s3.get(&bucket, &key, max_object, Some(&in_flight)).await {
                         Ok(fetched) => fetched,
-                        Err(e) => return (Outcome::failed(e), None),
+                        Err(e) => return (Outcome::failed(e.into()), None),
                     };
                     let fetched_at = Instant::now();
                     let (bytes, permit) = fetched.into_parts();
@@ -233,15 +235,15 @@ impl DetectService {
 
     /// `POST /api/uploads`: presigned PUT URLs under `UPLOADS_PREFIX`.
     pub async fn presign_uploads(&self, req: UploadsRequest) -> Result<UploadsResponse> {
-        let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
-        let bucket = s3.config().upload_bucket.clone().ok_or(Error::S3NotConfigured)?;
+        let s3 = self.s3.as_ref().ok_or(S3Error::NotConfigured)?;
+        let bucket = s3.config().upload_bucket.clone().ok_or(S3Error::NotConfigured)?;
         // What the request is comes before how much of it there is.
         let ext = crate::detector::decode::Format::of_media_type(&req.content_type)
             .filter(|f| f.media_type == req.content_type)
             .map(|f| f.extensions[0])
-            .ok_or_else(|| Error::UnsupportedMediaType(crate::error::excerpt(&req.content_type)))?;
+            .ok_or_else(|| RequestError::UnsupportedMediaType(crate::error::excerpt(&req.content_type)))?;
         if req.count == 0 {
-            return Err(Error::NoImages);
+            return Err(RequestError::NoImages);
         }
         self.check_count(req.count)?;
         let batch = uuid::Uuid::new_v4();
@@ -267,7 +269,7 @@ impl DetectService {
 
     fn check_count(&self, count: usize) -> Result<()> {
         if count > self.config.max_images {
-            return Err(Error::TooManyImages { count, limit: self.config.max_images });
+            return Err(RequestError::TooManyImages { count, limit: self.config.max_images });
         }
         Ok(())
     }
@@ -283,8 +285,8 @@ impl DetectService {
     ///
     /// What retrying cannot mend — the object is gone, too large, or S3 refuses it — is that
     /// result's error; any other S3 failure is `Err`, so that the caller can retry.
-    pub async fn detect_object(&self, bucket: &str, key: &str) -> Result<DetectResponse> {
-        let s3 = self.s3.as_ref().ok_or(Error::S3NotConfigured)?;
+    pub async fn detect_object(&self, bucket: &str, key: &str) -> Result<DetectResponse, S3Error> {
+        let s3 = self.s3.as_ref().ok_or(S3Error::NotConfigured)?;
         let start = Instant::now();
         let fetched = s3.get(bucket, key, self.config.max_body_bytes, None).await;
         let s3_fetch_ms = ms_since(start);
@@ -293,9 +295,7 @@ impl DetectService {
                 let (bytes, _) = fetched.into_parts();
                 (bytes.len() as u64, self.detector.start_within(Input::Image(bytes), Some(self.pixel_budget())).await)
             }
-            Err(e @ (Error::NotFound(_) | Error::AccessDenied(_) | Error::PayloadTooLarge { .. })) => {
-                (0, Outcome::failed(e))
-            }
+            Err(e) if e.is_permanent() => (0, Outcome::failed(e.into())),
             Err(e) => return Err(e),
         };
         let arrival = Arrival { start, receive_ms: 0.0, payload_bytes };
@@ -336,6 +336,6 @@ fn resolve_names(names: Option<Vec<String>>, count: usize) -> Result<Vec<String>
     match names {
         None => Ok((0..count).map(|i| format!("image-{i}")).collect()),
         Some(n) if n.len() == count => Ok(n),
-        Some(n) => Err(Error::NamesMismatch { images: count, names: n.len() }),
+        Some(n) => Err(RequestError::NamesMismatch { images: count, names: n.len() }),
     }
 }

@@ -8,7 +8,28 @@ use aws_lambda_events::s3::S3Event;
 use serde::Serialize;
 
 use crate::api::{DetectResponse, TriggerResult};
-use crate::error::{Error, Result, excerpt};
+use crate::error::{Coded, excerpt};
+use crate::s3::S3Error;
+
+/// Why an S3 notification failed (Lambda then retries it).
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// S3 failed (reading the upload or writing its result), or is not configured.
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// The result document could not be encoded (a bug).
+    #[error("cannot encode the result document")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl Coded for TriggerError {
+    fn code(&self) -> &'static str {
+        match self {
+            TriggerError::S3(e) => e.code(),
+            TriggerError::Encode(_) => "internal_error",
+        }
+    }
+}
 use crate::service::DetectService;
 
 /// What one invocation did with each record.
@@ -46,12 +67,9 @@ pub struct Ignored {
 }
 
 /// Decodes an S3 event key: `+` is a space, `%XX` an escaped byte.
-pub fn decode_key(raw: &str) -> Result<String> {
+pub fn decode_key(raw: &str) -> Result<String, std::str::Utf8Error> {
     let plus = raw.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus)
-        .decode_utf8()
-        .map(|k| k.into_owned())
-        .map_err(|e| Error::InvalidRequest(format!("S3 key {raw:?} is not valid UTF-8 after decoding: {e}")))
+    percent_encoding::percent_decode_str(&plus).decode_utf8().map(|k| k.into_owned())
 }
 
 /// The result object key for an upload key: `RESULTS_PREFIX` + key + `.json`, or, when that would
@@ -70,8 +88,8 @@ pub fn result_key(results_prefix: &str, key: &str) -> String {
 
 /// Handles an S3 notification. Per-object image problems are written into that object's result;
 /// S3 failures fail the invocation so Lambda retries it (and then sends it to the on-failure destination).
-pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSummary> {
-    let s3 = service.s3().ok_or(Error::S3NotConfigured)?;
+pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSummary, TriggerError> {
+    let s3 = service.s3().ok_or(S3Error::NotConfigured)?;
     let cfg = s3.config();
     let mut summary = TriggerSummary::default();
     for record in event.records {
@@ -79,7 +97,8 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
         let key = match decode_key(&raw_key) {
             Ok(k) => k,
             Err(e) => {
-                summary.ignored.push(Ignored { key: raw_key, reason: e.to_string() });
+                let reason = format!("the key is not UTF-8 after decoding: {e}");
+                summary.ignored.push(Ignored { key: excerpt(&raw_key), reason });
                 continue;
             }
         };
@@ -103,7 +122,7 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
         // A deleted, oversized or unreadable upload gets a result saying so and is acknowledged;
         // other S3 failures fail the invocation (Lambda retries it).
         let DetectResponse { mut results, timing } = service.detect_object(&bucket, &key).await?;
-        let Some(result) = results.pop() else { return Err(Error::Internal("no result for an object".into())) };
+        let Some(result) = results.pop() else { continue }; // one result per object, always
         let out_key = result_key(&cfg.results_prefix, &key);
         let processed = Processed {
             bucket: bucket.clone(),
@@ -113,7 +132,7 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
             error: result.error.as_ref().map(|e| e.code.clone()),
         };
         let doc = TriggerResult { bucket: bucket.clone(), key, result, timing };
-        let body = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(&doc).map_err(TriggerError::Encode)?;
         s3.put_json(&bucket, &out_key, body).await?;
         tracing::info!(%bucket, key = %excerpt(&processed.key), result_key = %excerpt(&out_key), objects = processed.objects, "trigger result written");
         summary.processed.push(processed);

@@ -7,6 +7,7 @@ use objdet::api::BBox;
 use std::time::{Duration, Instant};
 
 use objdet::detector::{Detector, Input, Model, SessionKind, StageTimes};
+use objdet::error::Coded as _;
 
 /// (image, [(label, reference score)]).
 const REFERENCE: &[(&str, &[(&str, f32)])] = &[

@@ -205,6 +205,41 @@ async fn the_trigger_acknowledges_an_upload_s3_refuses_to_read() {
     assert!(!msg.contains("DisplayErrorContext") && !msg.contains("service error") && msg.len() < 200, "{msg}");
 }
 
+/// An S3 failure other than a missing or refused object (here: nothing listens at the endpoint)
+/// keeps the SDK's error as its cause, for the log, and sends none of it: the request's image
+/// says `s3_error` / "S3 GetObject failed"; the trigger fails the invocation (so Lambda retries)
+/// with the same code and message.
+#[tokio::test]
+async fn an_s3_failure_keeps_its_cause_and_sends_none_of_it() {
+    use objdet::error::Coded as _;
+    let dead = format!("http://127.0.0.1:{}", aws::free_port());
+    let config = Arc::new(common::config_with(&[("UPLOAD_BUCKET", BUCKET)]));
+    let s3 = S3Store::new(aws::client_for(&dead), config.s3.clone());
+    let svc = DetectService::new(common::detector(), Some(s3), config);
+
+    let body = json!({"s3": {"keys": ["uploads/a.jpg"]}}).to_string();
+    let mut event = aws::event("apigw-http-detect-s3.json");
+    event["body"] = json!(body);
+    event["isBase64Encoded"] = json!(false);
+    let (status, res) = invoke(&svc, &event).await;
+    assert_eq!(status, 200, "{res}");
+    let error = &res["results"][0]["error"];
+    assert_eq!(error["code"], "s3_error", "{res}");
+    assert_eq!(error["message"], "S3 GetObject failed", "{res}");
+
+    let mut event = aws::event("s3-put-upload.json");
+    event["Records"][0]["s3"]["object"]["key"] = json!("uploads/a.jpg");
+    let event: aws_lambda_events::s3::S3Event = serde_json::from_value(event).unwrap();
+    let err = trigger::handle(&svc, event).await.expect_err("an S3 failure fails the invocation");
+    assert_eq!(err.code(), "s3_error");
+    let cause = std::error::Error::source(&err).expect("the SDK error is kept as the cause");
+    let chain = objdet::error::chain(&err);
+    assert!(chain.len() > err.to_string().len() && chain.contains(&cause.to_string()), "{chain}");
+    let diagnostic = lambda_runtime::Diagnostic::from(err);
+    assert_eq!(diagnostic.error_type, "s3_error");
+    assert_eq!(diagnostic.error_message, "S3 GetObject failed");
+}
+
 /// S3-keys requests read only under `S3_READ_PREFIX` (default `UPLOADS_PREFIX`): IAM is no
 /// longer the only guard.
 #[tokio::test]

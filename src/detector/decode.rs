@@ -4,9 +4,11 @@
 use std::io::{Cursor, ErrorKind};
 
 use base64::Engine as _;
-use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use crate::error::{Error, Result};
+use crate::error::ImageError;
+
+type Result<T, E = ImageError> = std::result::Result<T, E>;
 
 /// An 8-bit RGB image, rows packed.
 #[derive(Debug, Clone, Default)]
@@ -40,10 +42,10 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>> {
 /// [`decode_base64`] into a reusable buffer (cleared first), so a worker allocates nothing per image.
 pub fn decode_base64_into(text: &[u8], out: &mut Vec<u8>) -> Result<()> {
     out.clear();
-    let text = std::str::from_utf8(text).map_err(|_| Error::InvalidBase64("not UTF-8 text".into()))?;
+    let text = std::str::from_utf8(text).map_err(ImageError::Base64NotText)?;
     let payload = strip_data_url(text);
     if payload.is_empty() {
-        return Err(Error::InvalidBase64("empty string".into()));
+        return Err(ImageError::Base64Empty);
     }
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
@@ -57,7 +59,7 @@ pub fn decode_base64_into(text: &[u8], out: &mut Vec<u8>) -> Result<()> {
     } else {
         engine.decode_vec(payload, out)
     };
-    result.map_err(|e| Error::InvalidBase64(e.to_string()))
+    result.map_err(ImageError::Base64)
 }
 
 /// One image format objdet reads.
@@ -105,16 +107,16 @@ impl Format {
 pub fn sniff_format(bytes: &[u8]) -> Result<ImageFormat> {
     match (Format::of_bytes(bytes), image::guess_format(bytes)) {
         (Some(f), _) => Ok(f.format),
-        (None, Ok(other)) => Err(Error::NotAnImage(format!("{other:?} images are not supported"))),
-        (None, Err(_)) if bytes.is_empty() => Err(Error::NotAnImage("empty data".into())),
-        (None, Err(_)) => Err(Error::NotAnImage(format!("unrecognised data (expected {FORMAT_NAMES})"))),
+        (None, Ok(other)) => Err(ImageError::UnsupportedFormat { format: format!("{other:?}") }),
+        (None, Err(_)) if bytes.is_empty() => Err(ImageError::Empty),
+        (None, Err(_)) => Err(ImageError::Unrecognised),
     }
 }
 
 /// Reads only the header: `(width, height)` before orientation.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
     sniff_format(bytes)?;
-    let size = imagesize::blob_size(bytes).map_err(|e| Error::NotAnImage(e.to_string()))?;
+    let size = imagesize::blob_size(bytes).map_err(|e| ImageError::Header(e.into()))?;
     let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     Ok((clamp(size.width), clamp(size.height)))
 }
@@ -134,7 +136,7 @@ impl Limits {
     pub fn check(&self, w: u64, h: u64) -> Result<()> {
         if w > u64::from(self.max_side) || h > u64::from(self.max_side) || w.saturating_mul(h) > self.max_pixels {
             let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-            return Err(Error::ImageTooLarge { width: clamp(w), height: clamp(h), limits: *self });
+            return Err(ImageError::TooLarge { width: clamp(w), height: clamp(h), limits: *self });
         }
         Ok(())
     }
@@ -168,7 +170,7 @@ pub fn decode_image_into(
     // The JPEG decoder fills missing scan data with grey instead of failing.
     if format == ImageFormat::Jpeg {
         check_jpeg_scan(bytes)?;
-        super::jpeg_scan::check(bytes).map_err(Error::TruncatedImage)?;
+        super::jpeg_scan::check(bytes).map_err(|reason| ImageError::TruncatedScan { reason })?;
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = image::Limits::default();
@@ -181,13 +183,13 @@ pub fn decode_image_into(
 
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
-        return Err(Error::NotAnImage(format!("image has no pixels ({w}x{h})")));
+        return Err(ImageError::NoPixels { width: w, height: h });
     }
     limits.check(u64::from(w), u64::from(h))?;
     admit(w, h)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     if decoder.color_type() == ColorType::Rgb8 && orientation == image::metadata::Orientation::NoTransforms {
-        let len = usize::try_from(decoder.total_bytes()).map_err(|_| Error::ImageTooLarge {
+        let len = usize::try_from(decoder.total_bytes()).map_err(|_| ImageError::TooLarge {
             width: w,
             height: h,
             limits: *limits,
@@ -214,7 +216,7 @@ pub fn decode_image_into(
 /// the decoder would paint the rest grey at the full frame's cost (a 633-byte file claiming
 /// 6000×6000 took 0.3 s of CPU).
 pub fn check_jpeg_scan(bytes: &[u8]) -> Result<()> {
-    let truncated = |msg: String| Err(Error::TruncatedImage(msg));
+    let truncated = |reason: String| Err(ImageError::TruncatedScan { reason });
     let mut pos = 2; // after SOI
     let mut blocks: Option<u64> = None;
     let scan_start = loop {
@@ -269,27 +271,26 @@ fn frame_blocks(sof: &[u8]) -> Option<u64> {
 }
 
 /// An error while reading the header: the data is not a usable image.
-fn header_error(e: ImageError, limits: &Limits) -> Error {
+fn header_error(e: image::ImageError, limits: &Limits) -> ImageError {
     match e {
-        ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
-            Error::TruncatedImage("the image header is cut short".into())
-        }
-        ImageError::Limits(_) => Error::ImageTooLarge { width: 0, height: 0, limits: *limits },
-        other => Error::NotAnImage(other.to_string()),
+        image::ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => ImageError::Truncated(io.into()),
+        image::ImageError::Limits(_) => ImageError::TooLarge { width: 0, height: 0, limits: *limits },
+        other => ImageError::Header(other.into()),
     }
 }
 
 /// An error after the header was accepted: the pixel data is cut short or corrupt.
-fn body_error(e: ImageError, w: u32, h: u32, limits: &Limits) -> Error {
+fn body_error(e: image::ImageError, w: u32, h: u32, limits: &Limits) -> ImageError {
     match e {
-        ImageError::Limits(_) => Error::ImageTooLarge { width: w, height: h, limits: *limits },
-        other => Error::TruncatedImage(other.to_string()),
+        image::ImageError::Limits(_) => ImageError::TooLarge { width: w, height: h, limits: *limits },
+        other => ImageError::Truncated(other.into()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Coded as _;
 
     const LIMITS: Limits = Limits { max_pixels: 40_000_000, max_side: 16_384 };
     const SMALL: Limits = Limits { max_pixels: 1 << 20, max_side: 16_384 };
@@ -311,7 +312,7 @@ mod tests {
         let mut seen = None;
         let err = decode_image_into(&jpeg, &LIMITS, &mut RgbImage::default(), |w, h| {
             seen = Some((w, h));
-            Err(Error::PixelBudgetExceeded { budget: 1 })
+            Err(ImageError::PixelBudgetExceeded { budget: 1 })
         })
         .unwrap_err();
         assert_eq!(seen, Some((64, 48)));

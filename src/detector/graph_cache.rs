@@ -19,7 +19,6 @@ use ort::value::{DynValue, Tensor};
 use prost::Message;
 
 use crate::config::DetectorConfig;
-use crate::error::{Error, Result};
 
 /// Where a session's graph comes from.
 #[derive(Debug, Clone)]
@@ -180,11 +179,12 @@ pub const WEIGHTS_FILE_ENTRY: &str = "session.optimized_model_external_initializ
 /// Where build `id` has ORT write the optimized graph (in a directory of its own), and the name of
 /// its weights file, unique to the build (so a published graph and its weights always match,
 /// whatever other processes publish meanwhile).
-pub fn build_paths(cfg: &DetectorConfig, id: &str) -> Result<(PathBuf, String)> {
-    let cache = cfg.optimized_model_path.as_ref().ok_or_else(|| Error::Internal("no cache path".into()))?;
-    let name = cache.file_name().ok_or_else(|| Error::Config("ORT_OPTIMIZED_MODEL_PATH has no file name".into()))?;
+pub fn build_paths(cfg: &DetectorConfig, id: &str) -> std::io::Result<(PathBuf, String)> {
+    let no_name = || std::io::Error::other("ORT_OPTIMIZED_MODEL_PATH names no file");
+    let cache = cfg.optimized_model_path.as_ref().ok_or_else(no_name)?;
+    let name = cache.file_name().ok_or_else(no_name)?;
     let dir = build_dir(cache, id);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Startup(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)?;
     Ok((dir.join(name), format!("{}.{id}.data", name.to_string_lossy())))
 }
 

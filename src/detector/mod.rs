@@ -26,7 +26,7 @@ use ort::value::TensorRef;
 
 use crate::api::{Object, ms_since};
 use crate::config::DetectorConfig;
-use crate::error::{Error, Result};
+use crate::error::{ImageError, StartupError};
 use decode::{Limits, RgbImage, decode_base64_into, decode_image_into};
 use preprocess::{INPUT_LEN, INPUT_SIZE, Preprocessor};
 
@@ -67,7 +67,7 @@ pub struct Detections {
 #[derive(Debug)]
 pub struct Outcome {
     /// Detections, or why there are none.
-    pub result: Result<Detections>,
+    pub result: Result<Detections, ImageError>,
     /// Where this image's time went.
     pub times: StageTimes,
     /// The session that ran it (`None` if it never reached one).
@@ -76,7 +76,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// An image that failed before reaching a session.
-    pub fn failed(e: Error) -> Self {
+    pub fn failed(e: ImageError) -> Self {
         Outcome { result: Err(e), times: StageTimes::default(), ran_on: None }
     }
 }
@@ -85,7 +85,7 @@ impl Outcome {
 ///
 /// Each image takes its width × height from the budget once its header is read and before its
 /// pixels are decoded; an image that no longer fits fails with
-/// [`Error::PixelBudgetExceeded`] and the others go on. This bounds the decoding CPU one request
+/// [`ImageError::PixelBudgetExceeded`] and the others go on. This bounds the decoding CPU one request
 /// can cost whatever its images' sizes and count.
 #[derive(Debug)]
 pub struct PixelBudget {
@@ -100,21 +100,21 @@ impl PixelBudget {
     }
 
     /// Takes `pixels` from the budget, or refuses without taking anything.
-    pub fn take(&self, pixels: u64) -> Result<()> {
+    pub fn take(&self, pixels: u64) -> Result<(), ImageError> {
         self.left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(pixels))
             .map(|_| ())
-            .map_err(|_| Error::PixelBudgetExceeded { budget: self.total })
+            .map_err(|_| ImageError::PixelBudgetExceeded { budget: self.total })
     }
 }
 
 /// Reads the labels file: one class name per line.
-pub fn load_labels(path: &std::path::Path) -> Result<Arc<[String]>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Startup(format!("cannot read labels {} (LABELS_PATH): {e}", path.display())))?;
+pub fn load_labels(path: &std::path::Path) -> Result<Arc<[String]>, StartupError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| StartupError::Labels { path: path.to_path_buf(), source })?;
     let labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
     if labels.is_empty() {
-        return Err(Error::Startup(format!("labels file {} is empty", path.display())));
+        return Err(StartupError::NoLabels(path.to_path_buf()));
     }
     Ok(labels.into())
 }
@@ -143,7 +143,7 @@ pub struct Model {
 
 impl Model {
     /// Loads one session of the configured model.
-    pub fn load(cfg: &DetectorConfig) -> Result<Self> {
+    pub fn load(cfg: &DetectorConfig) -> Result<Self, StartupError> {
         let labels = load_labels(&cfg.labels_path)?;
         let (source, _) = graph_cache::graph_sources(cfg);
         Self::with_parts(cfg, labels, &ort::session::builder::PrepackedWeights::new(), &source, runtime::Arena::Own)
@@ -155,10 +155,10 @@ impl Model {
         weights: &ort::session::builder::PrepackedWeights,
         source: &graph_cache::GraphSource,
         arena: runtime::Arena,
-    ) -> Result<Self> {
+    ) -> Result<Self, StartupError> {
         let session = runtime::session_in(cfg, weights, source, arena)?;
         let run_options = RunOptions::new()
-            .map_err(|e| Error::Startup(format!("run options: {e}")))?
+            .map_err(|source| StartupError::Options { what: "run options", source })?
             .with_outputs(OutputSelector::no_default().with(runtime::OUTPUT_NAME));
         Ok(Self {
             session,
@@ -176,7 +176,7 @@ impl Model {
     }
 
     /// Detects objects in one input, recording the time of each stage.
-    pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections> {
+    pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections, ImageError> {
         self.detect_on(SessionKind::Pool, input, None, times)
     }
 
@@ -193,7 +193,7 @@ impl Model {
         input: &Input,
         budget: Option<&PixelBudget>,
         times: &mut StageTimes,
-    ) -> Result<Detections> {
+    ) -> Result<Detections, ImageError> {
         let t = Instant::now();
         let mut rgb = std::mem::take(&mut self.rgb);
         let admit = |w: u32, h: u32| budget.map_or(Ok(()), |b| b.take(u64::from(w) * u64::from(h)));
@@ -215,11 +215,16 @@ impl Model {
     }
 
     /// Detects objects in already-decoded pixels.
-    pub fn detect_rgb(&mut self, img: &RgbImage, times: &mut StageTimes) -> Result<Detections> {
+    pub fn detect_rgb(&mut self, img: &RgbImage, times: &mut StageTimes) -> Result<Detections, ImageError> {
         self.detect_rgb_on(SessionKind::Pool, img, times)
     }
 
-    fn detect_rgb_on(&mut self, kind: SessionKind, img: &RgbImage, times: &mut StageTimes) -> Result<Detections> {
+    fn detect_rgb_on(
+        &mut self,
+        kind: SessionKind,
+        img: &RgbImage,
+        times: &mut StageTimes,
+    ) -> Result<Detections, ImageError> {
         let t = Instant::now();
         self.pre.run(img, &mut self.tensor)?;
         times.preprocess_ms = ms_since(t);
@@ -237,26 +242,22 @@ impl Model {
 
     /// The bare `session.run` on the current input tensor, returning the raw detection rows.
     /// (The benchmark times this against the whole pipeline.)
-    pub fn run_session(&mut self) -> Result<Vec<f32>> {
+    pub fn run_session(&mut self) -> Result<Vec<f32>, ImageError> {
         self.run_on(SessionKind::Pool)
     }
 
-    fn run_on(&mut self, kind: SessionKind) -> Result<Vec<f32>> {
+    fn run_on(&mut self, kind: SessionKind) -> Result<Vec<f32>, ImageError> {
         let shape = [1usize, INPUT_SIZE as usize, INPUT_SIZE as usize, 3];
-        let input = TensorRef::from_array_view((shape, self.tensor.as_slice()))
-            .map_err(|e| Error::Inference(format!("input tensor: {e}")))?;
+        let input = TensorRef::from_array_view((shape, self.tensor.as_slice())).map_err(ImageError::Inference)?;
         // The lead's pool session is `lead_pool`; every other session is `session`.
         let session = match (kind, self.lead_pool.as_mut()) {
             (SessionKind::Pool, Some(pool)) => pool,
             _ => &mut self.session,
         };
-        let outputs = session
-            .run_with_options(ort::inputs![input], &self.run_options)
-            .map_err(|e| Error::Inference(e.to_string()))?;
-        let value = outputs
-            .get(runtime::OUTPUT_NAME)
-            .ok_or_else(|| Error::Inference(format!("model returned no {}", runtime::OUTPUT_NAME)))?;
-        let (_, rows) = value.try_extract_tensor::<f32>().map_err(|e| Error::Inference(e.to_string()))?;
+        let outputs =
+            session.run_with_options(ort::inputs![input], &self.run_options).map_err(ImageError::Inference)?;
+        let value = outputs.get(runtime::OUTPUT_NAME).ok_or(ImageError::NoOutput(runtime::OUTPUT_NAME))?;
+        let (_, rows) = value.try_extract_tensor::<f32>().map_err(ImageError::Inference)?;
         Ok(rows.to_vec())
     }
 

@@ -29,7 +29,9 @@ use super::graph_cache::{self, GraphSource};
 use super::{Input, Model, Outcome, PixelBudget, StageTimes, load_labels, runtime};
 use crate::api::ms_since;
 use crate::config::DetectorConfig;
-use crate::error::{Error, Result};
+use crate::error::{ImageError, StartupError};
+
+type Result<T, E = StartupError> = std::result::Result<T, E>;
 
 /// With a solo session, the pool is built after the first answered image, as soon as images
 /// queue up, or after this long without requests, whichever comes first.
@@ -164,7 +166,7 @@ impl Detector {
         let env = runtime::environment(cfg.ort_dylib_path.as_deref());
         tracing::debug!(ms = ms_since(t), "ONNX Runtime loaded");
         let plan = match reader {
-            Some(reader) => reader.join().map_err(|_| Error::Internal("reading the graph cache panicked".into()))?,
+            Some(reader) => reader.join().map_err(|_| StartupError::ThreadExited("graph-cache reader"))?,
             None => graph_cache::plan(cfg),
         };
         env?;
@@ -206,7 +208,7 @@ impl Detector {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(Error::Startup("a worker exited while loading the model".into())),
+                Err(_) => return Err(StartupError::ThreadExited("worker")),
             }
         }
         for build in later {
@@ -264,7 +266,7 @@ impl Detector {
     }
 
     fn outcome(r: std::result::Result<Outcome, tokio::sync::oneshot::error::RecvError>) -> Outcome {
-        r.unwrap_or_else(|_| Outcome::failed(Error::Internal("the inference worker stopped".into())))
+        r.unwrap_or_else(|_| Outcome::failed(ImageError::WorkerStopped))
     }
 }
 
@@ -306,7 +308,7 @@ impl Builders {
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn(move || this.run(build, &cfg, &source, background, ready))
-            .map_err(|e| Error::Startup(format!("cannot start a worker thread: {e}")))?;
+            .map_err(StartupError::Thread)?;
         self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
         Ok(())
     }
@@ -368,7 +370,7 @@ impl Builders {
         // The first run of a session allocates its buffers and is ~40 % slower; with ORT_WARMUP
         // it is paid during start-up (e.g. provisioned concurrency) instead.
         if cfg.warmup {
-            model.run_session()?;
+            model.run_session().map_err(StartupError::Warmup)?;
         }
         Ok(Made::Model(Box::new(model)))
     }
@@ -387,7 +389,7 @@ impl Builders {
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn(move || serve(*model, false, &shared))
-            .map_err(|e| Error::Startup(format!("cannot start a worker thread: {e}")))?;
+            .map_err(StartupError::Thread)?;
         threads.push(handle);
         Ok(())
     }
@@ -421,7 +423,7 @@ fn serve(mut model: Model, lead: bool, shared: &Shared) {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             model.detect_on(kind, &job.input, job.budget.as_deref(), &mut times)
         }))
-        .unwrap_or_else(|_| Err(Error::Internal("the image decoder panicked".into())));
+        .unwrap_or_else(|_| Err(ImageError::DecoderPanicked));
         // Free before replying, so the caller's next image sees this session idle.
         shared.update(|s| s.queue.done(kind));
         let _ = job.reply.send(Outcome { result, times, ran_on: Some(kind) });

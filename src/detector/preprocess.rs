@@ -3,7 +3,9 @@
 use fast_image_resize as fr;
 
 use super::decode::RgbImage;
-use crate::error::{Error, Result};
+use crate::error::ImageError;
+
+type Result<T, E = ImageError> = std::result::Result<T, E>;
 
 /// Side of the square model input.
 pub const INPUT_SIZE: u32 = 512;
@@ -46,10 +48,8 @@ impl Preprocessor {
     /// Resizes `img` to 512×512 and writes it as f32 NHWC into `out` (`INPUT_LEN` elements).
     pub fn run(&mut self, img: &RgbImage, out: &mut [f32]) -> Result<()> {
         let src = fr::images::ImageRef::new(img.width, img.height, &img.pixels, fr::PixelType::U8x3)
-            .map_err(|e| Error::Internal(format!("resize source: {e}")))?;
-        self.resizer
-            .resize(&src, &mut self.resized, &self.options)
-            .map_err(|e| Error::Internal(format!("resize: {e}")))?;
+            .map_err(|e| ImageError::Resize(e.into()))?;
+        self.resizer.resize(&src, &mut self.resized, &self.options).map_err(|e| ImageError::Resize(e.into()))?;
         to_f32(self.resized.buffer(), out);
         Ok(())
     }
@@ -65,7 +65,7 @@ pub fn to_f32(pixels: &[u8], out: &mut [f32]) {
 /// The same resize with the `image` crate (triangle filter), kept for the benchmark comparison.
 pub fn resize_with_image(img: &RgbImage, out: &mut [f32]) -> Result<()> {
     let buf = image::RgbImage::from_raw(img.width, img.height, img.pixels.clone())
-        .ok_or_else(|| Error::Internal("pixel buffer does not match dimensions".into()))?;
+        .ok_or_else(|| ImageError::Resize("the pixel buffer does not match its dimensions".into()))?;
     let resized = image::imageops::resize(&buf, INPUT_SIZE, INPUT_SIZE, image::imageops::FilterType::Triangle);
     to_f32(resized.as_raw(), out);
     Ok(())

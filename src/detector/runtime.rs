@@ -9,38 +9,48 @@ use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 
 use super::graph_cache::{self, GraphSource};
 use crate::config::DetectorConfig;
-use crate::error::{Error, Result};
+use crate::error::StartupError;
+
+type Result<T, E = StartupError> = std::result::Result<T, E>;
+
+/// A failure cached for the process (the environment and the shared arena are made once).
+type Failed = (&'static str, Option<Arc<dyn std::error::Error + Send + Sync>>);
+
+fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
+    Some(Arc::new(e))
+}
+
+fn failed((reason, source): &Failed) -> StartupError {
+    StartupError::Runtime { reason: (*reason).to_string(), source: source.clone() }
+}
 
 /// Name of the model input.
 pub const INPUT_NAME: &str = "tower_0/images:0";
 /// The only output objdet asks ORT to compute.
 pub const OUTPUT_NAME: &str = "tower_0/detections";
 
-static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<std::result::Result<Environment, Failed>> = OnceLock::new();
 
 /// Loads the ONNX Runtime library from `path` (once per process) and returns the environment.
 ///
-/// A missing or incompatible library is an [`Error::Startup`], never a panic.
+/// A missing or incompatible library is a [`StartupError::Runtime`], never a panic.
 pub fn environment(path: Option<&Path>) -> Result<&'static Environment> {
     ENVIRONMENT
         .get_or_init(|| {
-            let path = path.ok_or_else(|| {
-                "ONNX Runtime library not found: run `make setup` or set ORT_DYLIB_PATH to libonnxruntime.so"
-                    .to_string()
-            })?;
+            let path =
+                path.ok_or(("library not found: run `make setup` or set ORT_DYLIB_PATH to libonnxruntime.so", None))?;
             if !path.exists() {
-                return Err(format!("ONNX Runtime library {} does not exist (ORT_DYLIB_PATH)", path.display()));
+                return Err(("the library ORT_DYLIB_PATH names does not exist", None));
             }
-            let builder =
-                ort::init_from(path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+            let builder = ort::init_from(path).map_err(|e| ("cannot load the library (ORT_DYLIB_PATH)", cause(e)))?;
             builder
                 .with_name("objdet")
                 .with_telemetry(false)
                 .build()
-                .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
+                .map_err(|e| ("cannot create the environment", cause(e)))
         })
         .as_ref()
-        .map_err(|e| Error::Startup(e.clone()))
+        .map_err(failed)
 }
 
 /// Where a session's activations live.
@@ -84,7 +94,7 @@ pub fn session_in(
     }
 }
 
-static SHARED_ARENA: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+static SHARED_ARENA: OnceLock<std::result::Result<(), Failed>> = OnceLock::new();
 
 /// Registers the environment's CPU arena (once per process) for [`Arena::Shared`] sessions, with
 /// ORT's defaults (the same BFC arena a session creates for itself).
@@ -94,7 +104,7 @@ fn register_shared_arena(env: &Environment) -> Result<()> {
             use ort::AsPointer;
             use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
             let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)
-                .map_err(|e| format!("memory info: {e}"))?;
+                .map_err(|e| ("cannot describe the shared arena", cause(e)))?;
             // SAFETY: both pointers are live ORT objects; a null arena config means ORT's defaults
             // (the same BFC arena a session creates for itself); ORT copies what it needs.
             unsafe {
@@ -102,10 +112,11 @@ fn register_shared_arena(env: &Environment) -> Result<()> {
                     (ort::api().CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), std::ptr::null());
                 ort::Error::result_from_status(status)
             }
-            .map_err(|e| format!("cannot register the shared ORT arena: {e}"))
+            .map_err(|e| ("cannot register the shared arena", cause(e)))
         })
-        .clone()
-        .map_err(Error::Startup)
+        .as_ref()
+        .map(|_| ())
+        .map_err(failed)
 }
 
 fn build_session(
@@ -119,15 +130,16 @@ fn build_session(
         register_shared_arena(env)?;
     }
     if !cfg.model_path.exists() {
-        return Err(Error::Startup(format!("model {} does not exist (MODEL_PATH)", cfg.model_path.display())));
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        return Err(StartupError::Model { path: cfg.model_path.clone(), source: missing.into() });
     }
-    let map = |e: ort::Error<_>| Error::Startup(format!("session options: {e}"));
+    let map = |e: ort::Error<_>| StartupError::Options { what: "session options", source: e.into() };
     let level = match source {
         GraphSource::Cached(_) => GraphOptimizationLevel::Disable,
         _ => GraphOptimizationLevel::All,
     };
     let mut builder = Session::builder(env)
-        .map_err(|e| Error::Startup(format!("session builder: {e}")))?
+        .map_err(|e| StartupError::Options { what: "session builder", source: e })?
         .with_optimization_level(level)
         .map_err(map)?
         .with_intra_threads(cfg.intra_threads)
@@ -156,7 +168,7 @@ fn build_session(
             cached.graph.clone()
         }
         GraphSource::ModelSavingTo(id) => {
-            let (graph, weights_file) = graph_cache::build_paths(cfg, id)?;
+            let (graph, weights_file) = graph_cache::build_paths(cfg, id).map_err(StartupError::Cache)?;
             builder = builder
                 .with_optimized_model_path(graph)
                 .map_err(map)?
@@ -169,7 +181,7 @@ fn build_session(
     let t = std::time::Instant::now();
     let session = builder
         .commit_from_file(&model_file)
-        .map_err(|e| Error::Startup(format!("cannot load model {}: {e}", model_file.display())))?;
+        .map_err(|e| StartupError::Model { path: model_file.clone(), source: Box::new(e) })?;
     tracing::debug!(ms = crate::api::ms_since(t), source = source.name(), "session created");
     if let GraphSource::ModelSavingTo(id) = source {
         graph_cache::publish(cfg, id);
@@ -177,10 +189,8 @@ fn build_session(
     let has_input = session.inputs().iter().any(|i| i.name() == INPUT_NAME);
     let has_output = session.outputs().iter().any(|o| o.name() == OUTPUT_NAME);
     if !has_input || !has_output {
-        return Err(Error::Startup(format!(
-            "model {} lacks input {INPUT_NAME} or output {OUTPUT_NAME}",
-            cfg.model_path.display()
-        )));
+        let reason = format!("the model lacks input {INPUT_NAME} or output {OUTPUT_NAME}");
+        return Err(StartupError::Model { path: cfg.model_path.clone(), source: reason.into() });
     }
     Ok(session)
 }

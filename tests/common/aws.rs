@@ -84,14 +84,7 @@ impl Moto {
 
     /// An S3 client for this server (path-style, static test credentials).
     pub fn client(&self) -> Client {
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
-            .force_path_style(true)
-            .build();
-        Client::from_conf(conf)
+        client_for(&self.endpoint)
     }
 
     /// Environment that points objdet's default AWS config chain at this server.
@@ -219,6 +212,18 @@ fn serde_urlencoded_form(pairs: &[(&str, &str)]) -> String {
 }
 
 /// Creates `bucket` (ignoring "already exists").
+/// An S3 client for `endpoint` (path-style, static test credentials).
+pub fn client_for(endpoint: &str) -> Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+        .force_path_style(true)
+        .build();
+    Client::from_conf(conf)
+}
+
 pub async fn create_bucket(client: &Client, bucket: &str) {
     let _ = client.create_bucket().bucket(bucket).send().await;
 }
