@@ -53,7 +53,7 @@ bench: setup ## stage timings vs bare session.run, thread layouts, Python refere
 
 int8-experiment: ## optional int8 variants vs fp32 (agreement and speed); none met the targets here
 	@scripts/setup.sh int8
-	.cache/int8/bin/python bench/int8/quantize_eval.py
+	.cache/int8/bin/python python/int8/quantize_eval.py
 
 load-test: setup ## closed-loop load at 1, 2, 4, 8 concurrent clients against objdet serve
 	$(CARGO) bench --bench load

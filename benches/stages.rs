@@ -5,7 +5,7 @@
 //!    comparison, `image`'s resize), inference, postprocess, JSON encode, next to the bare
 //!    `session.run` time in the same run (1 intra-op thread and all cores);
 //! 2. `objdet serve` in three thread layouts (N sessions × 1 thread with and without the solo
-//!    session, 1 session × N threads) and the Python reference service (bench/python_ref), on a
+//!    session, 1 session × N threads) and the Python reference service (python/reference), on a
 //!    1-image request and 40-, 50- and 200-image JSON requests of the original study's ~0.22 MB
 //!    images: client and server time per image, over the floor;
 //! 3. cold start: process start → first answered 1-image request (with and without the solo
@@ -21,12 +21,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use base64::Engine as _;
-use objdet::api::ms_since;
 use objdet::config::Config;
 use objdet::detector::decode::decode_image;
 use objdet::detector::postprocess::postprocess;
 use objdet::detector::preprocess::{INPUT_LEN, Preprocessor, resize_with_image};
 use objdet::detector::{Model, load_labels};
+use objdet::telemetry::ms_since;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -143,7 +143,7 @@ impl Server {
         Server::spawn(cmd)
     }
 
-    /// The Python reference service (bench/python_ref/app.py), installed by `scripts/setup.sh pyref`.
+    /// The Python reference service (python/reference/app.py), installed by `scripts/setup.sh pyref`.
     fn python() -> Option<Server> {
         let py = root().join(".cache/pyref/bin/python");
         if !py.exists() {
@@ -151,7 +151,7 @@ impl Server {
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let mut cmd = Command::new(py);
-        cmd.arg(root().join("bench/python_ref/app.py")).arg(port.to_string());
+        cmd.arg(root().join("python/reference/app.py")).arg(port.to_string());
         Some(Server::spawn(cmd))
     }
 
@@ -317,7 +317,8 @@ fn main() {
     // The original study's images: ~0.22 MB each (a deterministic set made from the fixtures).
     let data_dir = root().join("target/bench-data");
     if !data_dir.join(format!("img-{:03}.jpg", batch - 1)).exists() {
-        objdet::bench::dataset::make(&root().join("tests/fixtures/images"), batch, &data_dir, 0.218).expect("dataset");
+        objdet::offload::dataset::make(&root().join("tests/fixtures/images"), batch, &data_dir, 0.218)
+            .expect("dataset");
     }
     let images: Vec<Vec<u8>> =
         (0..batch).map(|i| std::fs::read(data_dir.join(format!("img-{i:03}.jpg"))).unwrap()).collect();

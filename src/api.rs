@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorBody;
+use crate::detector::Outcome;
+pub use crate::detector::postprocess::{BBox, Object};
+use crate::error::{Coded as _, ErrorBody};
 
 /// S3-keys mode: detect objects already uploaded to S3.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,49 +52,6 @@ pub struct Upload {
     pub expires_in: u64,
 }
 
-/// A box in original-image pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct BBox {
-    /// Left.
-    pub x1: f32,
-    /// Top.
-    pub y1: f32,
-    /// Right.
-    pub x2: f32,
-    /// Bottom.
-    pub y2: f32,
-}
-
-impl BBox {
-    /// Area in square pixels (0 for degenerate boxes).
-    pub fn area(&self) -> f32 {
-        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
-    }
-
-    /// Intersection over union with `other`.
-    pub fn iou(&self, other: &BBox) -> f32 {
-        let iw = (self.x2.min(other.x2) - self.x1.max(other.x1)).max(0.0);
-        let ih = (self.y2.min(other.y2) - self.y1.max(other.y1)).max(0.0);
-        let inter = iw * ih;
-        let union = self.area() + other.area() - inter;
-        if union <= 0.0 { 0.0 } else { inter / union }
-    }
-}
-
-/// One detected object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Object {
-    /// COCO class name.
-    pub label: String,
-    /// COCO-80 class index.
-    pub class_id: u32,
-    /// Confidence 0..1.
-    pub score: f32,
-    /// Box in original-image pixels.
-    #[serde(rename = "box")]
-    pub bbox: BBox,
-}
-
 /// The result for one image. On a per-image failure `error` is set and `objects` is empty.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageResult {
@@ -112,6 +71,19 @@ pub struct ImageResult {
     /// Why this image has no detections, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+}
+
+impl ImageResult {
+    /// One image's outcome as its result: detections, or the error with empty objects.
+    pub fn of(name: String, outcome: Outcome) -> ImageResult {
+        let decode_ms = outcome.times.decode_ms + outcome.times.preprocess_ms;
+        let (width, height, objects, error) = match outcome.result {
+            Ok(d) => (Some(d.width), Some(d.height), d.objects, None),
+            Err(e) => (None, None, vec![], Some(e.body())),
+        };
+        let inference_ms = if error.is_none() { outcome.times.inference_ms } else { 0.0 };
+        ImageResult { name, width, height, objects, inference_ms, decode_ms, error }
+    }
 }
 
 /// Per-request timing, in milliseconds (also sent as a `Server-Timing` header).
@@ -190,24 +162,4 @@ pub struct TriggerResult {
     pub result: ImageResult,
     /// Timing of this detection.
     pub timing: Timing,
-}
-
-/// Milliseconds elapsed since `t`.
-pub fn ms_since(t: std::time::Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iou_of_known_boxes() {
-        let a = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
-        let b = BBox { x1: 5.0, y1: 0.0, x2: 15.0, y2: 10.0 };
-        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
-        assert_eq!(a.iou(&a), 1.0);
-        let far = BBox { x1: 20.0, y1: 20.0, x2: 30.0, y2: 30.0 };
-        assert_eq!(a.iou(&far), 0.0);
-    }
 }

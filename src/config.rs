@@ -148,7 +148,7 @@ pub struct Config {
     /// bounds this bounds the memory all clients together can make the server hold.
     pub max_concurrent_requests: usize,
     /// `MAX_REQUEST_PIXELS` (1,000,000,000): pixels all images of one request may decode in total
-    /// (about 8 s of decoding on one core); images past it fail with `pixel_budget_exceeded`.
+    /// (seconds of decoding, docs/reliability.md); images past it fail with `pixel_budget_exceeded`.
     pub max_request_pixels: u64,
     /// `LAMBDA_REQUEST_TIMEOUT_SECS` (25, under API Gateway's 30): deadline of a request behind
     /// API Gateway.

@@ -5,14 +5,14 @@
 //! [`lambda`] and [`trigger`] are thin front doors around it.
 
 pub mod api;
-#[cfg(feature = "cli")]
-pub mod bench;
 pub mod body_scanner;
 pub mod config;
 pub mod detector;
 pub mod error;
 pub mod lambda;
 pub mod memory;
+#[cfg(feature = "cli")]
+pub mod offload;
 pub mod s3;
 pub mod server;
 pub mod service;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use objdet::bench::client::{self, Image, Link, Mode, Remote};
-use objdet::bench::{self, BenchOptions, Target, advise};
 use objdet::detector::Input;
+use objdet::offload::client::{self, Image, Link, Mode, Remote};
+use objdet::offload::{self, BenchOptions, Target, advise};
 use objdet::service::Arrival;
 use objdet::{Config, DetectService, server, telemetry};
 
@@ -81,7 +81,7 @@ enum Command {
         #[arg(long, default_value = "tests/fixtures/images")]
         images: PathBuf,
         /// Batch sizes.
-        #[arg(long, value_delimiter = ',', default_values_t = bench::DEFAULT_SIZES.to_vec())]
+        #[arg(long, value_delimiter = ',', default_values_t = offload::DEFAULT_SIZES.to_vec())]
         sizes: Vec<usize>,
         /// Repeats per size (p50/p95 columns when > 1).
         #[arg(long, default_value_t = 1)]
@@ -203,21 +203,21 @@ async fn main() -> anyhow::Result<()> {
                 link: Link { uplink_mbps, rtt_ms },
                 progress: !quiet,
             };
-            let rows = bench::run(&opts, Arc::new(config)).await?;
+            let rows = offload::run(&opts, Arc::new(config)).await?;
             if rows.is_empty() {
                 bail!("no batch succeeded");
             }
-            bench::csv::append(&out, &rows)?;
-            println!("{}", bench::summary(&rows));
+            offload::csv::append(&out, &rows)?;
+            println!("{}", offload::summary(&rows));
             println!("appended {} rows to {}", rows.len(), out.display());
         }
         Command::Plot { csv, out } => {
-            let rows = bench::csv::read(&csv)?;
-            let n = bench::plot::plot(&rows, &out)?;
+            let rows = offload::csv::read(&csv)?;
+            let n = offload::plot::plot(&rows, &out)?;
             println!("wrote {} with {n} series", out.display());
         }
         Command::Dataset { from, count, out, avg_mb } => {
-            let s = bench::dataset::make(&from, count, &out, avg_mb)?;
+            let s = offload::dataset::make(&from, count, &out, avg_mb)?;
             println!(
                 "wrote {} images to {}: {:.1} MB, {:.3} MB per image",
                 s.count,
@@ -227,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Advise { from, payload_mb, uplink_mbps, memory_mb } => {
-            let rows = bench::csv::read(&from)?;
+            let rows = offload::csv::read(&from)?;
             let (text, ok) = advise::report(&rows, payload_mb, uplink_mbps, memory_mb);
             println!("{text}");
             if !ok {
@@ -263,7 +263,7 @@ async fn detect(
         Offload::Always => true,
         Offload::Auto => {
             let profile = profile.context("--offload auto needs --profile results.csv")?;
-            let rows = bench::csv::read(&profile)?;
+            let rows = offload::csv::read(&profile)?;
             let fits: Vec<advise::Fit> =
                 advise::fit_all(&rows, None).into_iter().filter_map(|f| f.ok()).filter(|f| f.usable()).collect();
             let local = fits.iter().find(|f| f.mode == "local");
@@ -297,7 +297,7 @@ async fn detect(
     } else {
         let service = DetectService::from_config(config).await?;
         let items = images.into_iter().map(|i| (i.name, Input::Image(i.bytes))).collect();
-        let arrival = Arrival { start, receive_ms: objdet::api::ms_since(start), payload_bytes: payload as u64 };
+        let arrival = Arrival { start, receive_ms: objdet::telemetry::ms_since(start), payload_bytes: payload as u64 };
         Ok(service.detect_inputs(items, arrival).await?)
     }
 }

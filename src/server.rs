@@ -22,10 +22,11 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 
-use crate::api::{DetectResponse, UploadsRequest, ms_since};
+use crate::api::{DetectResponse, UploadsRequest};
 use crate::config::{Config, ServerConfig};
 use crate::error::{Coded, ErrorResponse, RequestError, excerpt};
 use crate::service::{Arrival, DetectService};
+use crate::telemetry::ms_since;
 
 /// Largest body accepted by `POST /api/uploads` (it only carries a count and a content type).
 const UPLOADS_BODY_LIMIT: usize = 64 * 1024;
@@ -390,7 +391,7 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, limits: Se
 ///
 /// The shutdown deadline must hold for the whole process, and some work cannot be cut short: a
 /// pool session being built in the background, at idle priority, is inside ONNX Runtime until it
-/// is done (on a busy machine that took more than 10 s). Joining it would make shutdown as long as
+/// is done (docs/reliability.md, finding 6). Joining it would make shutdown as long as
 /// it; a normal `exit` would run ONNX Runtime's static destructors under it and crash. Nothing of
 /// the server's needs tearing down: connections are closed or abandoned by then, and the kernel
 /// frees the rest.

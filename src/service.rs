@@ -7,11 +7,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::api::{DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse, ms_since};
+use crate::api::{DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse};
 use crate::config::Config;
 use crate::detector::{Detector, Input, Outcome, PixelBudget};
 use crate::error::{Coded as _, RequestError, StartupError};
 use crate::s3::{S3Error, S3Store};
+use crate::telemetry::ms_since;
 
 type Result<T, E = RequestError> = std::result::Result<T, E>;
 
@@ -275,7 +276,15 @@ impl DetectService {
     }
 
     fn respond(&self, items: Vec<(String, Outcome)>, arrival: Arrival, s3_fetch_ms: Option<f64>) -> DetectResponse {
-        let results: Vec<ImageResult> = items.into_iter().map(|(name, outcome)| to_result(name, outcome)).collect();
+        let results: Vec<ImageResult> = items
+            .into_iter()
+            .map(|(name, outcome)| {
+                if let Err(e) = &outcome.result {
+                    tracing::info!(image = %crate::error::excerpt(&name), code = e.code(), error = %e.message(), "image failed");
+                }
+                ImageResult::of(name, outcome)
+            })
+            .collect();
         let timing =
             Timing::of(&results, arrival.payload_bytes, arrival.receive_ms, s3_fetch_ms, ms_since(arrival.start));
         DetectResponse { results, timing }
@@ -300,34 +309,6 @@ impl DetectService {
         };
         let arrival = Arrival { start, receive_ms: 0.0, payload_bytes };
         Ok(self.respond(vec![(key.to_string(), outcome)], arrival, Some(s3_fetch_ms)))
-    }
-}
-
-/// One outcome as the wire's per-image result.
-fn to_result(name: String, outcome: Outcome) -> ImageResult {
-    let decode_ms = outcome.times.decode_ms + outcome.times.preprocess_ms;
-    match outcome.result {
-        Ok(d) => ImageResult {
-            name,
-            width: Some(d.width),
-            height: Some(d.height),
-            objects: d.objects,
-            inference_ms: outcome.times.inference_ms,
-            decode_ms,
-            error: None,
-        },
-        Err(e) => {
-            tracing::info!(image = %crate::error::excerpt(&name), code = e.code(), error = %e.message(), "image failed");
-            ImageResult {
-                name,
-                width: None,
-                height: None,
-                objects: vec![],
-                inference_ms: 0.0,
-                decode_ms,
-                error: Some(e.body()),
-            }
-        }
     }
 }
 

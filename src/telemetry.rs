@@ -15,3 +15,8 @@ pub fn init(json: bool) {
         builder.compact().try_init()
     };
 }
+
+/// Milliseconds elapsed since `t`.
+pub fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use common::aws::{self, BUCKET, Moto};
-use objdet::bench::csv::{COLUMNS, Row, read};
+use objdet::offload::csv::{COLUMNS, Row, read};
 
 fn objdet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_objdet"));
@@ -139,11 +139,13 @@ fn uplink_emulation_paces_the_request() {
     let r = &read(&csv).unwrap()[0];
     assert_eq!(r.uplink_mbps, Some(16.0));
     assert_eq!(r.rtt_ms, Some(40.0));
-    // 16 Mbit/s = 2 MB/s: both the server-measured and the client-side rates sit near it.
+    // 16 Mbit/s = 2 MB/s: neither the server-measured nor the client-side rate passes it (unpaced,
+    // loopback runs at hundreds of MB/s). Below it only a loaded machine's slowness: the lower
+    // bound is loose so that a busy CI machine does not fail a correct pacer.
     let server_rate = r.transfer_mb_s.unwrap();
     let client_rate = r.client_mb_s.unwrap();
-    assert!((1.5..2.3).contains(&server_rate), "server-measured {server_rate} MB/s");
-    assert!((1.5..2.3).contains(&client_rate), "client-side {client_rate} MB/s");
+    assert!((0.3..2.3).contains(&server_rate), "server-measured {server_rate} MB/s");
+    assert!((0.3..2.3).contains(&client_rate), "client-side {client_rate} MB/s");
     assert!(r.round_trip_s >= r.payload_mb / 2.0, "{r:?}");
 }
 
@@ -233,7 +235,7 @@ fn synthetic(dir: &Path, sizes: &[usize]) -> (PathBuf, f64) {
         }
     }
     let p = dir.join("synthetic.csv");
-    objdet::bench::csv::append(&p, &rows).unwrap();
+    objdet::offload::csv::append(&p, &rows).unwrap();
     let s = raw_total / n_total;
     // local(M) = 0.05 + (0.5/s)·M ; remote(M) = 1.0 + (0.125·4/3 + 0.04/s)·M   (M = MB of image data)
     let expected = (1.0 - 0.05) / (0.5 / s - (0.125 * 4.0 / 3.0 + 0.04 / s));
@@ -305,7 +307,7 @@ fn plot_writes_a_png_with_one_series_per_location_and_mode() {
     }
     rows.extend(extra.into_iter().filter(|r| r.location == "cloud"));
     let csv3 = dir.join("three.csv");
-    objdet::bench::csv::append(&csv3, &rows).unwrap();
+    objdet::offload::csv::append(&csv3, &rows).unwrap();
     let png = dir.join("fig.png");
     let out = ok(objdet().arg("plot").arg(&csv3).arg("--out").arg(&png).output().unwrap());
     assert!(out.contains("with 3 series"), "{out}");

@@ -213,8 +213,7 @@ pub fn decode_image_into(
 /// first start-of-scan, and the bytes between them must hold at least one bit per 8×8 block of
 /// every component. Huffman coding (the only kind decoded) spends at least one bit on each block's
 /// DC coefficient, in baseline and progressive scans alike, so less data cannot fill the frame:
-/// the decoder would paint the rest grey at the full frame's cost (a 633-byte file claiming
-/// 6000×6000 took 0.3 s of CPU).
+/// the decoder would paint the rest grey at the full frame's cost (docs/reliability.md, finding 4).
 pub fn check_jpeg_scan(bytes: &[u8]) -> Result<()> {
     let truncated = |reason: String| Err(ImageError::TruncatedScan { reason });
     let mut pos = 2; // after SOI

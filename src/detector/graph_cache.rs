@@ -122,7 +122,7 @@ pub fn plan(cfg: &DetectorConfig) -> Plan {
         let t = std::time::Instant::now();
         match read_weights(cache) {
             Ok(weights) => {
-                tracing::debug!(ms = crate::api::ms_since(t), tensors = weights.len(), "cached weights read");
+                tracing::debug!(ms = crate::telemetry::ms_since(t), tensors = weights.len(), "cached weights read");
                 return Plan::Read { graph: cache.clone(), weights };
             }
             Err(e) => {

@@ -24,10 +24,11 @@ use bytes::Bytes;
 use ort::session::{OutputSelector, RunOptions, Session};
 use ort::value::TensorRef;
 
-use crate::api::{Object, ms_since};
 use crate::config::DetectorConfig;
 use crate::error::{ImageError, StartupError};
+use crate::telemetry::ms_since;
 use decode::{Limits, RgbImage, decode_base64_into, decode_image_into};
+pub use postprocess::{BBox, Object};
 use preprocess::{INPUT_LEN, INPUT_SIZE, Preprocessor};
 
 /// The bytes of one image to detect on.

@@ -27,9 +27,9 @@ use ort::session::builder::PrepackedWeights;
 use super::dispatch::{Queue, SessionKind};
 use super::graph_cache::{self, GraphSource};
 use super::{Input, Model, Outcome, PixelBudget, StageTimes, load_labels, runtime};
-use crate::api::ms_since;
 use crate::config::DetectorConfig;
 use crate::error::{ImageError, StartupError};
+use crate::telemetry::ms_since;
 
 type Result<T, E = StartupError> = std::result::Result<T, E>;
 
@@ -367,7 +367,7 @@ impl Builders {
             return runtime::session_in(&cfg, &self.weights, source, arena).map(Made::Session);
         }
         let mut model = Model::with_parts(&cfg, self.labels.clone(), &self.weights, source, arena)?;
-        // The first run of a session allocates its buffers and is ~40 % slower; with ORT_WARMUP
+        // The first run of a session allocates its buffers and is slower; with ORT_WARMUP
         // it is paid during start-up (e.g. provisioned concurrency) instead.
         if cfg.warmup {
             model.run_session().map_err(StartupError::Warmup)?;

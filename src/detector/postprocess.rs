@@ -2,10 +2,53 @@
 //! clamping, and class-agnostic non-maximum suppression.
 
 use super::preprocess::INPUT_SIZE;
-use crate::api::{BBox, Object};
+use serde::{Deserialize, Serialize};
 
 /// Values per detection row: `x1, y1, x2, y2, score, class`.
 pub const ROW_LEN: usize = 6;
+
+/// A box in original-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BBox {
+    /// Left.
+    pub x1: f32,
+    /// Top.
+    pub y1: f32,
+    /// Right.
+    pub x2: f32,
+    /// Bottom.
+    pub y2: f32,
+}
+
+impl BBox {
+    /// Area in square pixels (0 for degenerate boxes).
+    pub fn area(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
+    }
+
+    /// Intersection over union with `other`.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let iw = (self.x2.min(other.x2) - self.x1.max(other.x1)).max(0.0);
+        let ih = (self.y2.min(other.y2) - self.y1.max(other.y1)).max(0.0);
+        let inter = iw * ih;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+}
+
+/// One detected object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Object {
+    /// COCO class name.
+    pub label: String,
+    /// COCO-80 class index.
+    pub class_id: u32,
+    /// Confidence 0..1.
+    pub score: f32,
+    /// Box in original-image pixels.
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+}
 
 /// Turns `tower_0/detections` rows into objects in original-image pixels, best first.
 pub fn postprocess(
@@ -56,6 +99,16 @@ pub fn nms(sorted: Vec<Object>, iou: f32) -> Vec<Object> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iou_of_known_boxes() {
+        let a = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
+        let b = BBox { x1: 5.0, y1: 0.0, x2: 15.0, y2: 10.0 };
+        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
+        assert_eq!(a.iou(&a), 1.0);
+        let far = BBox { x1: 20.0, y1: 20.0, x2: 30.0, y2: 30.0 };
+        assert_eq!(a.iou(&far), 0.0);
+    }
 
     fn labels() -> Vec<String> {
         vec!["person".into(), "bicycle".into()]

@@ -60,7 +60,7 @@ pub enum Arena {
     Own,
     /// The one ORT arena registered in the environment, shared with the other `Shared` session.
     /// Only for sessions that never run at the same time (the lead worker's solo and pool
-    /// sessions): their activations then take the memory of one (41 MB less peak RSS, measured).
+    /// sessions): their activations then take the memory of one (docs/performance.md).
     Shared,
 }
 
@@ -152,7 +152,7 @@ fn build_session(
         .map_err(map)?
         .with_prepacked_weights(weights)
         .map_err(map)?
-        // ORT's memory pattern: same speed, 55 MB more with two sessions (docs/performance.md).
+        // ORT's memory pattern: never faster here, and more memory (docs/performance.md).
         .with_memory_pattern(false)
         .map_err(map)?
         .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(true).build()])
@@ -182,7 +182,7 @@ fn build_session(
     let session = builder
         .commit_from_file(&model_file)
         .map_err(|e| StartupError::Model { path: model_file.clone(), source: Box::new(e) })?;
-    tracing::debug!(ms = crate::api::ms_since(t), source = source.name(), "session created");
+    tracing::debug!(ms = crate::telemetry::ms_since(t), source = source.name(), "session created");
     if let GraphSource::ModelSavingTo(id) = source {
         graph_cache::publish(cfg, id);
     }
