@@ -130,9 +130,47 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
 }
 
+/// A bearer token, compared in constant time and never printed.
+#[derive(Clone)]
+pub struct ApiToken(std::sync::Arc<[u8; 32]>);
+
+impl ApiToken {
+    /// The token `secret` (at least 16 bytes: a guessable token is no control).
+    pub fn new(secret: &str) -> Result<Self> {
+        if secret.len() < 16 {
+            return Err(ConfigError::Invalid("API_TOKEN must be at least 16 characters".into()));
+        }
+        Ok(Self(std::sync::Arc::new(sha256(secret.as_bytes()))))
+    }
+
+    /// Whether `presented` is the token. Both are hashed first, so the comparison takes the same
+    /// time whatever their lengths and wherever they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(sha256(presented).ct_eq(&self.0[..]))
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(…)")
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `API_TOKEN` (none): the bearer token `objdet serve` requires on every route that does
+    /// work (`/api/*`). Without it the server refuses to listen beyond loopback unless
+    /// `ALLOW_UNAUTHENTICATED=true` says so explicitly.
+    pub api_token: Option<ApiToken>,
+    /// `ALLOW_UNAUTHENTICATED` (false): serve `/api/*` without a token on a non-loopback address.
+    pub allow_unauthenticated: bool,
     /// `HOST` (127.0.0.1): address `objdet serve` binds.
     pub host: String,
     /// `PORT` (5000): port `objdet serve` binds.
@@ -230,6 +268,8 @@ impl Config {
         };
 
         let cfg = Config {
+            api_token: get("API_TOKEN").map(|t| ApiToken::new(&t)).transpose()?,
+            allow_unauthenticated: flag("ALLOW_UNAUTHENTICATED", get("ALLOW_UNAUTHENTICATED"))?,
             host: get("HOST").unwrap_or_else(|| "127.0.0.1".into()),
             port: num("PORT", get("PORT"), 5000)?,
             max_body_bytes: num("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES)?,

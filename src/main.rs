@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use objdet::detector::Input;
+use objdet::offload::auth::AuthArgs;
 use objdet::offload::client::{self, Image, Link, Mode, Remote};
 use objdet::offload::{self, BenchOptions, Target, advise};
 use objdet::service::Arrival;
@@ -68,6 +69,8 @@ enum Command {
         /// Pretty-print the JSON.
         #[arg(long)]
         pretty: bool,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Measure a target like the original study: batches of 1..200 images, one CSV row per batch.
     Bench {
@@ -104,6 +107,8 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Draw execution time and average inference time vs number of images from a results CSV.
     Plot {
@@ -160,9 +165,22 @@ async fn main() -> anyhow::Result<()> {
             if let Some(p) = port {
                 config.port = p;
             }
+            let loopback =
+                config.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || config.host == "localhost";
+            anyhow::ensure!(
+                config.api_token.is_some() || loopback || config.allow_unauthenticated,
+                "refusing to serve /api/* without a token on {}: set API_TOKEN (the clients send it as \
+                 `Authorization: Bearer`), or ALLOW_UNAUTHENTICATED=true to serve it open",
+                config.host
+            );
             let config = Arc::new(config);
             let service = DetectService::from_config(config.clone()).await?;
-            let router = server::app(service, server::RequestLimits::server(&config));
+            let mut router = server::app(service, server::RequestLimits::server(&config));
+            if let Some(token) = config.api_token.clone() {
+                router = server::require_token(router, token);
+            } else if !loopback {
+                tracing::warn!(host = %config.host, "serving /api/* without authentication (ALLOW_UNAUTHENTICATED)");
+            }
             let addr = format!("{}:{}", config.host, config.port);
             let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot bind {addr}"))?;
             let local = listener.local_addr()?;
@@ -183,12 +201,25 @@ async fn main() -> anyhow::Result<()> {
                 .context("health check request")?;
             anyhow::ensure!(res.status().is_success(), "health check answered {}", res.status());
         }
-        Command::Detect { files, endpoint, offload, profile, profile_location, pretty } => {
-            let response = detect(Arc::new(config), files, endpoint, offload, profile, profile_location).await?;
+        Command::Detect { files, endpoint, offload, profile, profile_location, pretty, auth } => {
+            let response = detect(Arc::new(config), files, endpoint, offload, profile, profile_location, auth).await?;
             let out = if pretty { serde_json::to_string_pretty(&response)? } else { serde_json::to_string(&response)? };
             println!("{out}");
         }
-        Command::Bench { target, mode, images, sizes, repeat, label, out, concurrency, uplink_mbps, rtt_ms, quiet } => {
+        Command::Bench {
+            target,
+            mode,
+            images,
+            sizes,
+            repeat,
+            label,
+            out,
+            concurrency,
+            uplink_mbps,
+            rtt_ms,
+            quiet,
+            auth,
+        } => {
             if repeat == 0 || sizes.is_empty() || sizes.contains(&0) {
                 bail!("--repeat and every --sizes entry must be at least 1");
             }
@@ -202,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
                 concurrency: concurrency.max(1),
                 link: Link { uplink_mbps, rtt_ms },
                 progress: !quiet,
+                auth,
             };
             let rows = offload::run(&opts, Arc::new(config)).await?;
             if rows.is_empty() {
@@ -247,6 +279,7 @@ async fn detect(
     offload: Option<Offload>,
     profile: Option<PathBuf>,
     profile_location: Option<String>,
+    auth: AuthArgs,
 ) -> anyhow::Result<objdet::api::DetectResponse> {
     let start = std::time::Instant::now();
     let mut images = Vec::with_capacity(files.len());
@@ -291,7 +324,7 @@ async fn detect(
     };
     if go_remote {
         let endpoint = endpoint.context("offloading needs --endpoint URL")?;
-        let remote = Remote::new(&endpoint, Link::default(), 4)?;
+        let remote = Remote::new(&endpoint, Link::default(), 4)?.with_auth(auth.resolve(&endpoint).await?);
         eprintln!("objdet: sending {} images to {endpoint} ({})", images.len(), remote_mode.as_str());
         Ok(remote.detect(&images, remote_mode).await?.response)
     } else {

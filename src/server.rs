@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use crate::api::{DetectResponse, UploadsRequest};
-use crate::config::{Config, ServerConfig};
+use crate::config::{ApiToken, Config, ServerConfig};
 use crate::error::{Coded, ErrorResponse, RequestError, excerpt};
 use crate::service::{Arrival, DetectService};
 use crate::telemetry::ms_since;
@@ -107,6 +107,9 @@ pub enum HttpError {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// No bearer token, or not the server's (`API_TOKEN`).
+    #[error("send the API token as `Authorization: Bearer <token>`")]
+    Unauthorized,
 }
 
 impl Coded for HttpError {
@@ -115,6 +118,7 @@ impl Coded for HttpError {
             HttpError::Request(e) => e.code(),
             HttpError::RouteNotFound { .. } => "route_not_found",
             HttpError::MethodNotAllowed => "method_not_allowed",
+            HttpError::Unauthorized => "unauthorized",
         }
     }
 }
@@ -128,6 +132,7 @@ impl HttpError {
             "request_timeout" => StatusCode::REQUEST_TIMEOUT,
             "route_not_found" | "not_found" => StatusCode::NOT_FOUND,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+            "unauthorized" => StatusCode::UNAUTHORIZED,
             "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "payload_too_large" | "too_many_images" => StatusCode::PAYLOAD_TOO_LARGE,
             "s3_not_configured" => StatusCode::NOT_IMPLEMENTED,
@@ -146,13 +151,43 @@ impl IntoResponse for HttpError {
         } else {
             tracing::info!(code = self.code(), error = %self.message(), "request rejected");
         }
-        (status, axum::Json(ErrorResponse { error: self.body() })).into_response()
+        let mut res = (status, axum::Json(ErrorResponse { error: self.body() })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
     }
 }
 
 impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
         HttpError::from(self).into_response()
+    }
+}
+
+/// Paths anyone may read: they cost nothing and reveal no data (a load balancer's health check,
+/// the API description).
+const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
+
+/// `router` with every path but [`PUBLIC_PATHS`] behind the bearer `token` (`objdet serve` with
+/// `API_TOKEN`; behind API Gateway, IAM authorizes instead). Unknown paths are refused too, so
+/// an unauthenticated client learns nothing of the routes.
+pub fn require_token(router: Router, token: ApiToken) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(token, check_token))
+}
+
+async fn check_token(State(token): State<ApiToken>, req: Request, next: Next) -> Response {
+    if PUBLIC_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .map(|t| t.trim_ascii());
+    match presented {
+        Some(t) if token.matches(t) => next.run(req).await,
+        _ => HttpError::Unauthorized.into_response(),
     }
 }
 

@@ -73,6 +73,7 @@ pub struct Remote {
     http: reqwest::Client,
     link: Link,
     concurrency: usize,
+    auth: super::auth::Auth,
 }
 
 /// The content type of encoded image bytes (JPEG's when they are none of the formats).
@@ -117,7 +118,15 @@ impl Remote {
     pub fn new(base: &str, link: Link, concurrency: usize) -> Result<Self> {
         let http =
             reqwest::Client::builder().timeout(Duration::from_secs(900)).build().context("building the HTTP client")?;
-        Ok(Self { base: base.trim_end_matches('/').to_string(), http, link, concurrency: concurrency.max(1) })
+        let base = base.trim_end_matches('/').to_string();
+        Ok(Self { base, http, link, concurrency: concurrency.max(1), auth: super::auth::Auth::None })
+    }
+
+    /// The same client, sending `auth` with every request to the service (never with the
+    /// presigned S3 uploads, which carry their own signature).
+    pub fn with_auth(mut self, auth: super::auth::Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Sends `body` with the emulated link; returns (status, response bytes, seconds until the body was sent).
@@ -133,10 +142,14 @@ impl Remote {
         }
         let sent = Arc::new(Mutex::new(None));
         let len = body.len();
+        let mut req = self.http.request(method.clone(), url);
+        if url.starts_with(&format!("{}/", self.base)) {
+            for (name, value) in self.auth.headers(method.as_str(), url, &[("content-type", content_type)], &body)? {
+                req = req.header(name, value);
+            }
+        }
         let start = Instant::now();
-        let res = self
-            .http
-            .request(method, url)
+        let res = req
             .header("content-type", content_type)
             .header("content-length", len)
             .body(paced_body(body, self.link, sent.clone()))

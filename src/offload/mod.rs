@@ -2,6 +2,7 @@
 //! `objdet plot`, `objdet dataset`, `objdet advise`, and the runtime offloading decision.
 
 pub mod advise;
+pub mod auth;
 pub mod client;
 pub mod csv;
 pub mod dataset;
@@ -66,6 +67,8 @@ pub struct BenchOptions {
     pub link: Link,
     /// Show a progress bar.
     pub progress: bool,
+    /// How to authenticate to a remote target.
+    pub auth: auth::AuthArgs,
 }
 
 /// Loads the images of `dir` (JPEG/PNG/WebP), sorted by name.
@@ -159,7 +162,10 @@ pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
     let images = load_images(&opts.images)?;
     let (local, remote, mode) = match &opts.target {
         Target::Local => (Some(DetectService::from_config(config).await?), None, "local"),
-        Target::Remote(url) => (None, Some(Remote::new(url, opts.link, opts.concurrency)?), opts.mode.as_str()),
+        Target::Remote(url) => {
+            let remote = Remote::new(url, opts.link, opts.concurrency)?.with_auth(opts.auth.resolve(url).await?);
+            (None, Some(remote), opts.mode.as_str())
+        }
     };
     let total = (opts.sizes.len() * opts.repeat) as u64;
     let bar = if opts.progress {
