@@ -92,7 +92,11 @@ IMAGE_TAG  ?= latest
 lint-iac: ## sam validate --lint, samtranslator + cfn-lint, checkov, hadolint (TEMPLATE=template.yaml)
 	scripts/lint-iac.sh $(TEMPLATE)
 
-test-iac: ## a template with a bucket <-> function <-> policy cycle must fail lint-iac
+test-iac: ## template.yaml's promises (auth per route, limits per function), and a cyclic template must fail lint-iac
+	scripts/setup.sh lint
+	$(CACHE)/lint/bin/python scripts/sam-translate.py template.yaml target/iac/checked.cfn.json
+	scripts/test-template.py target/iac/checked.cfn.json
+	scripts/test-template.py --must-fail
 	scripts/test-lint-iac.sh
 
 check-glibc: ## release binaries must need at most GLIBC_2.34 (AWS Lambda AL2023)
