@@ -60,7 +60,7 @@ write("apigw-http-detect-s3.json", http_v2(load("http-detect.json"), "/api/detec
       json.dumps({"s3": {"bucket": bucket, "keys": ["uploads/demo/dog.jpg", "uploads/demo/person.jpg"]}}),
       "application/json", b64=False))
 write("apigw-http-uploads.json", http_v2(load("http-uploads.json"), "/api/uploads",
-      json.dumps({"count": 2, "content_type": "image/jpeg"}), "application/json", b64=False))
+      json.dumps({"files": [{"size": 57000, "content_type": "image/jpeg"}, {"size": 61000, "content_type": "image/jpeg"}]}), "application/json", b64=False))
 
 rest = load("rest-detect.json")
 rest["headers"] = {"Content-Type": "application/json", "Host": "1234567890.execute-api.us-east-1.amazonaws.com"}

@@ -9,6 +9,7 @@
 #   int8  the int8 experiment (onnxruntime quantization tools, onnx, Pillow, numpy)
 #   contract  schemathesis, for the API contract test (make contract-test)
 #   fuzz  cargo-fuzz, built with the nightly toolchain (make fuzz)
+#   (test also builds s3s-fs, a signature-verifying S3 server, for the presigned-upload tests)
 # Usage: scripts/setup.sh [ort|test|lint|tools|pyref|int8|contract|fuzz]...   (default: ort)
 # Idempotent: each part is skipped when its stamp file exists for the pinned version.
 set -euo pipefail
@@ -30,6 +31,7 @@ NUMPY_VERSION=2.4.6
 ONNX_VERSION=1.23.2
 SCHEMATHESIS_VERSION=4.32.5
 CARGO_FUZZ_VERSION=0.13.2
+S3S_FS_VERSION=0.14.1
 
 # ORT_ARCH overrides the machine's architecture (Docker builds fetch the target's library).
 arch=${ORT_ARCH:-$(uname -m)}
@@ -70,8 +72,19 @@ venv() { # venv NAME -> path; creates it when missing
   echo "$v"
 }
 
+# bubblewrap (Debian package): the Lambda-image test runs the emulator in a read-only sandbox.
+setup_bwrap() {
+  command -v bwrap > /dev/null && return 0
+  log "bubblewrap (apt)"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get install -y -qq bubblewrap > /dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq bubblewrap > /dev/null; }
+}
+
 setup_test() {
   local v stamp=$CACHE/test/.v$MOTO_VERSION-$SAM_VERSION
+  setup_bwrap
   [ -f "$stamp" ] && return 0
   log "test tools: moto[server] $MOTO_VERSION, Lambda RIE from aws-sam-cli $SAM_VERSION"
   v=$(venv test)
@@ -150,11 +163,21 @@ setup_fuzz() {
   touch "$stamp"
 }
 
+# An S3 server that verifies signatures (moto accepts tampered presigned URLs): the presigned-upload
+# tests run against it. Built from crates.io (~5 min), once.
+setup_s3s() {
+  local stamp=$CACHE/tools/.s3s-fs-$S3S_FS_VERSION
+  [ -f "$stamp" ] && return 0
+  log "s3s-fs $S3S_FS_VERSION (a signature-verifying S3 server)"
+  cargo install --quiet --locked "s3s-fs@$S3S_FS_VERSION" --features binary --root "$CACHE/tools"
+  touch "$stamp"
+}
+
 [ $# -eq 0 ] && set -- ort
 for part in "$@"; do
   case "$part" in
     ort) setup_ort ;;
-    test) setup_test ;;
+    test) setup_test; setup_s3s ;;
     lint) setup_lint ;;
     tools) setup_tools ;;
     pyref) setup_pyref ;;

@@ -17,13 +17,21 @@ pub struct S3Keys {
     pub keys: Vec<String>,
 }
 
-/// Body of `POST /api/uploads`.
+/// Body of `POST /api/uploads`: the files to upload, each URL signed for exactly its size and type.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadsRequest {
-    /// How many presigned PUT URLs to make.
-    pub count: usize,
-    /// Content type the client will upload (`image/jpeg`, `image/png` or `image/webp`).
+    /// One entry per presigned PUT URL wanted.
+    pub files: Vec<UploadFile>,
+}
+
+/// One file a presigned PUT is made for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadFile {
+    /// Its size in bytes (at most `MAX_UPLOAD_BYTES`): the PUT must send exactly this many.
+    pub size: u64,
+    /// Its content type (`image/jpeg`, `image/png` or `image/webp`): the PUT must send it.
     #[serde(default = "default_upload_type")]
     pub content_type: String,
 }
@@ -50,6 +58,9 @@ pub struct Upload {
     pub url: String,
     /// Seconds the URL stays valid.
     pub expires_in: u64,
+    /// Headers the PUT must send exactly as given (they are signed): content type and length.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// The result for one image. On a per-image failure `error` is set and `objects` is empty.

@@ -109,8 +109,13 @@ pub struct S3Config {
     /// `S3_READ_PREFIX` (default `UPLOADS_PREFIX`; empty with `S3_READ_ANY_KEY=true`): the only
     /// keys S3-keys requests may read.
     pub read_prefix: String,
-    /// `PRESIGN_EXPIRES_SECS` (900): lifetime of presigned upload URLs.
+    /// `PRESIGN_EXPIRES_SECS` (300): lifetime of presigned upload URLs.
     pub presign_expires_secs: u64,
+    /// `MAX_UPLOAD_BYTES` (16 MiB, at most `MAX_BODY_BYTES`): the exact size each presigned PUT
+    /// is signed for; S3 refuses any other length.
+    pub max_upload_bytes: u64,
+    /// `MAX_UPLOAD_BATCH_BYTES` (512 MiB): the sizes of one `POST /api/uploads` call together.
+    pub max_upload_batch_bytes: u64,
 }
 
 /// Bounds of `objdet serve` on what a client can hold: connections and time.
@@ -318,9 +323,16 @@ impl Config {
                 } else {
                     get("S3_READ_PREFIX").unwrap_or_else(|| prefix("UPLOADS_PREFIX", "uploads/"))
                 },
-                presign_expires_secs: num("PRESIGN_EXPIRES_SECS", get("PRESIGN_EXPIRES_SECS"), 900)?,
+                presign_expires_secs: num("PRESIGN_EXPIRES_SECS", get("PRESIGN_EXPIRES_SECS"), 300)?,
+                max_upload_bytes: num("MAX_UPLOAD_BYTES", get("MAX_UPLOAD_BYTES"), 16u64 << 20)?,
+                max_upload_batch_bytes: num("MAX_UPLOAD_BATCH_BYTES", get("MAX_UPLOAD_BATCH_BYTES"), 512u64 << 20)?,
             },
         };
+        if cfg.s3.max_upload_bytes > cfg.max_body_bytes as u64 {
+            return Err(ConfigError::Invalid(
+                "MAX_UPLOAD_BYTES must not exceed MAX_BODY_BYTES (the largest object detection reads)".into(),
+            ));
+        }
         if cfg.max_images == 0 {
             return Err(ConfigError::Invalid("MAX_IMAGES must be at least 1".into()));
         }

@@ -175,6 +175,17 @@ pub enum RequestError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A presigned upload asked for a file over `MAX_UPLOAD_BYTES`, or for more than
+    /// `MAX_UPLOAD_BATCH_BYTES` in one call.
+    #[error("{what} of {size} bytes exceeds the limit of {limit} bytes")]
+    UploadTooLarge {
+        /// "a file" or "the files together".
+        what: &'static str,
+        /// Bytes asked for.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// More images than `MAX_IMAGES`.
     #[error("{count} images exceed the limit of {limit} per request")]
     TooManyImages {
@@ -212,7 +223,7 @@ impl Coded for RequestError {
             NoImages => "no_images",
             NamesMismatch { .. } => "names_mismatch",
             UnsupportedMediaType(_) => "unsupported_media_type",
-            PayloadTooLarge { .. } => "payload_too_large",
+            PayloadTooLarge { .. } | UploadTooLarge { .. } => "payload_too_large",
             TooManyImages { .. } => "too_many_images",
             BodyStalled | TimedOut { .. } => "request_timeout",
             S3(e) => e.code(),

@@ -14,6 +14,7 @@ pub mod memory;
 #[cfg(feature = "cli")]
 pub mod offload;
 pub mod s3;
+pub mod selftest;
 pub mod server;
 pub mod service;
 pub mod telemetry;

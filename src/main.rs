@@ -43,6 +43,8 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Load ONNX Runtime and the model, detect the bundled photo, exit 0 (the image build's check).
+    SelfTest,
     /// Exit 0 when the server on 127.0.0.1:$PORT answers /healthz (the container HEALTHCHECK).
     Health {
         /// Base URL (default http://127.0.0.1:$PORT).
@@ -189,6 +191,12 @@ async fn main() -> anyhow::Result<()> {
             println!("listening on http://{local}");
             server::serve(listener, router, config.server).await?;
             tracing::info!("stopped");
+            server::exit_now(0);
+        }
+        Command::SelfTest => {
+            let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector))
+                .map_err(|e| anyhow::anyhow!("{}", objdet::error::chain(&e)))?;
+            println!("{}", serde_json::to_string(&report)?);
             server::exit_now(0);
         }
         Command::Health { url } => {

@@ -254,8 +254,15 @@ impl S3Store {
         Ok(Fetched { bytes: data.freeze(), permit })
     }
 
-    /// A presigned PUT URL for `key` in the upload bucket.
-    pub async fn presign_put(&self, bucket: &str, key: &str, content_type: &str) -> Result<String> {
+    /// A presigned PUT of `key` signed for exactly `content_length` bytes of `content_type` (S3
+    /// refuses any other length or type), with the headers the PUT must send.
+    pub async fn presign_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+    ) -> Result<(String, Vec<(String, String)>)> {
         let conf = PresigningConfig::expires_in(Duration::from_secs(self.cfg.presign_expires_secs))
             .map_err(S3Error::Expiry)?;
         let req = self
@@ -264,10 +271,12 @@ impl S3Store {
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
+            .content_length(i64::try_from(content_length).unwrap_or(i64::MAX))
             .presigned(conf)
             .await
             .map_err(|e| call("PutObject presigning")(e.into()))?;
-        Ok(req.uri().to_string())
+        let headers = req.headers().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+        Ok((req.uri().to_string(), headers))
     }
 
     /// Writes a JSON document.

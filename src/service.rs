@@ -234,26 +234,54 @@ impl DetectService {
         Ok(self.respond(req.keys.into_iter().zip(outcomes).collect(), arrival, Some(s3_fetch_ms)))
     }
 
-    /// `POST /api/uploads`: presigned PUT URLs under `UPLOADS_PREFIX`.
+    /// `POST /api/uploads`: presigned PUT URLs under `UPLOADS_PREFIX`, each signed for its
+    /// file's exact size and content type.
     pub async fn presign_uploads(&self, req: UploadsRequest) -> Result<UploadsResponse> {
         let s3 = self.s3.as_ref().ok_or(S3Error::NotConfigured)?;
         let bucket = s3.config().upload_bucket.clone().ok_or(S3Error::NotConfigured)?;
+        let limits = s3.config();
         // What the request is comes before how much of it there is.
-        let ext = crate::detector::decode::Format::of_media_type(&req.content_type)
-            .filter(|f| f.media_type == req.content_type)
-            .map(|f| f.extensions[0])
-            .ok_or_else(|| RequestError::UnsupportedMediaType(crate::error::excerpt(&req.content_type)))?;
-        if req.count == 0 {
+        let mut extensions = Vec::with_capacity(req.files.len());
+        for file in &req.files {
+            let ext = crate::detector::decode::Format::of_media_type(&file.content_type)
+                .filter(|f| f.media_type == file.content_type)
+                .map(|f| f.extensions[0])
+                .ok_or_else(|| RequestError::UnsupportedMediaType(crate::error::excerpt(&file.content_type)))?;
+            extensions.push(ext);
+        }
+        if req.files.is_empty() {
             return Err(RequestError::NoImages);
         }
-        self.check_count(req.count)?;
+        self.check_count(req.files.len())?;
+        let mut total = 0u64;
+        for file in &req.files {
+            if file.size == 0 {
+                return Err(RequestError::Invalid("every file needs a size of at least 1 byte".into()));
+            }
+            if file.size > limits.max_upload_bytes {
+                return Err(RequestError::UploadTooLarge {
+                    what: "a file",
+                    size: file.size,
+                    limit: limits.max_upload_bytes,
+                });
+            }
+            total = total.saturating_add(file.size);
+        }
+        if total > limits.max_upload_batch_bytes {
+            return Err(RequestError::UploadTooLarge {
+                what: "the files together",
+                size: total,
+                limit: limits.max_upload_batch_bytes,
+            });
+        }
         let batch = uuid::Uuid::new_v4();
-        let prefix = &s3.config().uploads_prefix;
-        let mut uploads = Vec::with_capacity(req.count);
-        for i in 0..req.count {
+        let prefix = &limits.uploads_prefix;
+        let mut uploads = Vec::with_capacity(req.files.len());
+        for (i, (file, ext)) in req.files.iter().zip(extensions).enumerate() {
             let key = format!("{prefix}{batch}/{i}.{ext}");
-            let url = s3.presign_put(&bucket, &key, &req.content_type).await?;
-            uploads.push(Upload { key, url, expires_in: s3.config().presign_expires_secs });
+            let (url, headers) = s3.presign_put(&bucket, &key, &file.content_type, file.size).await?;
+            let headers = headers.into_iter().collect();
+            uploads.push(Upload { key, url, expires_in: limits.presign_expires_secs, headers });
         }
         Ok(UploadsResponse { bucket, uploads })
     }

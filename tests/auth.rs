@@ -36,7 +36,13 @@ fn routes() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>, StatusCod
     vec![
         ("POST", "/api/detect", "image/jpeg", common::fixture("dog.jpg"), StatusCode::OK),
         ("POST", "/api/detect", "application/json", b"{\"images\": []}".to_vec(), StatusCode::BAD_REQUEST),
-        ("POST", "/api/uploads", "application/json", b"{\"count\": 1}".to_vec(), StatusCode::NOT_IMPLEMENTED),
+        (
+            "POST",
+            "/api/uploads",
+            "application/json",
+            b"{\"files\": [{\"size\": 1}]}".to_vec(),
+            StatusCode::NOT_IMPLEMENTED,
+        ),
         ("GET", "/api/detect", "", vec![], StatusCode::METHOD_NOT_ALLOWED),
         ("GET", "/nowhere", "", vec![], StatusCode::NOT_FOUND),
     ]

@@ -129,17 +129,22 @@ async fn disallowed_bucket_is_403() {
 #[tokio::test]
 async fn presigned_upload_with_curl_then_detect_by_key() {
     let (s, _) = ready().await;
+    let photos = ["giraffe.jpg", "person.jpg"];
+    let path = |photo: &str| common::root().join("tests/fixtures/images").join(photo);
+    let files: Vec<_> = photos
+        .iter()
+        .map(|p| json!({"size": std::fs::metadata(path(p)).unwrap().len(), "content_type": "image/jpeg"}))
+        .collect();
     let mut ev = aws::event("apigw-http-uploads.json");
-    ev["body"] = json!(json!({"count": 2, "content_type": "image/jpeg"}).to_string());
+    ev["body"] = json!(json!({ "files": files }).to_string());
     let (status, body) = http_response(&s.lambda.invoke(&ev).await);
     assert_eq!(status, 200, "{body}");
     let uploads = body["uploads"].as_array().unwrap();
     assert_eq!(uploads.len(), 2);
-    let photos = ["giraffe.jpg", "person.jpg"];
     for (u, photo) in uploads.iter().zip(photos) {
         let out = std::process::Command::new("curl")
             .args(["-sS", "-f", "-X", "PUT", "-H", "Content-Type: image/jpeg", "--data-binary"])
-            .arg(format!("@{}", common::root().join("tests/fixtures/images").join(photo).display()))
+            .arg(format!("@{}", path(photo).display()))
             .arg(u["url"].as_str().unwrap())
             .output()
             .expect("curl");

@@ -11,6 +11,16 @@ use objdet::{Config, DetectService, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(true);
+    // `bootstrap --self-test`: the Dockerfile's build step (see objdet::selftest).
+    if std::env::args().nth(1).as_deref() == Some("--self-test") {
+        let config = Config::from_env()?;
+        let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector)).map_err(|e| {
+            tracing::error!(error = %objdet::error::chain(&e), "self-test failed");
+            e
+        })?;
+        println!("{}", serde_json::to_string(&report)?);
+        objdet::server::exit_now(0);
+    }
     let malloc_tuned = objdet::memory::tune_malloc();
     tracing::debug!(malloc_tuned, "malloc mmap threshold");
     // An unknown entry point fails Init before the model is loaded.

@@ -220,9 +220,10 @@ impl Remote {
     /// Presigned uploads (`POST /api/uploads`, then PUTs), then detection by key. Upload time counts.
     pub async fn detect_s3(&self, images: &[Image]) -> Result<Measured> {
         let start = Instant::now();
-        let ct = images.first().map_or("image/jpeg", |i| content_type(&i.bytes));
         let url = format!("{}/api/uploads", self.base);
-        let req = json!({"count": images.len(), "content_type": ct}).to_string();
+        let files: Vec<_> =
+            images.iter().map(|i| json!({"size": i.bytes.len(), "content_type": content_type(&i.bytes)})).collect();
+        let req = json!({ "files": files }).to_string();
         let (status, bytes, _) = self.send(reqwest::Method::POST, &url, "application/json", req.into()).await?;
         if !status.is_success() {
             return Err(remote_error(status, &bytes));
@@ -237,8 +238,8 @@ impl Remote {
         );
         let puts: Vec<Result<()>> = futures::stream::iter(slots.uploads.iter().zip(images))
             .map(|(slot, img)| async move {
-                let (status, body, _) =
-                    self.send(reqwest::Method::PUT, &slot.url, content_type(&img.bytes), img.bytes.clone()).await?;
+                let ct = slot.headers.get("content-type").map_or(content_type(&img.bytes), String::as_str);
+                let (status, body, _) = self.send(reqwest::Method::PUT, &slot.url, ct, img.bytes.clone()).await?;
                 if !status.is_success() {
                     bail!(
                         "PUT {}: {status} {}",

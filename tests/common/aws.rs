@@ -212,6 +212,40 @@ fn serde_urlencoded_form(pairs: &[(&str, &str)]) -> String {
 }
 
 /// Creates `bucket` (ignoring "already exists").
+/// `s3s-fs` on a free port: an S3 server that verifies SigV4 signatures, presigned URLs included
+/// (moto accepts a tampered one), with the credentials of [`client_for`].
+pub struct S3sFs {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    _child: Child,
+}
+
+impl S3sFs {
+    /// Starts s3s-fs (`scripts/setup.sh test` builds it) over a fresh directory.
+    pub fn start() -> S3sFs {
+        let bin = root().join(".cache/tools/bin/s3s-fs");
+        assert!(bin.exists(), "{} is missing: run `make setup-test` (or `make test`)", bin.display());
+        let port = free_port();
+        let dir = root().join("target/test-logs").join(format!("s3s-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let args =
+            ["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", "testing", "--secret-key", "testing"]
+                .map(String::from)
+                .into_iter()
+                .chain([dir.display().to_string()])
+                .collect::<Vec<_>>();
+        let child = spawn_watched(&bin, &args, &[], &format!("s3s-{port}.log"));
+        wait_for_port(port, "s3s-fs");
+        S3sFs { endpoint: format!("http://127.0.0.1:{port}"), _child: child }
+    }
+
+    /// A client with the server's credentials.
+    pub fn client(&self) -> Client {
+        client_for(&self.endpoint)
+    }
+}
+
 /// An S3 client for `endpoint` (path-style, static test credentials).
 pub fn client_for(endpoint: &str) -> Client {
     let conf = aws_sdk_s3::config::Builder::new()
@@ -285,6 +319,42 @@ impl Emulator {
         }
     }
 
+    /// Starts the emulator inside the Lambda image's file layout, as the Dockerfile's `lambda`
+    /// stage builds it, under bubblewrap: `bootstrap` at `/var/runtime/bootstrap`, the model in
+    /// `/opt/models`, ONNX Runtime in `/opt/onnxruntime/lib`, the stage's `ENV` and nothing else of
+    /// this repository; the whole filesystem read-only but a tmpfs `/tmp`; `HOME` unset;
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` set, as Lambda does. (The host's `/usr` stands in for the
+    /// base image's libraries.)
+    pub fn start_in_image(handler: &str, envs: &[(String, String)]) -> Emulator {
+        let (p1, p2) = (free_port(), free_port());
+        let layout = image_layout(p1);
+        let mut args: Vec<String> = sandbox_args(&layout);
+        let mut all = dockerfile_env("lambda");
+        all.push(("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "3538".into()));
+        all.push(("_HANDLER".into(), handler.into()));
+        all.push(("RUST_LOG".into(), "warn".into()));
+        all.push(("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH".into(), "true".into()));
+        all.extend_from_slice(envs);
+        for (k, v) in &all {
+            args.extend(["--setenv".into(), k.clone(), v.clone()]);
+        }
+        args.extend([
+            tool("aws-lambda-rie").display().to_string(),
+            "--runtime-interface-emulator-address".into(),
+            format!("127.0.0.1:{p1}"),
+            "--runtime-api-address".into(),
+            format!("127.0.0.1:{p2}"),
+            "/var/runtime/bootstrap".into(),
+        ]);
+        let child = spawn_watched(std::path::Path::new("bwrap"), &args, &[], &format!("lambda-image-{p1}.log"));
+        wait_for_port(p1, "aws-lambda-rie in bubblewrap");
+        Emulator {
+            invoke_url: format!("http://127.0.0.1:{p1}/2015-03-31/functions/function/invocations"),
+            log: root().join("target/test-logs").join(format!("lambda-image-{p1}.log")),
+            _child: child,
+        }
+    }
+
     /// What the emulator and the function logged.
     pub fn log_path(&self) -> &std::path::Path {
         &self.log
@@ -311,4 +381,89 @@ impl Emulator {
 pub fn event(name: &str) -> serde_json::Value {
     let p = root().join("events").join(name);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// The files of the Lambda image (the Dockerfile's `lambda` stage), laid out under a fresh
+/// directory: `opt/models/`, `opt/onnxruntime/lib/`, `var/runtime/bootstrap`.
+pub fn image_layout(id: u16) -> PathBuf {
+    let dir = root().join("target/test-logs").join(format!("lambda-image-{id}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let models = dir.join("opt/models");
+    let ort = dir.join("opt/onnxruntime/lib");
+    let runtime = dir.join("var/runtime");
+    for d in [&models, &ort, &runtime] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for f in ["centernet_mobilenetv3_coco.onnx", "coco80.txt"] {
+        std::fs::copy(root().join("models").join(f), models.join(f)).unwrap();
+    }
+    let lib = std::fs::canonicalize(root().join(".cache/ort/libonnxruntime.so")).unwrap();
+    std::fs::copy(&lib, ort.join("libonnxruntime.so")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_bootstrap"), runtime.join("bootstrap")).unwrap();
+    dir
+}
+
+/// bubblewrap's arguments for a read-only system with `layout` as the image's `/opt` and
+/// `/var/runtime`, a tmpfs `/tmp`, and no `HOME`.
+pub fn sandbox_args(layout: &std::path::Path) -> Vec<String> {
+    let path = |p: &str| layout.join(p).display().to_string();
+    [
+        "--ro-bind",
+        "/",
+        "/",
+        "--tmpfs",
+        "/var",
+        "--ro-bind",
+        &path("var/runtime"),
+        "/var/runtime",
+        "--ro-bind",
+        &path("opt"),
+        "/opt",
+        "--tmpfs",
+        "/tmp",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--unsetenv",
+        "HOME",
+        "--chdir",
+        "/",
+        "--die-with-parent",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The `ENV` of a Dockerfile stage (`FROM ... AS <stage>` up to the next `FROM`).
+pub fn dockerfile_env(stage: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let mut in_stage = false;
+    let mut env_text = String::new();
+    let mut continued = false;
+    for line in text.lines() {
+        if line.starts_with("FROM ") {
+            in_stage = line.trim_end().ends_with(&format!(" AS {stage}"));
+            continue;
+        }
+        if !in_stage {
+            continue;
+        }
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("ENV ") {
+            env_text.push_str(rest.trim_end_matches('\\'));
+            env_text.push(' ');
+            continued = line.ends_with('\\');
+        } else if continued {
+            env_text.push_str(line.trim_end_matches('\\'));
+            env_text.push(' ');
+            continued = line.ends_with('\\');
+        }
+    }
+    let vars: Vec<(String, String)> = env_text
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    assert!(vars.iter().any(|(k, _)| k == "MODEL_PATH"), "no ENV found in the Dockerfile's {stage} stage");
+    vars
 }
