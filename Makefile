@@ -86,7 +86,7 @@ verify-model: ## check the bundled model and labels against models/SHA256SUMS
 TEMPLATE   ?= template.yaml
 EVENT      ?= events/apigw-http-detect-inline.json
 PLATFORM   ?= linux/amd64
-IMAGE_TAG  ?= latest
+IMAGE_TAG  ?= v1
 .PHONY: lint-iac test-iac check-glibc image sam-build deploy deploy-guided local-invoke start-api push-server
 
 lint-iac: ## sam validate --lint, samtranslator + cfn-lint, checkov, hadolint (TEMPLATE=template.yaml)

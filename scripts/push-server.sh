@@ -5,7 +5,7 @@
 set -euo pipefail
 STACK=${1:?usage: push-server.sh STACK [PLATFORM]}
 PLATFORM=${2:-linux/amd64}
-TAG=${IMAGE_TAG:-latest}
+TAG=${IMAGE_TAG:-v1}  # the stack runs Ec2ImageTag (tags are immutable: a new version, a new tag)
 repo=$(aws cloudformation describe-stacks --stack-name "$STACK" \
   --query "Stacks[0].Outputs[?OutputKey=='Ec2ServerRepositoryUri'].OutputValue" --output text)
 [ -n "$repo" ] && [ "$repo" != "None" ] || { echo "stack $STACK has no EC2 variant (DeployEc2=false?)" >&2; exit 1; }
