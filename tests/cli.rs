@@ -49,7 +49,7 @@ fn wrong_library_is_a_clear_error() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot load ONNX Runtime"), "{stderr}");
+    assert!(stderr.contains("cannot load the library (ORT_DYLIB_PATH)") && stderr.contains("dlopen"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -77,4 +77,38 @@ fn serve_answers_on_a_free_port_and_stops_on_sigterm() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "graceful shutdown, got {exit:?}");
+}
+
+#[test]
+fn self_test_detects_the_bundled_photo() {
+    let out = objdet().arg("self-test").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["labels"].as_array().unwrap().iter().any(|l| l == "person"), "{report}");
+}
+
+/// SigV4 is chosen for an API Gateway address; without credentials the CLI says how to give them
+/// (and sends nothing).
+#[test]
+fn sigv4_without_credentials_is_a_clear_error() {
+    let empty = std::env::temp_dir().join("objdet-no-aws-config");
+    let out = objdet()
+        .args([
+            "detect",
+            "tests/fixtures/images/dog.jpg",
+            "--endpoint",
+            "https://abc123.execute-api.eu-west-1.amazonaws.com",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", &empty)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("SigV4 needs AWS credentials"), "{stderr}");
 }

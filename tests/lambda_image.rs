@@ -46,6 +46,26 @@ async fn the_image_layout_answers_an_api_event_and_an_s3_event() {
     assert!(doc["result"]["objects"].as_array().unwrap().iter().any(|o| o["label"] == "dog"), "{doc}");
 }
 
+/// `bootstrap --self-test`, the Dockerfile's build step, in the image's layout and environment.
+#[test]
+fn the_self_test_passes_in_the_image_layout() {
+    let layout = aws::image_layout(2);
+    let mut cmd = std::process::Command::new("bwrap");
+    cmd.args(aws::sandbox_args(&layout));
+    for (k, v) in aws::dockerfile_env("lambda") {
+        cmd.args(["--setenv", &k, &v]);
+    }
+    let out = cmd.args(["/var/runtime/bootstrap", "--self-test"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["labels"].as_array().unwrap().iter().any(|l| l == "person"), "{report}");
+    // Without the library it fails, as the image build then would.
+    let mut cmd = std::process::Command::new("bwrap");
+    cmd.args(aws::sandbox_args(&layout)).args(["--setenv", "ORT_DYLIB_PATH", "/opt/missing/libonnxruntime.so"]);
+    let out = cmd.args(["/var/runtime/bootstrap", "--self-test"]).output().unwrap();
+    assert!(!out.status.success(), "a self-test without ONNX Runtime must fail");
+}
+
 fn log(e: &Emulator) -> String {
     std::fs::read_to_string(e.log_path())
         .unwrap_or_default()

@@ -14,9 +14,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // `bootstrap --self-test`: the Dockerfile's build step (see objdet::selftest).
     if std::env::args().nth(1).as_deref() == Some("--self-test") {
         let config = Config::from_env()?;
-        let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector)).map_err(|e| {
-            tracing::error!(error = %objdet::error::chain(&e), "self-test failed");
-            e
+        let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector)).inspect_err(|e| {
+            tracing::error!(error = %objdet::error::chain(e), "self-test failed");
         })?;
         println!("{}", serde_json::to_string(&report)?);
         objdet::server::exit_now(0);
