@@ -101,6 +101,15 @@ pub enum ImageError {
         /// `MAX_REQUEST_PIXELS`.
         budget: u64,
     },
+    /// The request's deadline passed before this image was detected (the others that were are
+    /// answered).
+    #[error(
+        "the request's deadline ({secs} s) passed before this image was detected; send it again, or in a smaller batch"
+    )]
+    DeadlineExceeded {
+        /// The deadline, in seconds from the request's start.
+        secs: f64,
+    },
     /// The image's S3 object could not be read.
     #[error(transparent)]
     Fetch(#[from] S3Error),
@@ -130,6 +139,7 @@ impl Coded for ImageError {
             Truncated(_) | TruncatedScan { .. } => "truncated_image",
             TooLarge { .. } => "image_too_large",
             PixelBudgetExceeded { .. } => "pixel_budget_exceeded",
+            DeadlineExceeded { .. } => "deadline_exceeded",
             Fetch(e) => e.code(),
             Inference(_) | NoOutput(_) => "inference_failed",
             Resize(_) | WorkerStopped | DecoderPanicked => "internal_error",

@@ -37,7 +37,9 @@ pub struct RequestLimits {
     /// Request body limit (`MAX_BODY_BYTES` on a server, `LAMBDA_MAX_BODY_BYTES` behind API Gateway).
     pub max_body_bytes: usize,
     /// Deadline of a whole request, body included (`REQUEST_TIMEOUT_SECS`): past it the work is
-    /// dropped (queued images included) and the client gets 408 `request_timeout`.
+    /// dropped (queued images included) and the client gets 408 `request_timeout`. Images not
+    /// yet detected shortly before it ([`RequestLimits::image_deadline`]) are answered
+    /// `deadline_exceeded` instead, so the rest of the batch is answered in time.
     pub timeout: Duration,
     /// Requests that carry work (`/api/detect`, `/api/uploads`) worked on at once
     /// (`MAX_CONCURRENT_REQUESTS`); the others wait, bodies unread, within their deadline.
@@ -45,6 +47,12 @@ pub struct RequestLimits {
 }
 
 impl RequestLimits {
+    /// When a request stops waiting for its images: 10 % (at most 2 s) before [`Self::timeout`],
+    /// which leaves the time to answer.
+    pub fn image_deadline(&self) -> Duration {
+        self.timeout.saturating_sub((self.timeout / 10).min(Duration::from_secs(2)))
+    }
+
     /// The limits of `objdet serve`.
     pub fn server(config: &Config) -> Self {
         Self {
@@ -85,7 +93,10 @@ pub fn app(service: DetectService, limits: RequestLimits) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { service, max_body_bytes: limits.max_body_bytes })
+        .with_state(AppState {
+            service: service.with_image_deadline(limits.image_deadline()),
+            max_body_bytes: limits.max_body_bytes,
+        })
         .layer(axum::middleware::from_fn_with_state(limits.timeout, deadline))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
 }

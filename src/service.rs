@@ -40,6 +40,9 @@ pub struct DetectService {
     detector: Arc<Detector>,
     s3: Option<S3Store>,
     config: Arc<Config>,
+    /// Time after a request's start past which its images not yet detected are answered
+    /// `deadline_exceeded` (and dropped from the queue) instead of being waited for.
+    image_deadline: Option<std::time::Duration>,
 }
 
 /// Queued image text a JSON body is read ahead of detection by (see
@@ -67,7 +70,33 @@ impl DetectService {
 
     /// Builds the service around a loaded detector and an optional S3 store.
     pub fn new(detector: Arc<Detector>, s3: Option<S3Store>, config: Arc<Config>) -> Self {
-        Self { detector, s3, config }
+        Self { detector, s3, config, image_deadline: None }
+    }
+
+    /// The same service, answering the images of a request that are not detected `after` its
+    /// start with `deadline_exceeded`, so that a front door with a deadline (API Gateway's 30 s)
+    /// gets the rest of the batch answered in time instead of losing all of it.
+    pub fn with_image_deadline(mut self, after: std::time::Duration) -> Self {
+        self.image_deadline = Some(after);
+        self
+    }
+
+    /// `outcome`, or `deadline_exceeded` once the request's deadline has passed (dropping the
+    /// image's job, which takes it off the queue).
+    fn within<F: std::future::Future<Output = Outcome>>(
+        &self,
+        start: Instant,
+        outcome: F,
+    ) -> impl std::future::Future<Output = Outcome> + use<F> {
+        let deadline = self.image_deadline;
+        async move {
+            match deadline {
+                None => outcome.await,
+                Some(after) => tokio::time::timeout_at((start + after).into(), outcome).await.unwrap_or_else(|_| {
+                    Outcome::failed(crate::error::ImageError::DeadlineExceeded { secs: after.as_secs_f64() })
+                }),
+            }
+        }
     }
 
     /// The configuration in effect.
@@ -130,7 +159,7 @@ impl DetectService {
                         pending.push_back((queued, len));
                         while pending.len() > max_in_flight && pending_bytes > READ_AHEAD_BYTES {
                             if let Some((oldest, bytes)) = pending.pop_front() {
-                                outcomes.push(oldest.await);
+                                outcomes.push(self.within(start, oldest).await);
                                 pending_bytes -= bytes;
                             }
                         }
@@ -158,7 +187,7 @@ impl DetectService {
             None => {
                 let names = resolve_names(names, images)?;
                 for (p, _) in pending {
-                    outcomes.push(p.await);
+                    outcomes.push(self.within(start, p).await);
                 }
                 Ok(self.respond(names.into_iter().zip(outcomes).collect(), arrival, None))
             }
@@ -176,7 +205,7 @@ impl DetectService {
             .into_iter()
             .map(|(name, input)| (name, self.detector.start_within(input, Some(budget.clone()))))
             .unzip();
-        let outcomes = futures::future::join_all(pending).await;
+        let outcomes = futures::future::join_all(pending.into_iter().map(|p| self.within(arrival.start, p))).await;
         Ok(self.respond(names.into_iter().zip(outcomes).collect(), arrival, None))
     }
 
@@ -185,7 +214,8 @@ impl DetectService {
         if body.is_empty() {
             return Err(RequestError::NoImages);
         }
-        let outcome = self.detector.start_within(Input::Image(body), Some(self.pixel_budget())).await;
+        let job = self.detector.start_within(Input::Image(body), Some(self.pixel_budget()));
+        let outcome = self.within(arrival.start, job).await;
         Ok(self.respond(vec![(name.unwrap_or_else(|| "image-0".into()), outcome)], arrival, None))
     }
 
@@ -211,17 +241,21 @@ impl DetectService {
             .map(|key| {
                 let (s3, detector, bucket) = (s3.clone(), self.detector.clone(), bucket.clone());
                 let (in_flight, budget) = (in_flight.clone(), budget.clone());
-                async move {
+                let fetched_at = Arc::new(std::sync::OnceLock::new());
+                let at = fetched_at.clone();
+                let job = async move {
                     let fetched = match s3.get(&bucket, &key, max_object, Some(&in_flight)).await {
                         Ok(fetched) => fetched,
-                        Err(e) => return (Outcome::failed(e.into()), None),
+                        Err(e) => return Outcome::failed(e.into()),
                     };
-                    let fetched_at = Instant::now();
+                    let _ = at.set(Instant::now());
                     let (bytes, permit) = fetched.into_parts();
                     let outcome = detector.start_within(Input::Image(bytes), Some(budget)).await;
                     drop(permit); // the image's bytes went with its job
-                    (outcome, Some(fetched_at))
-                }
+                    outcome
+                };
+                let job = self.within(arrival.start, job);
+                async move { (job.await, fetched_at.get().copied()) }
             })
             .buffered(s3.config().fetch_concurrency);
         let mut outcomes = Vec::with_capacity(req.keys.len());

@@ -260,3 +260,26 @@ async fn real_socket() {
     let res = client.post(format!("http://{addr}/api/detect")).body("x").send().await.unwrap();
     assert_eq!(res.status(), 415);
 }
+
+/// A batch larger than the request's time: the images detected before the deadline are answered,
+/// the rest `deadline_exceeded`, all in one 200 before the request timeout (not a 408 that loses
+/// the whole batch, or API Gateway's 503 after 30 s).
+#[tokio::test]
+async fn images_past_the_deadline_are_answered_not_lost() {
+    let timeout = 2.0;
+    let app = app_with(&[("REQUEST_TIMEOUT_SECS", "2")]);
+    let image = common::b64(&common::fixture("person.jpg"));
+    let body = json!({"images": vec![image; 200]});
+    let start = std::time::Instant::now();
+    let (status, _, v) = call(app, json_req(body.to_string())).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(status, StatusCode::OK, "{}", v["error"]);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 200);
+    let late: Vec<&Value> = results.iter().filter(|r| !r["error"].is_null()).collect();
+    assert!(late.iter().all(|r| r["error"]["code"] == "deadline_exceeded"), "{:?}", late.first());
+    assert!(!late.is_empty(), "200 images within {timeout} s: the deadline was never reached");
+    assert!(late.len() < 200, "no image was detected before the deadline");
+    assert!(results.iter().filter(|r| r["error"].is_null()).all(|r| !labels(r).is_empty()));
+    assert!(elapsed < timeout, "answered after {elapsed:.2} s, past the request timeout");
+}
