@@ -19,6 +19,11 @@ for name, res in template.get("Resources", {}).items():
     # Placeholders for what `sam build` / `sam deploy` fill in.
     if res.get("Type") == "AWS::Serverless::Function" and props.get("PackageType") == "Image":
         props.setdefault("ImageUri", "123456789012.dkr.ecr.us-east-1.amazonaws.com/objdet:v1")
+    # `sam package` uploads a local state-machine definition; inline it instead.
+    if res.get("Type") == "AWS::Serverless::StateMachine" and isinstance(props.get("DefinitionUri"), str) \
+            and not props["DefinitionUri"].startswith("s3://"):
+        path = os.path.join(os.path.dirname(os.path.abspath(src)), props.pop("DefinitionUri"))
+        props["Definition"] = json.load(open(path))
     if res.get("Type") == "AWS::CloudFormation::Stack" and not str(props.get("TemplateURL", "")).startswith("https://"):
         props["TemplateURL"] = "https://s3.us-east-1.amazonaws.com/placeholder/" + str(props["TemplateURL"])
 

@@ -7,6 +7,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=$ROOT/target/iac/broken
 rm -rf "$DIR" && mkdir -p "$DIR/infra"
 cp "$ROOT/infra/ec2.yaml" "$DIR/infra/"
+mkdir -p "$DIR/statemachine" && cp "$ROOT"/statemachine/*.json "$DIR/statemachine/"
 python3 - "$ROOT/template.yaml" "$DIR/template.yaml" <<'PY'
 import sys
 src = open(sys.argv[1]).read()

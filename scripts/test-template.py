@@ -75,6 +75,59 @@ def routes(resources):
             if r["Type"] == "AWS::ApiGatewayV2::Route"}
 
 
+def statements(resources, role_of):
+    """The IAM statements of the role `role_of` (a function or state machine's logical id)."""
+    role = resources.get(role_of + "Role", {}).get("Properties", {})
+    out = []
+    for policy in role.get("Policies", []):
+        out.extend(policy["PolicyDocument"]["Statement"])
+    return out
+
+
+def as_list(x):
+    return x if isinstance(x, list) else [x]
+
+
+def text(x):
+    return json.dumps(x)
+
+
+def check_bulk(resources, template):
+    """The bulk run's least privilege: the state machine invokes only the bulk function, lists only
+    the input prefix and writes only run manifests; the bulk function reads only the input prefix
+    and writes only results."""
+    sm = statements(resources, "BulkStateMachine")
+    check(sm, "the bulk state machine has no policy")
+    for st in sm:
+        actions = as_list(st["Action"])
+        res = text(st["Resource"])
+        check(st["Effect"] == "Allow", "a Deny in the bulk state machine's policy")
+        if any(a.startswith("lambda:") for a in actions):
+            check(actions == ["lambda:InvokeFunction"] and "BulkFunction" in res and "DetectApiFunction" not in res,
+                  f"the state machine may {actions} on {res}")
+        if "s3:ListBucket" in actions:
+            check("BulkInputPrefix" in text(st.get("Condition")), "the state machine lists more than the input prefix")
+        if any(a in actions for a in ["s3:PutObject", "s3:GetObject"]):
+            check(res.count("/runs/*") == 1 and "uploads/" not in res and "results/" not in res,
+                  f"the state machine reads or writes {res}")
+        if any(a.startswith("states:") for a in actions):
+            check("-bulk" in res, f"the state machine may {actions} on {res}")
+    fn = statements(resources, "BulkFunction")
+    for st in fn:
+        actions, res = as_list(st["Action"]), text(st["Resource"])
+        if "s3:PutObject" in actions:
+            check("/results/*" in res and "BulkInputPrefix" not in res, f"the bulk function writes {res}")
+        if actions == ["s3:GetObject"]:
+            check("BulkInputPrefix" in res, f"the bulk function reads {res}")
+        check(not any(a.endswith("*") for a in actions), f"a wildcard action {actions} for the bulk function")
+    check(any("BulkInputPrefix" in text(st["Resource"]) for st in fn), "the bulk function cannot read the input prefix")
+    bulk = template["Resources"]["BulkFunction"]["Properties"]
+    check(bulk.get("ImageConfig", {}).get("Command") == ["bulk"], "the bulk function runs _HANDLER=bulk")
+    check(bulk.get("ReservedConcurrentExecutions") not in [
+        template["Resources"][f]["Properties"].get("ReservedConcurrentExecutions")
+        for f in ["DetectApiFunction", "UploadTriggerFunction"]], "the bulk function shares a concurrency setting")
+
+
 def main(path):
     run(json.load(open(path)))
     if failures:
@@ -100,7 +153,17 @@ def must_fail(path):
     def no_throttle(t):
         del t["Resources"]["ApiStage"]["Properties"]["RouteSettings"]["POST /api/uploads"]
 
-    for mutate in [open_route, long_timeout, shared_concurrency, no_throttle]:
+    def bulk_writes_uploads(t):
+        role = t["Resources"]["BulkStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        role["Statement"].append({"Effect": "Allow", "Action": "s3:PutObject",
+                                  "Resource": "arn:aws:s3:::b/uploads/*"})
+
+    def bulk_invokes_the_api(t):
+        role = t["Resources"]["BulkStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        role["Statement"].append({"Effect": "Allow", "Action": "lambda:InvokeFunction",
+                                  "Resource": {"Fn::GetAtt": ["DetectApiFunction", "Arn"]}})
+
+    for mutate in [open_route, long_timeout, shared_concurrency, no_throttle, bulk_writes_uploads, bulk_invokes_the_api]:
         broken = copy.deepcopy(template)
         mutate(broken)
         failures.clear()
@@ -153,6 +216,7 @@ def run(template):
         check(deadline < int(api.get("Timeout", 0)), f"the service's deadline {deadline} s is not under the timeout")
         integ = next(r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Integration")
         check(int(integ.get("TimeoutInMillis", 30000)) <= 30000, "integration timeout over 30 s")
+        check_bulk(resources, template)
         perm = next(r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"
                     and r["Properties"].get("Principal") == "apigateway.amazonaws.com")
         check("SourceArn" in perm, "the API Gateway invoke permission is not scoped to the API")

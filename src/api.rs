@@ -173,4 +173,7 @@ pub struct TriggerResult {
     pub result: ImageResult,
     /// Timing of this detection.
     pub timing: Timing,
+    /// The ETag of the object detected on (bulk runs: a result naming the current ETag is not redone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_etag: Option<String>,
 }

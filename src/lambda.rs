@@ -39,17 +39,20 @@ pub enum Handler {
     Http,
     /// S3 upload notifications through the trigger.
     S3,
+    /// Step Functions Distributed Map batches of an S3 prefix.
+    Bulk,
 }
 
 impl Handler {
     /// The names `_HANDLER` may hold.
-    pub const CHOICES: &'static str = "http, s3";
+    pub const CHOICES: &'static str = "http, s3, bulk";
 
     /// Parses `_HANDLER`; `None` or an unknown name is an error naming the choices.
     pub fn from_env_value(value: Option<&str>) -> Result<Self, UnknownHandler> {
         match value.map(str::trim) {
             Some("http") => Ok(Handler::Http),
             Some("s3") => Ok(Handler::S3),
+            Some("bulk") => Ok(Handler::Bulk),
             Some(other) => Err(UnknownHandler::Unknown(crate::error::excerpt(other))),
             None => Err(UnknownHandler::Missing),
         }
@@ -94,6 +97,27 @@ pub async fn run_http(router: Router) -> Result<(), lambda_runtime::Error> {
         }
     });
     lambda_http::runtime(service).layer(lambda_runtime::layers::TracingLayer::new()).layer(EventGuardLayer).run().await
+}
+
+/// Runs the bulk function: Distributed Map batches (or single items) of an S3 prefix.
+pub async fn run_bulk(service: DetectService) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<crate::bulk::BulkEvent>| {
+        let service = service.clone();
+        async move { crate::bulk::handle(&service, event.payload).await.map_err(BatchFailed) }
+    }))
+    .await
+}
+
+/// A failed bulk batch as the invocation's error (Step Functions retries it).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BatchFailed(crate::s3::S3Error);
+
+impl From<BatchFailed> for lambda_runtime::Diagnostic {
+    fn from(BatchFailed(e): BatchFailed) -> Self {
+        tracing::error!(code = e.code(), error = %crate::error::chain(&e), "bulk batch failed");
+        lambda_runtime::Diagnostic { error_type: e.code().to_string(), error_message: e.message() }
+    }
 }
 
 /// Runs the S3 upload trigger.

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod body_scanner;
+pub mod bulk;
 pub mod config;
 pub mod detector;
 pub mod error;

@@ -279,11 +279,49 @@ impl S3Store {
         Ok((req.uri().to_string(), headers))
     }
 
+    /// The ETag of an object (without quotes), `None` when it does not exist.
+    pub async fn etag(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+        Ok(self.head(bucket, key).await?.and_then(|h| h.e_tag().map(crate::bulk::normalize_etag)))
+    }
+
+    /// One user-metadata value of an object, `None` when it or the object does not exist.
+    pub async fn metadata(&self, bucket: &str, key: &str, name: &str) -> Result<Option<String>> {
+        Ok(self.head(bucket, key).await?.and_then(|h| h.metadata().and_then(|m| m.get(name).cloned())))
+    }
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => {
+                tracing::error!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "S3 HeadObject failed");
+                Err(call("HeadObject")(e.into()))
+            }
+        }
+    }
+
     /// Writes a JSON document.
     pub async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
-        self.client
-            .put_object()
-            .bucket(bucket)
+        self.put_json_with_metadata(bucket, key, body, &[]).await
+    }
+
+    /// Writes a JSON document with user metadata.
+    pub async fn put_json_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &[(&str, &str)],
+    ) -> Result<()> {
+        let mut put = self.client.put_object();
+        for (k, v) in metadata {
+            put = put.metadata(*k, *v);
+        }
+        put.bucket(bucket)
             .key(key)
             .content_type("application/json")
             .body(ByteStream::from(body))

@@ -131,7 +131,7 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
             objects: result.objects.len(),
             error: result.error.as_ref().map(|e| e.code.clone()),
         };
-        let doc = TriggerResult { bucket: bucket.clone(), key, result, timing };
+        let doc = TriggerResult { bucket: bucket.clone(), key, result, timing, source_etag: None };
         let body = serde_json::to_vec_pretty(&doc).map_err(TriggerError::Encode)?;
         s3.put_json(&bucket, &out_key, body).await?;
         tracing::info!(%bucket, key = %excerpt(&processed.key), result_key = %excerpt(&out_key), objects = processed.objects, "trigger result written");

@@ -30,5 +30,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     match handler {
         Handler::Http => lambda::run_http(server::app(service, RequestLimits::lambda(&config))).await,
         Handler::S3 => lambda::run_s3(service).await,
+        Handler::Bulk => lambda::run_bulk(service).await,
     }
 }
