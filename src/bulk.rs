@@ -66,7 +66,7 @@ pub struct Item {
 }
 
 /// What one batch did (it lands in the Distributed Map's ResultWriter manifest).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BatchSummary {
     /// Items of the batch.
     pub items: usize,
@@ -137,8 +137,10 @@ async fn one(service: &DetectService, bucket: &str, item: &Item) -> Result<Done,
     let Some(s3) = service.s3() else { return Err(S3Error::NotConfigured) };
     let cfg = s3.config();
     let key = item.key.as_str();
-    // Folder markers, our own results, and buckets this deployment may not read are not inputs.
-    if key.ends_with('/') || key.starts_with(&cfg.results_prefix) || !cfg.allowed_buckets.iter().any(|b| b == bucket) {
+    // Folder markers, keys outside S3_READ_PREFIX (our own results among them) and buckets this
+    // deployment may not read are not inputs.
+    let readable = key.starts_with(&cfg.read_prefix) && !key.starts_with(&cfg.results_prefix);
+    if key.ends_with('/') || !readable || !cfg.allowed_buckets.iter().any(|b| b == bucket) {
         tracing::info!(bucket, key = %excerpt(key), "bulk item ignored");
         return Ok(Done::Ignored);
     }

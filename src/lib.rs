@@ -7,6 +7,8 @@
 pub mod api;
 pub mod body_scanner;
 pub mod bulk;
+#[cfg(feature = "cli")]
+pub mod bulk_run;
 pub mod config;
 pub mod detector;
 pub mod error;

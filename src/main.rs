@@ -21,6 +21,33 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Subcommand)]
+enum BulkAction {
+    /// Start a run over s3://BUCKET/PREFIX (results/<key>.json; unchanged objects are skipped).
+    Start {
+        /// The state machine (the stack's BulkStateMachineArn output).
+        #[arg(long, env = "OBJDET_STATE_MACHINE")]
+        state_machine: String,
+        /// The bucket.
+        #[arg(long)]
+        bucket: String,
+        /// The prefix (under the stack's BulkInputPrefix).
+        #[arg(long)]
+        prefix: String,
+        /// Show progress until the run ends, then its summary.
+        #[arg(long)]
+        wait: bool,
+        /// No progress bar (with --wait).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Where a run stands (its summary once it has ended).
+    Status {
+        /// The execution's ARN (what `bulk start` printed).
+        execution: String,
+    },
+}
+
 /// Whether `detect` runs here or on `--endpoint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Offload {
@@ -42,6 +69,11 @@ enum Command {
         /// Port to bind (env PORT, default 5000; 0 picks a free port).
         #[arg(long)]
         port: Option<u16>,
+    },
+    /// Bulk detection over an S3 prefix, on the stack's Step Functions state machine.
+    Bulk {
+        #[command(subcommand)]
+        action: BulkAction,
     },
     /// Load ONNX Runtime and the model, detect the bundled photo, exit 0 (the image build's check).
     SelfTest,
@@ -193,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopped");
             server::exit_now(0);
         }
+        Command::Bulk { action } => bulk(action).await?,
         Command::SelfTest => {
             let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector))
                 .map_err(|e| anyhow::anyhow!("{}", objdet::error::chain(&e)))?;
@@ -341,4 +374,79 @@ async fn detect(
         let arrival = Arrival { start, receive_ms: objdet::telemetry::ms_since(start), payload_bytes: payload as u64 };
         Ok(service.detect_inputs(items, arrival).await?)
     }
+}
+
+/// `objdet bulk start|status`.
+async fn bulk(action: BulkAction) -> anyhow::Result<()> {
+    use objdet::bulk_run::{BulkRuns, Status};
+    let runs = BulkRuns::from_env().await?;
+    let status = match action {
+        BulkAction::Start { state_machine, bucket, prefix, wait, quiet } => {
+            let execution = runs.start(&state_machine, &bucket, &prefix).await?;
+            eprintln!("objdet: started {execution}");
+            if !wait {
+                println!("{}", serde_json::json!({ "execution": execution }));
+                return Ok(());
+            }
+            let bar = (!quiet).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} items {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b
+            });
+            let every = std::time::Duration::from_millis(
+                std::env::var("OBJDET_BULK_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+            );
+            let status = runs
+                .wait(&execution, every, |s: &Status| {
+                    let n = |k: &str| s.items.get(k).copied().unwrap_or(0).max(0) as u64;
+                    let line = format!(
+                        "{}: {} of {} items done ({} failed, {} running, {} pending)",
+                        s.status,
+                        n("succeeded") + n("failed"),
+                        n("total"),
+                        n("failed"),
+                        n("running"),
+                        n("pending")
+                    );
+                    match &bar {
+                        Some(b) => {
+                            b.set_length(n("total"));
+                            b.set_position(n("succeeded") + n("failed"));
+                            b.set_message(format!("{} failed, {}", n("failed"), s.status));
+                        }
+                        None => eprintln!("objdet: {line}"),
+                    }
+                })
+                .await?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            status
+        }
+        BulkAction::Status { execution } => runs.status(&execution).await?,
+    };
+    if let Some(s) = &status.summary {
+        let failed: usize = s.failed.values().sum();
+        eprintln!(
+            "objdet: {}: {} objects, {} detected, {} skipped (unchanged), {} failed {:?}, {} ignored; results in results/<key>.json{}",
+            status.status,
+            s.items,
+            s.processed - failed,
+            s.skipped,
+            failed,
+            s.failed,
+            s.ignored,
+            status.manifest.as_ref().map(|m| format!(", manifest {m}")).unwrap_or_default()
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    if status.ended() && status.status != "SUCCEEDED" {
+        anyhow::bail!("the run ended {}: {}", status.status, status.error.as_deref().unwrap_or("no error given"));
+    }
+    Ok(())
 }

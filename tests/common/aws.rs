@@ -71,11 +71,17 @@ pub struct Moto {
 impl Moto {
     /// Starts moto_server and waits until it accepts connections.
     pub fn start() -> Moto {
+        Self::start_with(&[])
+    }
+
+    /// [`Moto::start`] with `envs` for the server (e.g. `MOTO_PORT`, where its Step Functions
+    /// interpreter sends Lambda invocations).
+    pub fn start_with(envs: &[(String, String)]) -> Moto {
         let port = free_port();
         let child = spawn_watched(
             &tool("moto_server"),
             &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
-            &[],
+            envs,
             &format!("moto-{port}.log"),
         );
         wait_for_port(port, "moto_server");
