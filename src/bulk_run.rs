@@ -118,19 +118,19 @@ impl BulkRuns {
             ..Default::default()
         };
         let runs = self.sfn.list_map_runs().execution_arn(execution).send().await;
-        if let Some(run) = runs.ok().and_then(|r| r.map_runs().first().map(|m| m.map_run_arn().to_string())) {
-            if let Ok(run) = self.sfn.describe_map_run().map_run_arn(run).send().await {
-                if let Some(c) = run.item_counts() {
-                    for (k, v) in [
-                        ("total", c.total()),
-                        ("succeeded", c.succeeded()),
-                        ("failed", c.failed()),
-                        ("pending", c.pending()),
-                        ("running", c.running()),
-                    ] {
-                        status.items.insert(k.into(), v);
-                    }
-                }
+        let map_run = runs.ok().and_then(|r| r.map_runs().first().map(|m| m.map_run_arn().to_string()));
+        if let Some(run) = map_run
+            && let Ok(run) = self.sfn.describe_map_run().map_run_arn(run).send().await
+            && let Some(c) = run.item_counts()
+        {
+            for (k, v) in [
+                ("total", c.total()),
+                ("succeeded", c.succeeded()),
+                ("failed", c.failed()),
+                ("pending", c.pending()),
+                ("running", c.running()),
+            ] {
+                status.items.insert(k.into(), v);
             }
         }
         if status.ended()

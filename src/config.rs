@@ -111,7 +111,7 @@ pub struct S3Config {
     pub read_prefix: String,
     /// `PRESIGN_EXPIRES_SECS` (300): lifetime of presigned upload URLs.
     pub presign_expires_secs: u64,
-    /// `MAX_UPLOAD_BYTES` (16 MiB, at most `MAX_BODY_BYTES`): the exact size each presigned PUT
+    /// `MAX_UPLOAD_BYTES` (16 MiB, or `MAX_BODY_BYTES` if that is less; never more): the exact size each presigned PUT
     /// is signed for; S3 refuses any other length.
     pub max_upload_bytes: u64,
     /// `MAX_UPLOAD_BATCH_BYTES` (512 MiB): the sizes of one `POST /api/uploads` call together.
@@ -272,12 +272,13 @@ impl Config {
             p
         };
 
+        let max_body_bytes = num("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES)?;
         let cfg = Config {
             api_token: get("API_TOKEN").map(|t| ApiToken::new(&t)).transpose()?,
             allow_unauthenticated: flag("ALLOW_UNAUTHENTICATED", get("ALLOW_UNAUTHENTICATED"))?,
             host: get("HOST").unwrap_or_else(|| "127.0.0.1".into()),
             port: num("PORT", get("PORT"), 5000)?,
-            max_body_bytes: num("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES)?,
+            max_body_bytes,
             lambda_max_body_bytes: num(
                 "LAMBDA_MAX_BODY_BYTES",
                 get("LAMBDA_MAX_BODY_BYTES"),
@@ -324,7 +325,11 @@ impl Config {
                     get("S3_READ_PREFIX").unwrap_or_else(|| prefix("UPLOADS_PREFIX", "uploads/"))
                 },
                 presign_expires_secs: num("PRESIGN_EXPIRES_SECS", get("PRESIGN_EXPIRES_SECS"), 300)?,
-                max_upload_bytes: num("MAX_UPLOAD_BYTES", get("MAX_UPLOAD_BYTES"), 16u64 << 20)?,
+                max_upload_bytes: num(
+                    "MAX_UPLOAD_BYTES",
+                    get("MAX_UPLOAD_BYTES"),
+                    (16u64 << 20).min(max_body_bytes as u64),
+                )?,
                 max_upload_batch_bytes: num("MAX_UPLOAD_BATCH_BYTES", get("MAX_UPLOAD_BATCH_BYTES"), 512u64 << 20)?,
             },
         };
