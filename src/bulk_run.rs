@@ -166,6 +166,9 @@ impl BulkRuns {
     async fn summaries(&self, bucket: &str, manifest_key: &str) -> Result<BatchSummary> {
         let manifest: serde_json::Value = serde_json::from_slice(&self.get(bucket, manifest_key).await?)?;
         let files = manifest.pointer("/ResultFiles/SUCCEEDED").and_then(|f| f.as_array()).cloned().unwrap_or_default();
+        if files.is_empty() {
+            bail!("the manifest lists no result files");
+        }
         let mut total = BatchSummary::default();
         for file in files {
             let Some(key) = file["Key"].as_str() else { continue };

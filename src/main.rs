@@ -430,6 +430,16 @@ async fn bulk(action: BulkAction) -> anyhow::Result<()> {
         }
         BulkAction::Status { execution } => runs.status(&execution).await?,
     };
+    let n = |k: &str| status.items.get(k).copied().unwrap_or(0);
+    eprintln!(
+        "objdet: {} {}: {} items, {} succeeded, {} failed{}",
+        status.execution,
+        status.status,
+        n("total"),
+        n("succeeded"),
+        n("failed"),
+        status.manifest.as_ref().map(|m| format!("; manifest {m}")).unwrap_or_default()
+    );
     if let Some(s) = &status.summary {
         let failed: usize = s.failed.values().sum();
         eprintln!(

@@ -295,3 +295,75 @@ async fn a_batch_event_and_single_items_give_the_same_results() {
     let outside = lambda.invoke(&json!({"Key": "private/secret.jpg", "ETag": "\"e\""})).await;
     assert_eq!(outside["ignored"], 1, "{outside}");
 }
+
+/// `objdet bulk start --wait` against moto: progress while the run goes, then its summary;
+/// clear errors for a state machine that does not exist and a prefix without objects.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_starts_a_run_and_follows_it_to_its_end() {
+    let stack = stack().await;
+    for (key, photo) in
+        [("images/cli/a.jpg", "dog.jpg"), ("images/cli/b c.jpg", "person.jpg"), ("images/cli/d.png", "coffee.png")]
+    {
+        aws::put(&stack.s3, BUCKET, key, common::fixture(photo)).await;
+    }
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_objdet"));
+        c.current_dir(common::root()).args(["bulk"]).args(args);
+        for (k, v) in stack.moto.env() {
+            c.env(k, v);
+        }
+        c.env("AWS_ENDPOINT_URL", &stack.moto.endpoint)
+            .env("S3_FORCE_PATH_STYLE", "true")
+            .env("OBJDET_BULK_POLL_MS", "200")
+            .env("RUST_LOG", "warn");
+        c.output().unwrap()
+    };
+    let out = cli(&[
+        "start",
+        "--state-machine",
+        STATE_MACHINE,
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        "images/cli/",
+        "--wait",
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("objdet: started arn:aws:states:"), "{stderr}");
+    assert!(stderr.contains("items done"), "no progress shown: {stderr}");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["status"], "SUCCEEDED", "{status}");
+    assert_eq!(status["items"]["total"], 3, "{status}");
+    assert_eq!(status["items"]["succeeded"], 3, "{status}");
+    assert!(status["manifest"].as_str().is_some_and(|m| m.starts_with("s3://objdet-bulk/runs/")), "{status}");
+    assert!(stderr.contains("3 items, 3 succeeded, 0 failed"), "{stderr}");
+    for key in ["images/cli/a.jpg", "images/cli/b c.jpg", "images/cli/d.png"] {
+        assert!(aws::get(&stack.s3, BUCKET, &result_key(key)).await.is_some(), "{key}");
+    }
+    // `bulk status` of the same execution.
+    let execution = status["execution"].as_str().unwrap();
+    let again = cli(&["status", execution]);
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["status"], "SUCCEEDED");
+
+    let missing = cli(&[
+        "start",
+        "--state-machine",
+        "arn:aws:states:us-east-1:123456789012:stateMachine:nope",
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        "images/",
+    ]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && stderr.contains("no state machine"), "{stderr}");
+    let empty =
+        cli(&["start", "--state-machine", STATE_MACHINE, "--bucket", BUCKET, "--prefix", "images/nothing-here/"]);
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(
+        !empty.status.success() && stderr.contains("no objects under s3://objdet-bulk/images/nothing-here/"),
+        "{stderr}"
+    );
+}
