@@ -11,8 +11,12 @@
 //!
 //! Start-up builds the lead worker (its solo session) only. The rest of the pool is built by
 //! builder threads at idle priority once the first image is answered, as soon as images queue up,
-//! or after [`POOL_BUILD_IDLE`] without requests; a built pool session starts a worker of its own
-//! (or, the lead's, is handed to the lead). `ORT_WARMUP` builds everything during start-up.
+//! or after [`POOL_BUILD_IDLE`] without requests: each worker thread (normal priority) has its
+//! session built on a short-lived thread in the idle scheduling class, then serves with it (the
+//! lead's pool session is handed to the lead). The build needs a thread of its own because a
+//! thread cannot leave `SCHED_IDLE` without privilege, and every thread it starts would inherit it:
+//! a worker started from an idle thread ran its images at idle priority, 1.38× slower per image on
+//! a busy machine (docs/performance.md). `ORT_WARMUP` builds everything during start-up.
 //! Without a solo session, start-up builds every worker.
 
 use std::panic::AssertUnwindSafe;
@@ -287,9 +291,8 @@ impl Drop for Detector {
 }
 
 impl Builders {
-    /// Starts a thread that makes `build` and then serves with it (a build during start-up) or
-    /// hands it on (a background build, at idle priority, which must not slow the requests being
-    /// served: it starts a normal-priority worker with what it built).
+    /// Starts a thread that makes `build` (a background build: at idle priority, on a thread of its
+    /// own, so that it does not slow the requests being served) and then serves with it.
     fn spawn(
         &self,
         build: Build,
@@ -302,7 +305,6 @@ impl Builders {
         let name = match build {
             Build::Lead => "objdet-infer-lead".to_string(),
             Build::LeadPool => "objdet-build-lead".to_string(),
-            Build::Pool(n) if background => format!("objdet-build-{n}"),
             Build::Pool(n) => format!("objdet-infer-{n}"),
         };
         let handle = std::thread::Builder::new()
@@ -321,14 +323,12 @@ impl Builders {
         background: bool,
         ready: Option<mpsc::Sender<Result<()>>>,
     ) {
-        if background {
-            if !self.shared.wait_for_pool_wanted(POOL_BUILD_IDLE) {
-                return;
-            }
-            crate::memory::lower_thread_priority();
+        if background && !self.shared.wait_for_pool_wanted(POOL_BUILD_IDLE) {
+            return;
         }
         let t = Instant::now();
-        let built = self.make(build, cfg, source);
+        let built =
+            if background { at_idle_priority(|| self.make(build, cfg, source)) } else { self.make(build, cfg, source) };
         tracing::debug!(?build, ms = ms_since(t), background, "session ready");
         let report = |result: Result<()>| {
             if let Some(ready) = &ready {
@@ -347,11 +347,7 @@ impl Builders {
                 let lead = build == Build::Lead;
                 self.shared.update(|s| if lead { s.queue.solo_ready = true } else { s.queue.pool_ready += 1 });
                 report(Ok(()));
-                if !background {
-                    serve(*model, lead, &self.shared);
-                } else if let Err(e) = self.start_worker(model, build) {
-                    tracing::error!(?build, error = %e, "cannot start a worker for a built session");
-                }
+                serve(*model, lead, &self.shared);
             }
         }
     }
@@ -374,25 +370,21 @@ impl Builders {
         }
         Ok(Made::Model(Box::new(model)))
     }
+}
 
-    /// A normal-priority worker thread for a model built in the background.
-    fn start_worker(&self, model: Box<Model>, build: Build) -> Result<()> {
-        let shared = self.shared.clone();
-        let name = match build {
-            Build::Pool(n) => format!("objdet-infer-{n}"),
-            _ => "objdet-infer".to_string(),
-        };
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        if self.shared.lock().closed {
-            return Ok(()); // the detector is being dropped: nothing left to serve
-        }
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || serve(*model, false, &shared))
-            .map_err(StartupError::Thread)?;
-        threads.push(handle);
-        Ok(())
-    }
+/// Runs `f` on a thread of its own in the idle scheduling class, which it cannot leave.
+fn at_idle_priority<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("objdet-build".into())
+            .spawn_scoped(scope, || {
+                crate::memory::lower_thread_priority();
+                f()
+            })
+            .map_err(StartupError::Thread)?
+            .join()
+            .map_err(|_| StartupError::ThreadExited("background build"))?
+    })
 }
 
 /// What a build made.
