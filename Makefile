@@ -9,7 +9,7 @@ ORT_DYLIB_PATH ?= $(CACHE)/ort/libonnxruntime.so
 export ORT_DYLIB_PATH
 CARGO        ?= cargo
 
-.PHONY: help setup setup-test setup-lint setup-tools build run test lint fmt bench load-test int8-experiment \
+.PHONY: help setup setup-test setup-lint setup-tools build run test ui-test lint fmt bench load-test int8-experiment \
         contract-test fuzz fuzz-smoke soak
 
 help: ## list targets
@@ -37,6 +37,9 @@ run: setup ## serve the API on http://$(HOST):$(PORT) with the bundled model
 
 test: setup-test ## all tests: real model, real ORT, real HTTP, local S3 and the Lambda emulator
 	XDG_CACHE_HOME=$(CACHE) $(CARGO) test --release --lib --bins --tests
+
+ui-test: build ## the browser page in Debian's chromium via playwright-core (installs both; screenshots in target/ui-artifacts)
+	scripts/ui-test.sh
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

@@ -183,13 +183,15 @@ def run(template):
         resources_of, params = resolver(template, overrides)
         resources = resources_of()
         by_key = routes(resources)
-        check(set(by_key) == set(work) | {"GET /healthz"}, f"{auth}: routes are {sorted(by_key)}")
+        public = {"GET /healthz", "GET /", "GET /ui.js"}
+        check(set(by_key) == set(work) | public, f"{auth}: routes are {sorted(by_key)}")
+        for key in public:
+            check(by_key.get(key, ("", {}))[1].get("AuthorizationType") == "NONE", f"{key} is open (no data, no cost)")
         want = {"IAM": "AWS_IAM", "JWT": "JWT", "NONE": "NONE"}[auth]
         for key in work:
             props = by_key.get(key, ("", {}))[1]
             check(props.get("AuthorizationType") == want, f"{auth}: {key} is {props.get('AuthorizationType')}, not {want}")
             check(("AuthorizerId" in props) == (auth == "JWT"), f"{auth}: {key} authorizer {props.get('AuthorizerId')}")
-        check(by_key.get("GET /healthz", ("", {}))[1].get("AuthorizationType") == "NONE", "the health check is open")
 
         stage = next(r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage")
         settings = stage.get("RouteSettings", {})

@@ -89,6 +89,8 @@ pub fn app(service: DetectService, limits: RequestLimits) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(admission, admit));
     Router::new()
         .merge(work)
+        .route("/", get(page))
+        .route("/ui.js", get(page_script))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
@@ -178,7 +180,7 @@ impl IntoResponse for RequestError {
 
 /// Paths anyone may read: they cost nothing and reveal no data (a load balancer's health check,
 /// the API description).
-const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
+const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/openapi.json", "/", "/ui.js"];
 
 /// `router` with every path but [`PUBLIC_PATHS`] behind the bearer `token` (`objdet serve` with
 /// `API_TOKEN`; behind API Gateway, IAM authorizes instead). Unknown paths are refused too, so
@@ -339,8 +341,25 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "sessions": d.sessions(),
         "classes": d.labels().len(),
         "s3": state.service.s3().is_some(),
+        "limits": {"max_body_bytes": state.max_body_bytes, "max_images": state.service.config().max_images},
     }))
     .into_response()
+}
+
+/// The browser page (`GET /`): drop photos, see the boxes and the timing. Embedded, no external
+/// resource: the content security policy allows only this server.
+const PAGE: &str = include_str!("ui/index.html");
+const PAGE_SCRIPT: &str = include_str!("ui/ui.js");
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' blob: data:; \
+                           connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CONTENT_SECURITY_POLICY, PAGE_POLICY)], PAGE)
+        .into_response()
+}
+
+async fn page_script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], PAGE_SCRIPT).into_response()
 }
 
 /// The API's OpenAPI 3.0 description (written by hand, checked against the server by schemathesis).

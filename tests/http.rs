@@ -283,3 +283,20 @@ async fn images_past_the_deadline_are_answered_not_lost() {
     assert!(results.iter().filter(|r| r["error"].is_null()).all(|r| !labels(r).is_empty()));
     assert!(elapsed < timeout, "answered after {elapsed:.2} s, past the request timeout");
 }
+
+/// The browser page and its script are served, with a policy that allows only this server.
+#[tokio::test]
+async fn the_page_is_served_self_contained() {
+    for (path, kind) in [("/", "text/html"), ("/ui.js", "text/javascript")] {
+        let res = app().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind), "{path}");
+        let policy = res.headers().get(header::CONTENT_SECURITY_POLICY).map(|v| v.to_str().unwrap().to_string());
+        let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(!body.contains("https://") && !body.contains("//cdn"), "{path} names an external resource");
+        if path == "/" {
+            assert!(policy.is_some_and(|p| p.contains("default-src 'none'") && p.contains("connect-src 'self'")));
+            assert!(body.contains(r#"<script src="ui.js">"#));
+        }
+    }
+}
