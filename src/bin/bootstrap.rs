@@ -1,6 +1,7 @@
 //! The AWS Lambda entry point: loads the model during Init, then runs the front door that
 //! `_HANDLER` (the function's `ImageConfig.Command`) names: `http` serves API Gateway / function
-//! URL events through the same Router as `objdet serve`, `s3` the upload trigger.
+//! URL events through the same Router as `objdet serve`, `s3` the upload trigger, `bulk` the
+//! Step Functions batches of a prefix.
 
 use std::sync::Arc;
 
@@ -13,23 +14,31 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(true);
     // `bootstrap --self-test`: the Dockerfile's build step (see objdet::selftest).
     if std::env::args().nth(1).as_deref() == Some("--self-test") {
-        let config = Config::from_env()?;
-        let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector)).inspect_err(|e| {
-            tracing::error!(error = %objdet::error::chain(e), "self-test failed");
-        })?;
+        let config = init(Config::from_env())?;
+        let report = init(tokio::task::block_in_place(|| objdet::selftest::run(&config.detector)))?;
         println!("{}", serde_json::to_string(&report)?);
         objdet::server::exit_now(0);
     }
     let malloc_tuned = objdet::memory::tune_malloc();
     tracing::debug!(malloc_tuned, "malloc mmap threshold");
     // An unknown entry point fails Init before the model is loaded.
-    let handler = Handler::from_env_value(std::env::var("_HANDLER").ok().as_deref())?;
-    let config = Arc::new(Config::from_env()?);
+    let handler = init(Handler::from_env_value(std::env::var("_HANDLER").ok().as_deref()))?;
+    let config = Arc::new(init(Config::from_env())?);
     // Init phase: ORT, the model and the S3 client are ready before the first invocation.
-    let service = DetectService::from_config(config.clone()).await?;
+    let service = init(DetectService::from_config(config.clone()).await)?;
     match handler {
         Handler::Http => lambda::run_http(server::app(service, RequestLimits::lambda(&config))).await,
         Handler::S3 => lambda::run_s3(service).await,
         Handler::Bulk => lambda::run_bulk(service).await,
     }
+}
+
+/// A start-up failure, logged with its causes and returned as the process's error (its message
+/// the whole chain, so that the Init error says what to fix).
+fn init<T, E: std::error::Error + 'static>(result: Result<T, E>) -> Result<T, lambda_runtime::Error> {
+    result.map_err(|e| {
+        let chain = objdet::error::chain(&e);
+        tracing::error!(error = %chain, "Init failed");
+        chain.into()
+    })
 }
