@@ -274,9 +274,12 @@ impl DetectService {
         let s3 = self.s3.as_ref().ok_or(S3Error::NotConfigured)?;
         let bucket = s3.config().upload_bucket.clone().ok_or(S3Error::NotConfigured)?;
         let limits = s3.config();
-        // What the request is comes before how much of it there is.
+        // What the request is (sizes of at least 1, known types) comes before how much of it there is.
         let mut extensions = Vec::with_capacity(req.files.len());
         for file in &req.files {
+            if file.size == 0 {
+                return Err(RequestError::Invalid("every file needs a size of at least 1 byte".into()));
+            }
             let ext = crate::detector::decode::Format::of_media_type(&file.content_type)
                 .filter(|f| f.media_type == file.content_type)
                 .map(|f| f.extensions[0])
@@ -289,9 +292,6 @@ impl DetectService {
         self.check_count(req.files.len())?;
         let mut total = 0u64;
         for file in &req.files {
-            if file.size == 0 {
-                return Err(RequestError::Invalid("every file needs a size of at least 1 byte".into()));
-            }
             if file.size > limits.max_upload_bytes {
                 return Err(RequestError::UploadTooLarge {
                     what: "a file",
