@@ -57,6 +57,9 @@ enum Offload {
     Always,
     /// Decide per batch from a benchmark profile (--profile results.csv).
     Auto,
+    /// Run part here and part on --endpoint at the same time (planned from --profile when given,
+    /// re-planned from what each side measures).
+    Split,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,10 +94,10 @@ enum Command {
         /// A remote objdet (base URL) to offload to.
         #[arg(long)]
         endpoint: Option<String>,
-        /// never | always | auto (default: always with --endpoint, never without).
+        /// never | always | auto | split (default: always with --endpoint, never without).
         #[arg(long, value_enum)]
         offload: Option<Offload>,
-        /// Benchmark CSV the `auto` decision is fitted from.
+        /// Benchmark CSV the `auto` decision (or the `split` plan's first guess) is fitted from.
         #[arg(long)]
         profile: Option<PathBuf>,
         /// Location label of the remote rows in --profile (default: the one with most rows).
@@ -138,16 +141,22 @@ enum Command {
         /// Emulated round-trip time added per request, ms.
         #[arg(long)]
         rtt_ms: Option<f64>,
+        /// With `--target split:URL`: earlier rows (local, and inline at the same --uplink-mbps)
+        /// the first request of each batch is planned from.
+        #[arg(long)]
+        profile: Option<PathBuf>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
         #[command(flatten)]
         auth: AuthArgs,
     },
-    /// Draw execution time and average inference time vs number of images from a results CSV.
+    /// Draw execution time and average inference time vs number of images from results CSVs
+    /// (objdet's, of any version, or the original study's seven-column table).
     Plot {
-        /// Results CSV.
-        csv: PathBuf,
+        /// Results CSVs, drawn together.
+        #[arg(required = true)]
+        csv: Vec<PathBuf>,
         /// Output .png or .svg.
         #[arg(long, default_value = "fig.png")]
         out: PathBuf,
@@ -169,9 +178,9 @@ enum Command {
     },
     /// Fit the benchmark rows and say when offloading pays.
     Advise {
-        /// Results CSV.
-        #[arg(long)]
-        from: PathBuf,
+        /// Results CSV (objdet's, or the original study's table); repeat to read several.
+        #[arg(long, required = true)]
+        from: Vec<PathBuf>,
         /// Also decide for this payload, MB.
         #[arg(long)]
         payload_mb: Option<f64>,
@@ -258,6 +267,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             uplink_mbps,
             rtt_ms,
+            profile,
             quiet,
             auth,
         } => {
@@ -275,6 +285,10 @@ async fn main() -> anyhow::Result<()> {
                 link: Link { uplink_mbps, rtt_ms },
                 progress: !quiet,
                 auth,
+                profile: match &profile {
+                    Some(p) => read_results(std::slice::from_ref(p))?,
+                    None => Vec::new(),
+                },
             };
             let rows = offload::run(&opts, Arc::new(config)).await?;
             if rows.is_empty() {
@@ -285,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
             println!("appended {} rows to {}", rows.len(), out.display());
         }
         Command::Plot { csv, out } => {
-            let rows = offload::csv::read(&csv)?;
+            let rows = read_results(&csv)?;
             let n = offload::plot::plot(&rows, &out)?;
             println!("wrote {} with {n} series", out.display());
         }
@@ -300,15 +314,35 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Advise { from, payload_mb, uplink_mbps, memory_mb } => {
-            let rows = offload::csv::read(&from)?;
+            let rows = read_results(&from)?;
             let (text, ok) = advise::report(&rows, payload_mb, uplink_mbps, memory_mb);
             println!("{text}");
             if !ok {
-                bail!("the data in {} can't support an answer (see above)", from.display());
+                let names: Vec<String> = from.iter().map(|p| p.display().to_string()).collect();
+                bail!("the data in {} can't support an answer (see above)", names.join(", "));
             }
         }
     }
     Ok(())
+}
+
+/// The usable rows of results files; what could not be used is reported on stderr, by line.
+fn read_results(paths: &[PathBuf]) -> anyhow::Result<Vec<offload::csv::Row>> {
+    let mut rows = Vec::new();
+    for path in paths {
+        let table = offload::csv::read(path)?;
+        for note in &table.notes {
+            eprintln!("objdet: {}: {note}", path.display());
+        }
+        for s in &table.skipped {
+            eprintln!("objdet: {} line {}: not used: {}", path.display(), s.line, s.reason);
+        }
+        if table.rows.is_empty() {
+            bail!("{}: no usable rows", path.display());
+        }
+        rows.extend(table.rows);
+    }
+    Ok(rows)
 }
 
 /// `objdet detect`: locally, or on `--endpoint` (inline under the Lambda limit, else via S3 uploads),
@@ -332,12 +366,40 @@ async fn detect(
     let inline_fits = client::inline_body(&images).len() <= config.lambda_max_body_bytes;
     let remote_mode = if inline_fits { Mode::Inline } else { Mode::S3 };
     let offload = offload.unwrap_or(if endpoint.is_some() { Offload::Always } else { Offload::Never });
+    if offload == Offload::Split {
+        let endpoint = endpoint.context("--offload split needs --endpoint URL")?;
+        let prior = match &profile {
+            Some(profile) => {
+                let rows = read_results(std::slice::from_ref(profile))?;
+                let image_mb = payload as f64 / 1e6 / images.len() as f64;
+                offload::split::Prior::from_rows(&rows, image_mb, None, profile_location.as_deref())
+            }
+            None => offload::split::Prior::default(),
+        };
+        let remote = Remote::new(&endpoint, Link::default(), 1)?.with_auth(auth.resolve(&endpoint).await?);
+        let service = DetectService::from_config(config.clone()).await?;
+        let run = offload::split::detect_split(&service, &remote, &images, prior, config.lambda_max_body_bytes).await?;
+        eprintln!(
+            "objdet: split {} images: {} here, {} on {endpoint} in {} requests, {:.2} s{}",
+            images.len(),
+            run.local_images,
+            run.remote_images,
+            run.remote_requests,
+            run.makespan_s,
+            run.remote_error
+                .as_ref()
+                .map(|e| format!(" (the remote side failed and its images ran here: {e})"))
+                .unwrap_or_default()
+        );
+        return Ok(run.response);
+    }
     let go_remote = match offload {
+        Offload::Split => unreachable!("handled above"),
         Offload::Never => false,
         Offload::Always => true,
         Offload::Auto => {
             let profile = profile.context("--offload auto needs --profile results.csv")?;
-            let rows = offload::csv::read(&profile)?;
+            let rows = read_results(std::slice::from_ref(&profile))?;
             let fits: Vec<advise::Fit> =
                 advise::fit_all(&rows, None).into_iter().filter_map(|f| f.ok()).filter(|f| f.usable()).collect();
             let local = fits.iter().find(|f| f.mode == "local");

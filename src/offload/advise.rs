@@ -260,27 +260,48 @@ pub fn break_even(a: &Fit, b: &Fit, image_mb_per_image: f64) -> BreakEven {
     }
 }
 
-/// The break-even of `a` and `b` in words, only within the batch sizes both were measured at.
-fn crossing(a: &Fit, b: &Fit, a_name: &str, b_name: &str) -> String {
+/// Whether a location names this machine (`localhost`, `127.0.0.1`, `::1`, with or without a scheme
+/// and port).
+pub fn is_loopback(location: &str) -> bool {
+    let rest = location.trim().split_once("://").map_or(location.trim(), |(_, r)| r);
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else if rest.matches(':').count() > 1 {
+        rest.split('/').next().unwrap_or("")
+    } else {
+        rest.split([':', '/']).next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The break-even of `a` and `b` in words, only within the batch sizes both were measured at, and
+/// whether there is one there.
+fn crossing(a: &Fit, b: &Fit, a_name: &str, b_name: &str) -> (String, bool) {
     let lo = a.n_range.0.max(b.n_range.0);
     let hi = a.n_range.1.min(b.n_range.1);
     if hi <= lo {
-        return "the two were measured at batch sizes that do not overlap: no comparison".into();
+        return ("the two were measured at batch sizes that do not overlap: no comparison".into(), false);
     }
     let mpi = (a.image_mb_per_image() + b.image_mb_per_image()) / 2.0;
     let faster = |n: f64| if a.time_for(n * mpi, n) <= b.time_for(n * mpi, n) { a_name } else { b_name };
     match break_even(a, b, mpi) {
-        BreakEven::At { mb, a_faster_below } if mb / mpi >= lo && mb / mpi <= hi => format!(
-            "break-even at {mb:.2} MB of images (≈ {:.0} images of {mpi:.2} MB); {} is faster below, {} above",
-            mb / mpi,
-            if a_faster_below { a_name } else { b_name },
-            if a_faster_below { b_name } else { a_name },
+        BreakEven::At { mb, a_faster_below } if mb / mpi >= lo && mb / mpi <= hi => (
+            format!(
+                "break-even at {mb:.2} MB of images (≈ {:.0} images of {mpi:.2} MB); {} is faster below, {} above",
+                mb / mpi,
+                if a_faster_below { a_name } else { b_name },
+                if a_faster_below { b_name } else { a_name },
+            ),
+            true,
         ),
-        _ => format!(
-            "{} is faster at every batch measured ({lo:.0}–{hi:.0} images, {:.2}–{:.2} MB); no break-even there",
-            faster((lo * hi).sqrt()),
-            lo * mpi,
-            hi * mpi
+        _ => (
+            format!(
+                "{} is faster at every batch measured ({lo:.0}–{hi:.0} images, {:.2}–{:.2} MB); the lines do not cross there",
+                faster((lo * hi).sqrt()),
+                lo * mpi,
+                hi * mpi
+            ),
+            false,
         ),
     }
 }
@@ -361,31 +382,41 @@ pub fn report(rows: &[Row], payload_mb: Option<f64>, uplink_mbps: Option<f64>, m
             f.location, f.mode, f.r2
         ));
     }
-    let local = good.iter().find(|f| f.mode == "local");
-    let remotes: Vec<&Fit> = good.iter().filter(|f| f.mode != "local").collect();
+    // "Here" is the in-process run; without one, a server on this machine (the study measured its
+    // local side as a server on http://localhost).
+    let here = |f: &&Fit| f.mode == "local";
+    let local = good.iter().find(here).or_else(|| good.iter().find(|f| is_loopback(&f.location)));
+    let remotes: Vec<&Fit> = good.iter().filter(|f| local.is_none_or(|l| !std::ptr::eq(*f, l))).collect();
     out.push('\n');
+    let mut verdicts = Vec::new();
     match local {
         None => {
             ok = false;
             out.push_str(
-                "No usable `local` rows: run `objdet bench --target local` to compare against running here.\n",
+                "No usable rows for running here (mode `local`, or a server on localhost): run \
+                 `objdet bench --target local` to compare against running here.\n",
             );
         }
         Some(l) => {
+            let name = if l.mode == "local" { "local".to_string() } else { format!("{} (here)", l.location) };
+            if l.mode != "local" {
+                out.push_str(&format!("Here: the {} {} rows (a server on this machine).\n", l.location, l.mode));
+            }
             for r in &remotes {
-                out.push_str(&format!(
-                    "- local vs {} {}: {}\n",
-                    r.location,
-                    r.mode,
-                    crossing(l, r, "local", "offloading")
-                ));
+                let (text, crosses) = crossing(l, r, &name, "offloading");
+                out.push_str(&format!("- {name} vs {} {}: {text}\n", r.location, r.mode));
+                verdicts.push(if crosses {
+                    format!("against {} {}: {text}", r.location, r.mode)
+                } else {
+                    format!("against {} {}: no break-even is supported ({text})", r.location, r.mode)
+                });
             }
         }
     }
     // S3 vs inline per location.
     for s3 in remotes.iter().filter(|f| f.mode == "s3") {
         if let Some(inline) = remotes.iter().find(|f| f.mode == "inline" && f.location == s3.location) {
-            out.push_str(&format!("- {}: inline vs S3: {}\n", s3.location, crossing(inline, s3, "inline", "S3")));
+            out.push_str(&format!("- {}: inline vs S3: {}\n", s3.location, crossing(inline, s3, "inline", "S3").0));
         }
     }
     if let (Some(mb), Some(l)) = (payload_mb, local) {
@@ -406,6 +437,13 @@ pub fn report(rows: &[Row], payload_mb: Option<f64>, uplink_mbps: Option<f64>, m
     if remotes.is_empty() {
         ok = false;
         out.push_str("No usable remote rows: run `objdet bench --target URL` to measure offloading.\n");
+    }
+    out.push_str("\nVerdict: ");
+    if verdicts.is_empty() {
+        out.push_str("these data support no break-even (see above for what is missing).\n");
+    } else {
+        out.push_str(&verdicts.join("; "));
+        out.push('\n');
     }
     (out, ok)
 }

@@ -72,6 +72,7 @@ pub struct Remote {
     base: String,
     http: reqwest::Client,
     link: Link,
+    uplink: Arc<Uplink>,
     concurrency: usize,
     auth: super::auth::Auth,
 }
@@ -91,22 +92,41 @@ pub fn inline_body(images: &[Image]) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// The emulated uplink, shared by every request of one [`Remote`]: concurrent bodies take turns
+/// on it, so together they never go faster than the link (as on a real one).
+#[derive(Debug)]
+struct Uplink {
+    /// Bytes per second; `None`: not emulated.
+    rate: Option<f64>,
+    /// When the link is free again.
+    free_at: Mutex<Instant>,
+}
+
+impl Uplink {
+    /// Waits until `len` more bytes have gone out at the link's rate after everything already queued.
+    async fn send(&self, len: usize) {
+        let Some(rate) = self.rate else { return };
+        let done = {
+            let mut free = self.free_at.lock().unwrap_or_else(|p| p.into_inner());
+            *free = (*free).max(Instant::now()) + Duration::from_secs_f64(len as f64 / rate);
+            *free
+        };
+        tokio::time::sleep_until(done.into()).await;
+    }
+}
+
 /// A request body that goes out at the emulated uplink rate, recording when its last byte left.
-fn paced_body(body: Bytes, link: Link, sent: Arc<Mutex<Option<Instant>>>) -> reqwest::Body {
+fn paced_body(body: Bytes, uplink: Arc<Uplink>, sent: Arc<Mutex<Option<Instant>>>) -> reqwest::Body {
     const CHUNK: usize = 16 * 1024;
-    let rate = link.uplink_mbps.map(|m| m * 1e6 / 8.0); // bytes per second
-    let start = Instant::now();
     let stream = futures::stream::unfold(0usize, move |off| {
-        let (body, sent) = (body.clone(), sent.clone());
+        let (body, sent, uplink) = (body.clone(), sent.clone(), uplink.clone());
         async move {
             if off >= body.len() {
                 *sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 return None;
             }
             let end = (off + CHUNK).min(body.len());
-            if let Some(rate) = rate {
-                tokio::time::sleep_until((start + Duration::from_secs_f64(end as f64 / rate)).into()).await;
-            }
+            uplink.send(end - off).await;
             Some((Ok::<Bytes, std::io::Error>(body.slice(off..end)), end))
         }
     });
@@ -119,7 +139,9 @@ impl Remote {
         let http =
             reqwest::Client::builder().timeout(Duration::from_secs(900)).build().context("building the HTTP client")?;
         let base = base.trim_end_matches('/').to_string();
-        Ok(Self { base, http, link, concurrency: concurrency.max(1), auth: super::auth::Auth::None })
+        let uplink =
+            Arc::new(Uplink { rate: link.uplink_mbps.map(|m| m * 1e6 / 8.0), free_at: Mutex::new(Instant::now()) });
+        Ok(Self { base, http, link, uplink, concurrency: concurrency.max(1), auth: super::auth::Auth::None })
     }
 
     /// The same client, sending `auth` with every request to the service (never with the
@@ -152,7 +174,7 @@ impl Remote {
         let res = req
             .header("content-type", content_type)
             .header("content-length", len)
-            .body(paced_body(body, self.link, sent.clone()))
+            .body(paced_body(body, self.uplink.clone(), sent.clone()))
             .send()
             .await
             .with_context(|| format!("sending to {url}"))?;

@@ -7,6 +7,7 @@ pub mod client;
 pub mod csv;
 pub mod dataset;
 pub mod plot;
+pub mod split;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,17 +32,25 @@ pub enum Target {
     Local,
     /// A remote objdet at this base URL.
     Remote(String),
+    /// Both at once: part of each batch here, part on the objdet at this base URL (`split:URL`).
+    Split(String),
 }
 
 impl std::str::FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
         if s == "local" {
             Ok(Target::Local)
-        } else if s.starts_with("http://") || s.starts_with("https://") {
+        } else if url(s) {
             Ok(Target::Remote(s.to_string()))
+        } else if let Some(u) = s.strip_prefix("split:").filter(|u| url(u)) {
+            Ok(Target::Split(u.to_string()))
         } else {
-            Err(format!("target must be `local` or an http(s) URL, got {s:?}"))
+            Err(format!(
+                "target must be `local`, an http(s) URL or `split:` and a URL, got {:?}",
+                crate::error::excerpt(s)
+            ))
         }
     }
 }
@@ -69,6 +78,8 @@ pub struct BenchOptions {
     pub progress: bool,
     /// How to authenticate to a remote target.
     pub auth: auth::AuthArgs,
+    /// Earlier rows a split plan starts from (empty: each batch probes first).
+    pub profile: Vec<Row>,
 }
 
 /// Loads the images of `dir` (JPEG/PNG/WebP), sorted by name.
@@ -160,12 +171,24 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 /// Runs the experiment and returns its rows (also printed as a summary by the CLI).
 pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
     let images = load_images(&opts.images)?;
+    let max_body = config.lambda_max_body_bytes;
+    let remote_for = |url: &str, concurrency: usize| -> Result<Remote> { Remote::new(url, opts.link, concurrency) };
     let (local, remote, mode) = match &opts.target {
         Target::Local => (Some(DetectService::from_config(config).await?), None, "local"),
         Target::Remote(url) => {
-            let remote = Remote::new(url, opts.link, opts.concurrency)?.with_auth(opts.auth.resolve(url).await?);
+            let remote = remote_for(url, opts.concurrency)?.with_auth(opts.auth.resolve(url).await?);
             (None, Some(remote), opts.mode.as_str())
         }
+        Target::Split(url) => {
+            // One request at a time: the planner sizes each one.
+            let remote = remote_for(url, 1)?.with_auth(opts.auth.resolve(url).await?);
+            (Some(DetectService::from_config(config).await?), Some(remote), "split")
+        }
+    };
+    let image_mb = images.iter().map(|i| i.bytes.len() as f64).sum::<f64>() / 1e6 / images.len() as f64;
+    let prior = split::Prior {
+        remote_request_s: opts.link.rtt_ms.unwrap_or(0.0) / 1e3,
+        ..split::Prior::from_rows(&opts.profile, image_mb, opts.link.uplink_mbps, None)
     };
     let total = (opts.sizes.len() * opts.repeat) as u64;
     let bar = if opts.progress {
@@ -185,7 +208,27 @@ pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
         for r in 1..=opts.repeat {
             bar.set_message(format!("{n} images, repeat {r}"));
             let measured = match (&local, &remote) {
-                (Some(service), _) => run_local(service, &batch).await,
+                (Some(service), Some(remote)) => {
+                    split::detect_split(service, remote, &batch, prior, max_body).await.map(|run| {
+                        bar.suspend(|| eprintln!(
+                            "split, {n} images: {} here (done at {:.3} s), {} remote in {} requests (done at {:.3} s), {:.3} s{}",
+                            run.local_images,
+                            run.local_finish_s,
+                            run.remote_images,
+                            run.remote_requests,
+                            run.remote_finish_s,
+                            run.makespan_s,
+                            run.remote_error.as_ref().map(|e| format!(" (remote failed: {e})")).unwrap_or_default()
+                        ));
+                        Measured {
+                            payload_bytes: run.remote_payload_bytes,
+                            round_trip_s: run.makespan_s,
+                            upload_s: run.upload_s,
+                            response: run.response,
+                        }
+                    })
+                }
+                (Some(service), None) => run_local(service, &batch).await,
                 (None, Some(remote)) => remote.detect(&batch, opts.mode).await,
                 (None, None) => unreachable!("a target is always set"),
             };
