@@ -117,7 +117,9 @@ impl Uplink {
 
 /// A request body that goes out at the emulated uplink rate, recording when its last byte left.
 fn paced_body(body: Bytes, uplink: Arc<Uplink>, sent: Arc<Mutex<Option<Instant>>>) -> reqwest::Body {
-    const CHUNK: usize = 16 * 1024;
+    // About 10 ms of the link per write (at least 16 KiB): fine-grained enough to pace, few enough
+    // wake-ups not to load the client's core at fast rates.
+    let chunk = uplink.rate.map_or(256 * 1024, |r| ((r / 100.0) as usize).clamp(16 * 1024, 1024 * 1024));
     let stream = futures::stream::unfold(0usize, move |off| {
         let (body, sent, uplink) = (body.clone(), sent.clone(), uplink.clone());
         async move {
@@ -125,7 +127,7 @@ fn paced_body(body: Bytes, uplink: Arc<Uplink>, sent: Arc<Mutex<Option<Instant>>
                 *sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 return None;
             }
-            let end = (off + CHUNK).min(body.len());
+            let end = (off + chunk).min(body.len());
             uplink.send(end - off).await;
             Some((Ok::<Bytes, std::io::Error>(body.slice(off..end)), end))
         }

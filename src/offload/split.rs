@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use futures::future::join_all;
 
 use super::advise;
@@ -90,29 +89,20 @@ pub struct SplitRun {
     pub remote_error: Option<String>,
 }
 
-/// Fraction of the predicted remote share taken in one request: less than all of it, so the next
-/// request is planned from measurements rather than from the prior.
-const CHUNK_FRACTION: f64 = 2.0 / 3.0;
-
-/// Remote requests out at once: the next one's body goes up while the server works on the
-/// previous one, so neither the link nor the server waits between requests.
-const REMOTE_DEPTH: usize = 2;
-
 /// How many of the `queued` images the remote side should take now.
 ///
 /// `local_backlog` images are in flight locally; `local` and `remote` are the seconds per image of
-/// each side (`None`: not known yet); `remote_busy_s` is how long the remote side needs before it
-/// could start on a new request (0 when idle) and `request_s` its fixed cost per request. With both
-/// rates known, the chunk is a fraction of the share that makes both sides finish together, and at
+/// each side (`None`: not known yet) and `request_s` the remote side's fixed cost per request. With
+/// both rates known, the chunk is the share that makes both sides finish together (taking half or
+/// three quarters of it and re-planning the rest was slower: README, "Split offloading"), and at
 /// least one image whenever the remote side would finish that image before the local side could
-/// finish everything left. With a rate unknown, one image probes the remote side (never the only
-/// image).
+/// finish everything left. With a rate unknown, one image probes the remote side (never the
+/// only image).
 pub fn remote_chunk(
     queued: usize,
     local_backlog: usize,
     local: Option<f64>,
     remote: Option<f64>,
-    remote_busy_s: f64,
     request_s: f64,
 ) -> usize {
     if queued == 0 {
@@ -122,12 +112,11 @@ pub fn remote_chunk(
         return usize::from(queued + local_backlog >= 2);
     };
     let local_finish = (local_backlog + queued) as f64 * a_l;
-    let overhead = remote_busy_s + request_s;
-    if overhead + a_r >= local_finish {
+    if request_s + a_r >= local_finish {
         return 0;
     }
-    let share = (local_finish - overhead) / (a_l + a_r);
-    ((share * CHUNK_FRACTION).ceil() as usize).clamp(1, queued)
+    let share = (local_finish - request_s) / (a_l + a_r);
+    (share.round() as usize).clamp(1, queued)
 }
 
 /// The inline JSON size of one image: base64 plus its name and separators.
@@ -145,15 +134,9 @@ struct State {
     local_finish_s: f64,
     remote_finish_s: f64,
     remote_done: usize,
-    /// Time the remote side had requests out, up to its last answer.
+    /// Time the remote side had a request out.
     remote_busy_s: f64,
-    /// `remote_busy_s` of the spans that have ended.
-    remote_closed_s: f64,
-    /// When the current span of requests out began.
-    remote_span: Instant,
-    /// The later of the span's start and the last answer: the in-flight work is counted from here.
-    remote_ref: Instant,
-    /// Images out in remote requests.
+    /// Images in the request out (0: none).
     remote_in_flight: usize,
     local_error: Option<crate::error::RequestError>,
 }
@@ -193,9 +176,6 @@ pub async fn detect_split(
         remote_finish_s: 0.0,
         remote_done: 0,
         remote_busy_s: 0.0,
-        remote_closed_s: 0.0,
-        remote_span: start,
-        remote_ref: start,
         remote_in_flight: 0,
         local_error: None,
     });
@@ -243,37 +223,20 @@ pub async fn detect_split(
     let mut remote_payload_bytes = 0u64;
     let mut upload_s = 0.0;
     let mut remote_error = None;
-    let send = |chunk: Vec<usize>| async move {
-        let batch: Vec<Image> = chunk.iter().map(|&i| images[i].clone()).collect();
-        let outcome = remote.detect_inline(&batch).await;
-        (chunk, outcome)
-    };
     let remote_side = async {
-        let mut flying = futures::stream::FuturesUnordered::new();
-        let mut failed = false;
         loop {
-            let planned: Vec<usize> = {
+            let chunk: Vec<usize> = {
                 let mut s = lock(&state);
+                if s.queue.is_empty() {
+                    return;
+                }
                 let a_r = s.remote_rate(prior.remote_s_per_image);
-                // One probe at a time until the remote rate is known; then up to REMOTE_DEPTH requests.
-                let may_plan = !failed && flying.len() < REMOTE_DEPTH && (a_r.is_some() || flying.is_empty());
-                let c = if may_plan {
-                    let busy = a_r.map_or(0.0, |a| {
-                        (s.remote_in_flight as f64 * a - s.remote_ref.elapsed().as_secs_f64()).max(0.0)
-                    });
-                    let local_rate = s.local_rate(prior.local_s_per_image);
-                    // A request costs one image more than its share of the throughput: its first
-                    // image must arrive before the server starts, its last be detected after the
-                    // upload ends; the smaller of the two rates bounds that.
-                    let fill = match (local_rate, a_r) {
-                        (Some(l), Some(r)) => l.min(r),
-                        _ => 0.0,
-                    };
-                    let request_s = prior.remote_request_s + fill;
-                    remote_chunk(s.queue.len(), s.local_in_flight, local_rate, a_r, busy, request_s)
-                } else {
-                    0
-                };
+                let a_l = s.local_rate(prior.local_s_per_image);
+                // A request costs one image more than its share of the throughput: its first image
+                // must arrive before the server starts, its last be detected after the upload
+                // ends; the smaller of the two rates bounds that.
+                let fill = a_l.zip(a_r).map_or(0.0, |(l, r)| l.min(r));
+                let c = remote_chunk(s.queue.len(), s.local_in_flight, a_l, a_r, prior.remote_request_s + fill);
                 // From the back, as many as fit in one request body.
                 let mut taken = Vec::new();
                 let mut bytes = 64;
@@ -288,29 +251,20 @@ pub async fn detect_split(
                     s.queue.pop_back();
                 }
                 taken.reverse();
-                if !taken.is_empty() && flying.is_empty() {
-                    s.remote_span = Instant::now();
-                    s.remote_ref = s.remote_span;
-                }
-                s.remote_in_flight += taken.len();
-                if taken.is_empty() && flying.is_empty() && (s.queue.is_empty() || failed) {
-                    return;
-                }
+                s.remote_in_flight = taken.len();
                 taken
             };
-            if !planned.is_empty() {
-                remote_requests += 1;
-                flying.push(send(planned));
+            if chunk.is_empty() {
+                // Not worth a request now: look again when the local side has moved on.
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
-            // Nothing worth sending now: wait for an answer, or look again when the local side has moved on.
-            let done = tokio::select! {
-                Some(done) = flying.next(), if !flying.is_empty() => done,
-                _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
-            };
-            let (chunk, outcome) = done;
+            let batch: Vec<Image> = chunk.iter().map(|&i| images[i].clone()).collect();
+            let sent = Instant::now();
+            remote_requests += 1;
+            let outcome = remote.detect_inline(&batch).await;
             let mut s = lock(&state);
-            s.remote_in_flight -= chunk.len();
+            s.remote_in_flight = 0;
             match outcome {
                 Ok(m) if m.response.results.len() == chunk.len() => {
                     remote_payload_bytes += m.payload_bytes;
@@ -319,12 +273,8 @@ pub async fn detect_split(
                         s.results[i] = Some(r);
                     }
                     s.remote_done += chunk.len();
-                    s.remote_busy_s = s.remote_closed_s + s.remote_span.elapsed().as_secs_f64();
-                    s.remote_ref = Instant::now();
+                    s.remote_busy_s += sent.elapsed().as_secs_f64();
                     s.remote_finish_s = start.elapsed().as_secs_f64();
-                    if flying.is_empty() {
-                        s.remote_closed_s = s.remote_busy_s;
-                    }
                 }
                 other => {
                     let why = match other {
@@ -335,8 +285,8 @@ pub async fn detect_split(
                     for &i in chunk.iter().rev() {
                         s.queue.push_front(i);
                     }
-                    failed = true;
-                    remote_error.get_or_insert(why);
+                    remote_error = Some(why);
+                    return;
                 }
             }
         }
@@ -376,21 +326,23 @@ mod tests {
 
     #[test]
     fn unknown_rates_probe_with_one_image_but_never_the_only_one() {
-        assert_eq!(remote_chunk(10, 0, None, None, 0.0, 0.0), 1);
-        assert_eq!(remote_chunk(10, 0, Some(0.1), None, 0.0, 0.0), 1);
-        assert_eq!(remote_chunk(1, 0, None, None, 0.0, 0.0), 0);
-        assert_eq!(remote_chunk(0, 3, None, None, 0.0, 0.0), 0);
+        assert_eq!(remote_chunk(10, 0, None, None, 0.0), 1);
+        assert_eq!(remote_chunk(10, 0, Some(0.1), None, 0.0), 1);
+        assert_eq!(remote_chunk(1, 0, None, None, 0.0), 0);
+        assert_eq!(remote_chunk(0, 3, None, None, 0.0), 0);
     }
 
     #[test]
     fn equal_sides_share_the_work_and_a_slow_remote_gets_none() {
-        // Equal rates, no overhead: the even share is 50, a request takes 2/3 of it.
-        assert_eq!(remote_chunk(100, 0, Some(0.1), Some(0.1), 0.0, 0.0), 34);
+        // Equal rates, no overhead: half each.
+        assert_eq!(remote_chunk(100, 0, Some(0.1), Some(0.1), 0.0), 50);
+        // Three times faster remotely: three quarters there.
+        assert_eq!(remote_chunk(100, 0, Some(0.3), Some(0.1), 0.0), 75);
         // The remote side would finish one image after the local side finishes all 3.
-        assert_eq!(remote_chunk(3, 0, Some(0.1), Some(0.4), 0.0, 0.0), 0);
-        assert_eq!(remote_chunk(3, 0, Some(0.1), Some(0.25), 0.0, 0.0), 1);
+        assert_eq!(remote_chunk(3, 0, Some(0.1), Some(0.4), 0.0), 0);
+        assert_eq!(remote_chunk(3, 0, Some(0.1), Some(0.25), 0.0), 1);
         // A fixed cost per request larger than everything left: nothing.
-        assert_eq!(remote_chunk(5, 1, Some(0.1), Some(0.01), 0.0, 1.0), 0);
+        assert_eq!(remote_chunk(5, 1, Some(0.1), Some(0.01), 1.0), 0);
     }
 
     /// Runs the planner against two sides of fixed speeds (one request at a time, a fixed cost per
@@ -410,7 +362,7 @@ mod tests {
                 }
             } else {
                 let backlog = usize::from(local_next.is_finite());
-                let c = remote_chunk(queued, backlog, Some(a_l), Some(a_r), 0.0, request_s + a_l.min(a_r));
+                let c = remote_chunk(queued, backlog, Some(a_l), Some(a_r), request_s + a_l.min(a_r));
                 if c > 0 {
                     queued -= c;
                     remote_free += request_s + c as f64 * a_r;
