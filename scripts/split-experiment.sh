@@ -7,11 +7,11 @@
 # (≤ 1.05 × the better single side; ≤ 1.15 × the ideal where both sides worked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPEAT="${REPEAT:-3}"
+REPEAT="${REPEAT:-5}"
 SIZES="${SIZES:-20,50,200}"
 LINKS="${LINKS:-8 80}"
 OUT="${OUT:-docs/split-this-machine}"
-BIN=target/release/objdet
+BIN="${BIN:-target/release/objdet}" # another build of objdet, for an A/B
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.cache/ort/libonnxruntime.so}" RUST_LOG=warn ORT_SESSIONS=1
 [ "$(nproc --all)" -ge 2 ] || { echo "split-experiment: needs two cores (one per side)" >&2; exit 1; }
 
@@ -48,12 +48,12 @@ python3 - "$OUT.csv" "$work/bench.err" "$OUT.md" "$LINKS" <<'EOF'
 import csv, re, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 links = [float(x) for x in sys.argv[4].split()]
-# "link M" then "split, N images: K here (...), J remote in R requests (...)" lines, in order.
+# "link M" then "split, N images: K here (...), J on remote in R requests (...)" lines, in order.
 shares, link = {}, None
 for line in open(sys.argv[2]):
     if line.startswith("link "):
         link = float(line.split()[1])
-    m = re.match(r"split, (\d+) images: (\d+) here \(done at ([\d.]+) s\), (\d+) remote in (\d+) requests \(done at ([\d.]+) s\)", line)
+    m = re.match(r"split, (\d+) images: (\d+) here \(done at ([\d.]+) s\), (\d+) (?:on \S+|remote) in (\d+) requests \(done at ([\d.]+) s\)", line)
     if m and link is not None:
         n, nl, tl, nr, tr = int(m[1]), int(m[2]), float(m[3]), int(m[4]), float(m[6])
         # The ideal at the rates each side reached while both ran (contention included).

@@ -62,6 +62,77 @@ enum Offload {
     Split,
 }
 
+/// `objdet bench`'s flags.
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// `local` (in-process, no network) or the service's base URL.
+    #[arg(long, default_value = "local")]
+    target: Target,
+    /// How images travel to a remote target.
+    #[arg(long, value_enum, default_value = "inline")]
+    mode: Mode,
+    /// Directory of images, cycled to fill each batch.
+    #[arg(long, default_value = "tests/fixtures/images")]
+    images: PathBuf,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = offload::DEFAULT_SIZES.to_vec())]
+    sizes: Vec<usize>,
+    /// Repeats per size (p50/p95 columns when > 1).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// The "Location" column.
+    #[arg(long, default_value = "local")]
+    label: String,
+    /// CSV to append to.
+    #[arg(long, default_value = "results.csv")]
+    out: PathBuf,
+    /// Concurrent requests (binary mode, S3 PUTs; inline splits the batch into this many requests).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Emulate an uplink of this many Mbit/s (the client paces request bodies).
+    #[arg(long)]
+    uplink_mbps: Option<f64>,
+    /// Emulated round-trip time added per request, ms.
+    #[arg(long)]
+    rtt_ms: Option<f64>,
+    /// With `--target split:URL`: earlier rows (local, and inline at the same --uplink-mbps)
+    /// the first request of each batch is planned from.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+impl BenchArgs {
+    /// The experiment these flags describe, and the CSV its rows go to.
+    fn options(self) -> anyhow::Result<(BenchOptions, PathBuf)> {
+        if self.repeat == 0 || self.sizes.is_empty() || self.sizes.contains(&0) {
+            bail!("--repeat and every --sizes entry must be at least 1");
+        }
+        let profile = match &self.profile {
+            Some(p) => read_results(std::slice::from_ref(p))?,
+            None => Vec::new(),
+        };
+        let opts = BenchOptions {
+            target: self.target,
+            mode: self.mode,
+            images: self.images,
+            sizes: self.sizes,
+            repeat: self.repeat,
+            label: self.label,
+            concurrency: self.concurrency.max(1),
+            link: Link { uplink_mbps: self.uplink_mbps, rtt_ms: self.rtt_ms },
+            progress: !self.quiet,
+            auth: self.auth,
+            profile,
+        };
+        Ok((opts, self.out))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (POST /api/detect, POST /api/uploads, GET /healthz).
@@ -110,47 +181,7 @@ enum Command {
         auth: AuthArgs,
     },
     /// Measure a target like the original study: batches of 1..200 images, one CSV row per batch.
-    Bench {
-        /// `local` (in-process, no network) or the service's base URL.
-        #[arg(long, default_value = "local")]
-        target: Target,
-        /// How images travel to a remote target.
-        #[arg(long, value_enum, default_value = "inline")]
-        mode: Mode,
-        /// Directory of images, cycled to fill each batch.
-        #[arg(long, default_value = "tests/fixtures/images")]
-        images: PathBuf,
-        /// Batch sizes.
-        #[arg(long, value_delimiter = ',', default_values_t = offload::DEFAULT_SIZES.to_vec())]
-        sizes: Vec<usize>,
-        /// Repeats per size (p50/p95 columns when > 1).
-        #[arg(long, default_value_t = 1)]
-        repeat: usize,
-        /// The "Location" column.
-        #[arg(long, default_value = "local")]
-        label: String,
-        /// CSV to append to.
-        #[arg(long, default_value = "results.csv")]
-        out: PathBuf,
-        /// Concurrent requests (binary mode, S3 PUTs; inline splits the batch into this many requests).
-        #[arg(long, default_value_t = 1)]
-        concurrency: usize,
-        /// Emulate an uplink of this many Mbit/s (the client paces request bodies).
-        #[arg(long)]
-        uplink_mbps: Option<f64>,
-        /// Emulated round-trip time added per request, ms.
-        #[arg(long)]
-        rtt_ms: Option<f64>,
-        /// With `--target split:URL`: earlier rows (local, and inline at the same --uplink-mbps)
-        /// the first request of each batch is planned from.
-        #[arg(long)]
-        profile: Option<PathBuf>,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
-        #[command(flatten)]
-        auth: AuthArgs,
-    },
+    Bench(BenchArgs),
     /// Draw execution time and average inference time vs number of images from results CSVs
     /// (objdet's, of any version, or the original study's seven-column table).
     Plot {
@@ -256,40 +287,8 @@ async fn main() -> anyhow::Result<()> {
             let out = if pretty { serde_json::to_string_pretty(&response)? } else { serde_json::to_string(&response)? };
             println!("{out}");
         }
-        Command::Bench {
-            target,
-            mode,
-            images,
-            sizes,
-            repeat,
-            label,
-            out,
-            concurrency,
-            uplink_mbps,
-            rtt_ms,
-            profile,
-            quiet,
-            auth,
-        } => {
-            if repeat == 0 || sizes.is_empty() || sizes.contains(&0) {
-                bail!("--repeat and every --sizes entry must be at least 1");
-            }
-            let opts = BenchOptions {
-                target,
-                mode,
-                images,
-                sizes,
-                repeat,
-                label,
-                concurrency: concurrency.max(1),
-                link: Link { uplink_mbps, rtt_ms },
-                progress: !quiet,
-                auth,
-                profile: match &profile {
-                    Some(p) => read_results(std::slice::from_ref(p))?,
-                    None => Vec::new(),
-                },
-            };
+        Command::Bench(args) => {
+            let (opts, out) = args.options()?;
             let rows = offload::run(&opts, Arc::new(config)).await?;
             if rows.is_empty() {
                 bail!("no batch succeeded");
@@ -345,6 +344,32 @@ fn read_results(paths: &[PathBuf]) -> anyhow::Result<Vec<offload::csv::Row>> {
     Ok(rows)
 }
 
+/// `objdet detect --offload split`: part of the batch here, part on `endpoint`, planned from
+/// `profile` when given (else probed).
+async fn detect_split(
+    config: Arc<Config>,
+    images: &[Image],
+    endpoint: &str,
+    profile: Option<PathBuf>,
+    profile_location: Option<String>,
+    auth: AuthArgs,
+) -> anyhow::Result<objdet::api::DetectResponse> {
+    let prior = match &profile {
+        Some(profile) => {
+            let rows = read_results(std::slice::from_ref(profile))?;
+            let payload: usize = images.iter().map(|i| i.bytes.len()).sum();
+            let image_mb = payload as f64 / 1e6 / images.len() as f64;
+            offload::split::Prior::from_rows(&rows, image_mb, None, profile_location.as_deref())
+        }
+        None => offload::split::Prior::default(),
+    };
+    let remote = Remote::new(endpoint, Link::default(), 1)?.with_auth(auth.resolve(endpoint).await?);
+    let service = DetectService::from_config(config.clone()).await?;
+    let run = offload::split::detect_split(&service, &remote, images, prior, config.lambda_max_body_bytes).await?;
+    eprintln!("objdet: {}", run.summary(endpoint));
+    Ok(run.response)
+}
+
 /// `objdet detect`: locally, or on `--endpoint` (inline under the Lambda limit, else via S3 uploads),
 /// or chosen per batch from a benchmark profile. The JSON is the same either way.
 async fn detect(
@@ -366,35 +391,11 @@ async fn detect(
     let inline_fits = client::inline_body(&images).len() <= config.lambda_max_body_bytes;
     let remote_mode = if inline_fits { Mode::Inline } else { Mode::S3 };
     let offload = offload.unwrap_or(if endpoint.is_some() { Offload::Always } else { Offload::Never });
-    if offload == Offload::Split {
-        let endpoint = endpoint.context("--offload split needs --endpoint URL")?;
-        let prior = match &profile {
-            Some(profile) => {
-                let rows = read_results(std::slice::from_ref(profile))?;
-                let image_mb = payload as f64 / 1e6 / images.len() as f64;
-                offload::split::Prior::from_rows(&rows, image_mb, None, profile_location.as_deref())
-            }
-            None => offload::split::Prior::default(),
-        };
-        let remote = Remote::new(&endpoint, Link::default(), 1)?.with_auth(auth.resolve(&endpoint).await?);
-        let service = DetectService::from_config(config.clone()).await?;
-        let run = offload::split::detect_split(&service, &remote, &images, prior, config.lambda_max_body_bytes).await?;
-        eprintln!(
-            "objdet: split {} images: {} here, {} on {endpoint} in {} requests, {:.2} s{}",
-            images.len(),
-            run.local_images,
-            run.remote_images,
-            run.remote_requests,
-            run.makespan_s,
-            run.remote_error
-                .as_ref()
-                .map(|e| format!(" (the remote side failed and its images ran here: {e})"))
-                .unwrap_or_default()
-        );
-        return Ok(run.response);
-    }
     let go_remote = match offload {
-        Offload::Split => unreachable!("handled above"),
+        Offload::Split => {
+            let endpoint = endpoint.as_deref().context("--offload split needs --endpoint URL")?;
+            return detect_split(config, &images, endpoint, profile, profile_location, auth).await;
+        }
         Offload::Never => false,
         Offload::Always => true,
         Offload::Auto => {

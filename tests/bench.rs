@@ -62,6 +62,11 @@ impl Drop for Server {
     }
 }
 
+/// `objdet bench ARGS --quiet --out CSV`; its stdout.
+fn bench(csv: &Path, args: &[&str]) -> String {
+    ok(objdet().arg("bench").args(args).arg("--quiet").arg("--out").arg(csv).output().unwrap())
+}
+
 fn header(csv: &Path) -> Vec<String> {
     std::fs::read_to_string(csv).unwrap().lines().next().unwrap().split(',').map(String::from).collect()
 }
@@ -84,23 +89,7 @@ fn bench_against_a_server_writes_the_documented_columns() {
     let server = Server::start(&[]);
     let dir = tmp("bench-inline");
     let csv = dir.join("results.csv");
-    ok(objdet()
-        .args([
-            "bench",
-            "--target",
-            &server.url,
-            "--sizes",
-            "1,3",
-            "--repeat",
-            "2",
-            "--label",
-            "test server",
-            "--quiet",
-        ])
-        .arg("--out")
-        .arg(&csv)
-        .output()
-        .unwrap());
+    bench(&csv, &["--target", &server.url, "--sizes", "1,3", "--repeat", "2", "--label", "test server"]);
     assert_eq!(header(&csv), COLUMNS);
     let rows = read(&csv).unwrap().rows;
     assert_eq!(rows.len(), 4);
@@ -112,12 +101,7 @@ fn bench_against_a_server_writes_the_documented_columns() {
     }
     assert_eq!(rows.iter().map(|r| r.total_images).collect::<Vec<_>>(), [1, 1, 3, 3]);
     // A second run appends without a second header; binary mode too.
-    ok(objdet()
-        .args(["bench", "--target", &server.url, "--mode", "binary", "--concurrency", "2", "--sizes", "2", "--quiet"])
-        .arg("--out")
-        .arg(&csv)
-        .output()
-        .unwrap());
+    bench(&csv, &["--target", &server.url, "--mode", "binary", "--concurrency", "2", "--sizes", "2"]);
     let rows = read(&csv).unwrap().rows;
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[4].mode, "binary");
@@ -129,13 +113,21 @@ fn uplink_emulation_paces_the_request() {
     let server = Server::start(&[]);
     let dir = tmp("bench-uplink");
     let csv = dir.join("r.csv");
-    ok(objdet()
-        .args(["bench", "--target", &server.url, "--sizes", "1", "--uplink-mbps", "16", "--rtt-ms", "40", "--quiet"])
-        .args(["--images", "tests/fixtures/images"])
-        .arg("--out")
-        .arg(&csv)
-        .output()
-        .unwrap());
+    bench(
+        &csv,
+        &[
+            "--target",
+            &server.url,
+            "--sizes",
+            "1",
+            "--uplink-mbps",
+            "16",
+            "--rtt-ms",
+            "40",
+            "--images",
+            "tests/fixtures/images",
+        ],
+    );
     let r = &read(&csv).unwrap().rows[0];
     assert_eq!(r.uplink_mbps, Some(16.0));
     assert_eq!(r.rtt_ms, Some(40.0));
@@ -153,12 +145,7 @@ fn uplink_emulation_paces_the_request() {
 fn bench_local_runs_in_process() {
     let dir = tmp("bench-local");
     let csv = dir.join("r.csv");
-    ok(objdet()
-        .args(["bench", "--target", "local", "--sizes", "2", "--quiet"])
-        .arg("--out")
-        .arg(&csv)
-        .output()
-        .unwrap());
+    bench(&csv, &["--target", "local", "--sizes", "2"]);
     let r = &read(&csv).unwrap().rows[0];
     assert_sane(r);
     assert_eq!(r.mode, "local");
@@ -173,12 +160,7 @@ fn s3_mode_end_to_end_with_moto_and_detect_endpoint() {
     let server = Server::start(&moto.env());
     let dir = tmp("bench-s3");
     let csv = dir.join("r.csv");
-    ok(objdet()
-        .args(["bench", "--target", &server.url, "--mode", "s3", "--sizes", "1,3", "--concurrency", "3", "--quiet"])
-        .arg("--out")
-        .arg(&csv)
-        .output()
-        .unwrap());
+    bench(&csv, &["--target", &server.url, "--mode", "s3", "--sizes", "1,3", "--concurrency", "3"]);
     let rows = read(&csv).unwrap().rows;
     assert_eq!(rows.len(), 2);
     for r in &rows {
@@ -482,12 +464,12 @@ fn split_offloading_gives_the_objects_of_a_local_run_in_its_order() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let split: objdet::api::DetectResponse = serde_json::from_str(&ok(out)).unwrap();
     assert_same_objects(&local, &split);
-    // Both sides worked: "split 12 images: K here, M on URL in R requests".
-    let line = stderr.lines().find(|l| l.contains("split 12 images")).unwrap_or_else(|| panic!("{stderr}"));
-    let count = |after: &str| -> usize {
-        line.split(after).next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap()
+    // Both sides worked: "split, 12 images: K here (done at X s), M on URL in R requests ...".
+    let line = stderr.lines().find(|l| l.contains("split, 12 images")).unwrap_or_else(|| panic!("{stderr}"));
+    let count = |before: &str| -> usize {
+        line.split(before).next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap()
     };
-    let (here, there) = (count(" here"), count(" on "));
+    let (here, there) = (count(" here"), count(&format!(" on {}", server.url)));
     assert!(here > 0 && there > 0 && here + there == 12, "{line}");
     assert!(!line.contains("failed"), "{line}");
 
@@ -499,7 +481,10 @@ fn split_offloading_gives_the_objects_of_a_local_run_in_its_order() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let fallback: objdet::api::DetectResponse = serde_json::from_str(&ok(out)).unwrap();
     assert_same_objects(&local, &fallback);
-    assert!(stderr.contains("12 here, 0 on") && stderr.contains("the remote side failed"), "{stderr}");
+    assert!(
+        stderr.contains("12 here (done at") && stderr.contains(" 0 on ") && stderr.contains("the remote side failed"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -507,12 +492,7 @@ fn bench_split_target_writes_split_rows() {
     let server = Server::start(&[]);
     let dir = tmp("bench-split");
     let csv = dir.join("r.csv");
-    ok(objdet()
-        .args(["bench", "--target", &format!("split:{}", server.url), "--sizes", "3,6", "--quiet"])
-        .arg("--out")
-        .arg(&csv)
-        .output()
-        .unwrap());
+    bench(&csv, &["--target", &format!("split:{}", server.url), "--sizes", "3,6"]);
     let rows = read(&csv).unwrap().rows;
     assert_eq!(
         rows.iter().map(|r| (r.mode.as_str(), r.total_images)).collect::<Vec<_>>(),
@@ -529,13 +509,23 @@ fn concurrent_requests_share_the_emulated_uplink() {
     let server = Server::start(&[]);
     let dir = tmp("bench-shared-uplink");
     let csv = dir.join("r.csv");
-    ok(objdet()
-        .args(["bench", "--target", &server.url, "--mode", "binary", "--concurrency", "3", "--sizes", "6"])
-        .args(["--uplink-mbps", "16", "--quiet", "--images", "tests/fixtures/images"])
-        .arg("--out")
-        .arg(&csv)
-        .output()
-        .unwrap());
+    bench(
+        &csv,
+        &[
+            "--target",
+            &server.url,
+            "--mode",
+            "binary",
+            "--concurrency",
+            "3",
+            "--sizes",
+            "6",
+            "--uplink-mbps",
+            "16",
+            "--images",
+            "tests/fixtures/images",
+        ],
+    );
     let r = &read(&csv).unwrap().rows[0];
     // 16 Mbit/s = 2 MB/s for all three requests together (each paced alone would make 6 MB/s).
     let rate = r.payload_mb / r.round_trip_s;

@@ -186,9 +186,12 @@ pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
         }
     };
     let image_mb = images.iter().map(|i| i.bytes.len() as f64).sum::<f64>() / 1e6 / images.len() as f64;
+    let rows_prior = split::Prior::from_rows(&opts.profile, image_mb, opts.link.uplink_mbps, None);
     let prior = split::Prior {
         remote_request_s: opts.link.rtt_ms.unwrap_or(0.0) / 1e3,
-        ..split::Prior::from_rows(&opts.profile, image_mb, opts.link.uplink_mbps, None)
+        // The emulated uplink is known exactly (bits per second; a loopback adds nothing).
+        uplink_s_per_byte: opts.link.uplink_mbps.map(|m| 8.0 / (m * 1e6)).or(rows_prior.uplink_s_per_byte),
+        ..rows_prior
     };
     let total = (opts.sizes.len() * opts.repeat) as u64;
     let bar = if opts.progress {
@@ -210,16 +213,7 @@ pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
             let measured = match (&local, &remote) {
                 (Some(service), Some(remote)) => {
                     split::detect_split(service, remote, &batch, prior, max_body).await.map(|run| {
-                        bar.suspend(|| eprintln!(
-                            "split, {n} images: {} here (done at {:.3} s), {} remote in {} requests (done at {:.3} s), {:.3} s{}",
-                            run.local_images,
-                            run.local_finish_s,
-                            run.remote_images,
-                            run.remote_requests,
-                            run.remote_finish_s,
-                            run.makespan_s,
-                            run.remote_error.as_ref().map(|e| format!(" (remote failed: {e})")).unwrap_or_default()
-                        ));
+                        bar.suspend(|| eprintln!("{}", run.summary("remote")));
                         Measured {
                             payload_bytes: run.remote_payload_bytes,
                             round_trip_s: run.makespan_s,
