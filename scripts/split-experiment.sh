@@ -11,7 +11,7 @@ REPEAT="${REPEAT:-5}"
 SIZES="${SIZES:-20,50,200}"
 LINKS="${LINKS:-8 80}"
 OUT="${OUT:-docs/split-this-machine}"
-BIN="${BIN:-target/release/objdet}" # another build of objdet, for an A/B
+BIN="${BIN:-target/release/objdet}" # the objdet measured (another build, for an A/B)
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.cache/ort/libonnxruntime.so}" RUST_LOG=warn ORT_SESSIONS=1
 [ "$(nproc --all)" -ge 2 ] || { echo "split-experiment: needs two cores (one per side)" >&2; exit 1; }
 

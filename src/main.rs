@@ -95,8 +95,8 @@ struct BenchArgs {
     /// Emulated round-trip time added per request, ms.
     #[arg(long)]
     rtt_ms: Option<f64>,
-    /// With `--target split:URL`: earlier rows (local, and inline at the same --uplink-mbps)
-    /// the first request of each batch is planned from.
+    /// With `--target split:URL`: earlier rows (local, and the remote's inline ones) the first
+    /// request of each batch is planned from.
     #[arg(long)]
     profile: Option<PathBuf>,
     /// No progress bar.

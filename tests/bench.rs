@@ -115,18 +115,7 @@ fn uplink_emulation_paces_the_request() {
     let csv = dir.join("r.csv");
     bench(
         &csv,
-        &[
-            "--target",
-            &server.url,
-            "--sizes",
-            "1",
-            "--uplink-mbps",
-            "16",
-            "--rtt-ms",
-            "40",
-            "--images",
-            "tests/fixtures/images",
-        ],
+        &["--target", &server.url, "--sizes=1", "--uplink-mbps=16", "--rtt-ms=40", "--images=tests/fixtures/images"],
     );
     let r = &read(&csv).unwrap().rows[0];
     assert_eq!(r.uplink_mbps, Some(16.0));
@@ -514,16 +503,11 @@ fn concurrent_requests_share_the_emulated_uplink() {
         &[
             "--target",
             &server.url,
-            "--mode",
-            "binary",
-            "--concurrency",
-            "3",
-            "--sizes",
-            "6",
-            "--uplink-mbps",
-            "16",
-            "--images",
-            "tests/fixtures/images",
+            "--mode=binary",
+            "--concurrency=3",
+            "--sizes=6",
+            "--uplink-mbps=16",
+            "--images=tests/fixtures/images",
         ],
     );
     let r = &read(&csv).unwrap().rows[0];
