@@ -388,7 +388,7 @@ async fn detect(
         images.push(Image { name: f.display().to_string(), bytes: data.into() });
     }
     let payload: usize = images.iter().map(|i| i.bytes.len()).sum();
-    let inline_fits = client::inline_body(&images).len() <= config.lambda_max_body_bytes;
+    let inline_fits = client::inline_len(&images) <= config.lambda_max_body_bytes;
     let remote_mode = if inline_fits { Mode::Inline } else { Mode::S3 };
     let offload = offload.unwrap_or(if endpoint.is_some() { Offload::Always } else { Offload::Never });
     let go_remote = match offload {

@@ -82,6 +82,24 @@ pub fn content_type(bytes: &[u8]) -> &'static str {
     crate::detector::decode::Format::of_bytes(bytes).map_or("image/jpeg", |f| f.media_type)
 }
 
+/// Bytes one image adds to [`inline_body`]: its base64 string and its name (quoted, JSON-escaped),
+/// each with the comma before it.
+pub fn inline_bytes(img: &Image) -> usize {
+    let name = serde_json::to_string(&img.name).map_or(0, |n| n.len());
+    (img.bytes.len().div_ceil(3) * 4 + 2 + 1) + (name + 1)
+}
+
+/// The length of [`inline_body`] for `images`, without building it.
+pub fn inline_len(images: &[Image]) -> usize {
+    inline_len_of(images.len(), images.iter().map(inline_bytes).sum())
+}
+
+/// The length of an [`inline_body`] of `count` images whose [`inline_bytes`] add up to `bytes`:
+/// `{"images":[],"names":[]}` around them, less the two commas no first element has.
+pub fn inline_len_of(count: usize, bytes: usize) -> usize {
+    r#"{"images":[],"names":[]}"#.len() + bytes - 2 * usize::from(count > 0)
+}
+
 /// The original service's JSON body for `images`.
 pub fn inline_body(images: &[Image]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -311,4 +329,21 @@ pub fn merge(parts: Vec<DetectResponse>) -> DetectResponse {
     let results: Vec<ImageResult> = parts.into_iter().flat_map(|p| p.results).collect();
     let timing = Timing::of(&results, payload_bytes, receive_ms, s3_fetch_ms, total_ms);
     DetectResponse { results, timing }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_len_is_the_bodys_length() {
+        let img = |name: &str, n: usize| Image { name: name.into(), bytes: vec![0xA5; n].into() };
+        for images in [
+            vec![],
+            vec![img("a.jpg", 0)],
+            vec![img("a.jpg", 1), img("b \"quoted\" \\ é\u{1}.png", 2), img("", 3), img("c", 1000)],
+        ] {
+            assert_eq!(inline_len(&images), inline_body(&images).len(), "{images:?}");
+        }
+    }
 }

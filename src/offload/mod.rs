@@ -168,22 +168,35 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
     v[idx]
 }
 
+/// Where a benchmark's batches are detected.
+enum Side {
+    /// In this process.
+    Here(DetectService),
+    /// On a remote objdet.
+    There(Remote),
+    /// Split between the two.
+    Both(DetectService, Remote),
+}
+
 /// Runs the experiment and returns its rows (also printed as a summary by the CLI).
 pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
     let images = load_images(&opts.images)?;
     let max_body = config.lambda_max_body_bytes;
-    let remote_for = |url: &str, concurrency: usize| -> Result<Remote> { Remote::new(url, opts.link, concurrency) };
-    let (local, remote, mode) = match &opts.target {
-        Target::Local => (Some(DetectService::from_config(config).await?), None, "local"),
+    let side = match &opts.target {
+        Target::Local => Side::Here(DetectService::from_config(config).await?),
         Target::Remote(url) => {
-            let remote = remote_for(url, opts.concurrency)?.with_auth(opts.auth.resolve(url).await?);
-            (None, Some(remote), opts.mode.as_str())
+            Side::There(Remote::new(url, opts.link, opts.concurrency)?.with_auth(opts.auth.resolve(url).await?))
         }
         Target::Split(url) => {
             // One request at a time: the planner sizes each one.
-            let remote = remote_for(url, 1)?.with_auth(opts.auth.resolve(url).await?);
-            (Some(DetectService::from_config(config).await?), Some(remote), "split")
+            let remote = Remote::new(url, opts.link, 1)?.with_auth(opts.auth.resolve(url).await?);
+            Side::Both(DetectService::from_config(config).await?, remote)
         }
+    };
+    let mode = match side {
+        Side::Here(_) => "local",
+        Side::There(_) => opts.mode.as_str(),
+        Side::Both(..) => "split",
     };
     let image_mb = images.iter().map(|i| i.bytes.len() as f64).sum::<f64>() / 1e6 / images.len() as f64;
     let rows_prior = split::Prior::from_rows(&opts.profile, image_mb, opts.link.uplink_mbps, None);
@@ -210,8 +223,8 @@ pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
         let mut group = Vec::new();
         for r in 1..=opts.repeat {
             bar.set_message(format!("{n} images, repeat {r}"));
-            let measured = match (&local, &remote) {
-                (Some(service), Some(remote)) => {
+            let measured = match &side {
+                Side::Both(service, remote) => {
                     split::detect_split(service, remote, &batch, prior, max_body).await.map(|run| {
                         bar.suspend(|| eprintln!("{}", run.summary("remote")));
                         Measured {
@@ -222,9 +235,8 @@ pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
                         }
                     })
                 }
-                (Some(service), None) => run_local(service, &batch).await,
-                (None, Some(remote)) => remote.detect(&batch, opts.mode).await,
-                (None, None) => unreachable!("a target is always set"),
+                Side::Here(service) => run_local(service, &batch).await,
+                Side::There(remote) => remote.detect(&batch, opts.mode).await,
             };
             match measured {
                 Ok(m) => group.push(to_row(&m, opts, mode, r)),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use super::advise;
-use super::client::{Image, Remote};
+use super::client::{self, Image, Remote};
 use super::csv::Row;
 use crate::api::{DetectResponse, ImageResult, Timing};
 use crate::detector::Input;
@@ -191,11 +191,6 @@ pub fn remote_chunk(smallest_first: &[usize], local_backlog: usize, rates: Optio
     best.0
 }
 
-/// The inline JSON size of one image: base64 plus its name and separators.
-fn wire_bytes(img: &Image) -> usize {
-    img.bytes.len().div_ceil(3) * 4 + img.name.len() + 8
-}
-
 struct State {
     /// Indices of the images nobody has taken, largest first.
     queue: VecDeque<usize>,
@@ -257,6 +252,8 @@ pub async fn detect_split(
     max_body_bytes: usize,
 ) -> Result<SplitRun> {
     let start = Instant::now();
+    // Each image's share of a request body, computed once: the planner looks at every queued one.
+    let wire: Vec<usize> = images.iter().map(client::inline_bytes).collect();
     let mut queue: Vec<usize> = (0..images.len()).collect();
     queue.sort_by_key(|&i| std::cmp::Reverse(images[i].bytes.len()));
     let state = Mutex::new(State {
@@ -317,26 +314,24 @@ pub async fn detect_split(
         }
     };
     let mut remote_requests = 0;
-    let mut remote_payload_bytes = 0u64;
-    let mut upload_s = 0.0;
     let mut remote_error = None;
     let remote_side = async {
         loop {
-            let (chunk, wire): (Vec<usize>, Vec<usize>) = {
+            let (chunk, chunk_wire): (Vec<usize>, Vec<usize>) = {
                 let mut s = lock(&state);
                 if s.queue.is_empty() {
                     return;
                 }
-                let smallest_first: Vec<usize> = s.queue.iter().rev().map(|&i| wire_bytes(&images[i])).collect();
+                let smallest_first: Vec<usize> = s.queue.iter().rev().map(|&i| wire[i]).collect();
                 let c = remote_chunk(&smallest_first, s.local_in_flight, s.rates(&prior));
                 // From the back (smallest first, so the server starts soonest), as many as fit
                 // in one request body.
-                let mut taken = (Vec::new(), Vec::new());
-                let mut bytes = 64;
+                let mut taken: (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+                let mut bytes = 0;
                 while taken.0.len() < c {
                     let Some(&i) = s.queue.back() else { break };
-                    let w = wire_bytes(&images[i]);
-                    if bytes + w > max_body_bytes {
+                    let w = wire[i];
+                    if client::inline_len_of(taken.0.len() + 1, bytes + w) > max_body_bytes {
                         break;
                     }
                     bytes += w;
@@ -361,8 +356,6 @@ pub async fn detect_split(
             s.remote_in_flight = 0;
             match outcome {
                 Ok(m) if m.response.results.len() == chunk.len() => {
-                    remote_payload_bytes += m.payload_bytes;
-                    upload_s += m.upload_s;
                     s.remote_upload.0 += m.upload_s;
                     s.remote_upload.1 += m.payload_bytes;
                     s.remote_server_s +=
@@ -370,7 +363,7 @@ pub async fn detect_split(
                     s.remote_done += chunk.len();
                     // What the model (with what is now known) leaves unexplained is per-request cost.
                     if let Some(r) = s.rates(&prior) {
-                        s.remote_extra_s += (took_s - (r.remote_time(&wire) - r.request_s)).max(0.0);
+                        s.remote_extra_s += (took_s - (r.remote_time(&chunk_wire) - r.request_s)).max(0.0);
                         s.remote_requests_done += 1;
                     }
                     for (&i, r) in chunk.iter().zip(m.response.results) {
@@ -413,8 +406,8 @@ pub async fn detect_split(
         local_images: s.local_done,
         remote_images: s.remote_done,
         remote_requests,
-        remote_payload_bytes,
-        upload_s,
+        remote_payload_bytes: s.remote_upload.1,
+        upload_s: s.remote_upload.0,
         makespan_s,
         local_finish_s: s.local_finish_s,
         remote_finish_s: s.remote_finish_s,
