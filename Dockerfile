@@ -39,11 +39,10 @@ FROM public.ecr.aws/lambda/provided:al2023 AS lambda
 RUN microdnf install -y libstdc++ libgcc \
  && microdnf clean all
 COPY --from=ort /opt/onnxruntime/lib /opt/onnxruntime/lib
-COPY models/centernet_mobilenetv3_coco.onnx models/coco80.txt /opt/models/
+COPY models/centernet_mobilenetv3_coco.onnx models/centernet_mobilenetv3_coco.labels.txt /opt/models/
 COPY --from=builder /out/bootstrap ${LAMBDA_RUNTIME_DIR}/bootstrap
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
     MODEL_PATH=/opt/models/centernet_mobilenetv3_coco.onnx \
-    LABELS_PATH=/opt/models/coco80.txt \
     LOG_FORMAT=json
 # The image proves it starts: ONNX Runtime and the model load, the bundled photo is detected
 # (a missing library fails this build, not the first invocation).
@@ -62,13 +61,12 @@ RUN apt-get update \
  && groupadd --system --gid 10001 objdet \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin objdet
 COPY --from=ort /opt/onnxruntime/lib /opt/onnxruntime/lib
-COPY models/centernet_mobilenetv3_coco.onnx models/coco80.txt /opt/models/
+COPY models/centernet_mobilenetv3_coco.onnx models/centernet_mobilenetv3_coco.labels.txt /opt/models/
 COPY --from=builder /out/objdet /usr/local/bin/objdet
 ENV HOST=0.0.0.0 \
     PORT=5000 \
     ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
     MODEL_PATH=/opt/models/centernet_mobilenetv3_coco.onnx \
-    LABELS_PATH=/opt/models/coco80.txt \
     ORT_OPTIMIZED_MODEL_PATH=/tmp/objdet-optimized.onnx \
     LOG_FORMAT=json
 USER 10001:10001

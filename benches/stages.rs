@@ -23,9 +23,7 @@ use std::time::Instant;
 use base64::Engine as _;
 use objdet::config::Config;
 use objdet::detector::decode::decode_image;
-use objdet::detector::postprocess::postprocess;
-use objdet::detector::preprocess::{INPUT_LEN, Preprocessor, resize_with_image};
-use objdet::detector::{Model, load_labels};
+use objdet::detector::Model;
 use objdet::telemetry::ms_since;
 
 fn root() -> PathBuf {
@@ -75,7 +73,6 @@ fn config() -> Config {
 struct Stages {
     decode: Vec<f64>,
     resize_fir: Vec<f64>,
-    resize_image: Vec<f64>,
     infer: Vec<f64>,
     post: Vec<f64>,
     json: Vec<f64>,
@@ -85,12 +82,8 @@ struct Stages {
 fn stages(threads: usize, rounds: usize) -> Stages {
     let mut cfg = config().detector;
     cfg.intra_threads = threads;
-    let labels = load_labels(&cfg.labels_path).unwrap();
     let mut model = Model::load(&cfg).expect("model");
-    let mut pre = Preprocessor::new();
-    let mut scratch = vec![0f32; INPUT_LEN];
-    let mut s =
-        Stages { decode: vec![], resize_fir: vec![], resize_image: vec![], infer: vec![], post: vec![], json: vec![] };
+    let mut s = Stages { decode: vec![], resize_fir: vec![], infer: vec![], post: vec![], json: vec![] };
     let photos = fixtures();
     // Warm-up: the first run of a session allocates its arena.
     model.run_session().unwrap();
@@ -100,16 +93,13 @@ fn stages(threads: usize, rounds: usize) -> Stages {
             let img = decode_image(bytes, &cfg.limits()).unwrap();
             s.decode.push(ms_since(t));
             let t = Instant::now();
-            resize_with_image(&img, &mut scratch).unwrap();
-            s.resize_image.push(ms_since(t));
-            let t = Instant::now();
-            pre.run(&img, model.input_tensor()).unwrap();
+            let transform = model.preprocess(&img).unwrap();
             s.resize_fir.push(ms_since(t));
             let t = Instant::now();
-            let rows = model.run_session().unwrap();
+            model.run_session().unwrap();
             s.infer.push(ms_since(t));
             let t = Instant::now();
-            let objects = postprocess(&rows, img.width, img.height, cfg.score_threshold, cfg.nms_iou, &labels);
+            let objects = model.postprocess(&transform).unwrap();
             s.post.push(ms_since(t));
             let t = Instant::now();
             let _ = serde_json::to_vec(&objects).unwrap();
@@ -300,7 +290,6 @@ fn main() {
     let row = |name: &str, v: f64| println!("| {name} | {v:.2} | {:.3} |", v / floor);
     row("decode (JPEG/PNG → RGB)", median(one.decode.clone()));
     row("preprocess (fast_image_resize → f32)", median(one.resize_fir.clone()));
-    row("preprocess with image::resize (not used)", median(one.resize_image.clone()));
     row("session.run, 1 intra-op thread", bare1);
     if all.is_some() {
         row(&format!("session.run, {cores} intra-op threads"), bare_all);
@@ -309,10 +298,6 @@ fn main() {
     row("JSON encode", median(one.json.clone()));
     let pipeline = median(one.decode.clone()) + median(one.resize_fir.clone()) + bare1 + median(one.post.clone());
     row("sum of stages, 1 thread, serial", pipeline);
-    println!(
-        "fast_image_resize vs image::resize: {:.1}x faster",
-        mean(&one.resize_image) / mean(&one.resize_fir).max(1e-9)
-    );
 
     // The original study's images: ~0.22 MB each (a deterministic set made from the fixtures).
     let data_dir = root().join("target/bench-data");

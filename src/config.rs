@@ -50,14 +50,14 @@ pub const ORT_DYLIB_CANDIDATES: &[&str] = &[".cache/ort/libonnxruntime.so", "/op
 pub struct DetectorConfig {
     /// `MODEL_PATH`: the ONNX model.
     pub model_path: PathBuf,
-    /// `LABELS_PATH`: one class name per line (default: `coco80.txt` beside the model).
-    pub labels_path: PathBuf,
     /// `ORT_DYLIB_PATH`: the ONNX Runtime shared library.
     pub ort_dylib_path: Option<PathBuf>,
-    /// `SCORE_THRESHOLD` (0.3): detections below are dropped.
-    pub score_threshold: f32,
-    /// `NMS_IOU` (0.4): class-agnostic NMS overlap threshold.
-    pub nms_iou: f32,
+    /// What overrides the model's own description (`MODEL_FORMAT`, `MODEL_INPUT_SIZE`,
+    /// `MODEL_RESIZE`, `MODEL_PAD_VALUE`, `MODEL_INPUT_RANGE`, `MODEL_MEAN`, `MODEL_STD`,
+    /// `MODEL_CHANNELS`, `MODEL_NMS`, `LABELS_PATH`, `SCORE_THRESHOLD`, `NMS_IOU`,
+    /// `MAX_DETECTIONS`); each unset one is read from the model or its family's default
+    /// (see [`crate::detector::spec`]).
+    pub model: crate::detector::spec::Overrides,
     /// `MAX_PIXELS` (40,000,000): larger images are refused before decoding.
     pub max_pixels: u64,
     /// `MAX_IMAGE_SIDE` (16,384, WebP's own maximum): images wider or taller are refused before
@@ -235,10 +235,6 @@ impl Config {
                 .ok_or_else(|| ConfigError::Invalid(format!("{k}={v} must be a positive number of seconds")))
         };
         let model_path = PathBuf::from(get("MODEL_PATH").unwrap_or_else(|| DEFAULT_MODEL_PATH.into()));
-        let labels_path = match get("LABELS_PATH") {
-            Some(p) => PathBuf::from(p),
-            None => model_path.parent().unwrap_or(Path::new(".")).join("coco80.txt"),
-        };
         let ort_dylib_path = get("ORT_DYLIB_PATH").map(PathBuf::from).or_else(default_ort_dylib);
         let optimized_model_path = optimized_model_path(&get, &model_path);
 
@@ -251,13 +247,7 @@ impl Config {
         let default_solo = if sessions > 1 && intra_threads == 1 { sessions } else { 0 };
         let solo_threads: usize = num("ORT_SOLO_THREADS", get("ORT_SOLO_THREADS"), default_solo)?;
 
-        let score_threshold: f32 = num("SCORE_THRESHOLD", get("SCORE_THRESHOLD"), 0.3)?;
-        let nms_iou: f32 = num("NMS_IOU", get("NMS_IOU"), 0.4)?;
-        for (k, v) in [("SCORE_THRESHOLD", score_threshold), ("NMS_IOU", nms_iou)] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(ConfigError::Invalid(format!("{k}={v} must be within 0..1")));
-            }
-        }
+        let model = model_overrides(&get)?;
 
         let upload_bucket = get("UPLOAD_BUCKET");
         let allowed_buckets = match get("ALLOWED_BUCKETS") {
@@ -298,10 +288,8 @@ impl Config {
             },
             detector: DetectorConfig {
                 model_path,
-                labels_path,
                 ort_dylib_path,
-                score_threshold,
-                nms_iou,
+                model,
                 max_pixels: num("MAX_PIXELS", get("MAX_PIXELS"), 40_000_000)?,
                 max_side: num("MAX_IMAGE_SIDE", get("MAX_IMAGE_SIDE"), 16_384)?,
                 sessions,
@@ -346,6 +334,100 @@ impl Config {
         }
         Ok(cfg)
     }
+}
+
+/// The `MODEL_*` overrides of the model's own description, and the thresholds.
+fn model_overrides(get: &impl Fn(&str) -> Option<String>) -> Result<crate::detector::spec::Overrides> {
+    use crate::detector::spec::{Format, Nms, Overrides, ResizeKind};
+    let lower = |k: &str| get(k).map(|v| v.to_ascii_lowercase());
+    let opt_num = |k: &str| -> Result<Option<f32>> {
+        get(k).map(|v| v.parse::<f32>().map_err(|_| malformed(k, &v, "number"))).transpose()
+    };
+    let unit = |k: &str| -> Result<Option<f32>> {
+        let v = opt_num(k)?;
+        match v {
+            Some(v) if !(0.0..=1.0).contains(&v) => Err(ConfigError::Invalid(format!("{k}={v} must be within 0..1"))),
+            v => Ok(v),
+        }
+    };
+    let triple = |k: &str| -> Result<Option<[f32; 3]>> {
+        let Some(v) = get(k) else { return Ok(None) };
+        let nums: Option<Vec<f32>> = v.split(',').map(|n| n.trim().parse().ok()).collect();
+        match nums.as_deref() {
+            Some(&[a]) => Ok(Some([a; 3])),
+            Some(&[a, b, c]) => Ok(Some([a, b, c])),
+            _ => Err(malformed(k, &v, "number or three comma-separated numbers")),
+        }
+    };
+    let format = match lower("MODEL_FORMAT").as_deref() {
+        None | Some("auto") => None,
+        Some(f) => Some(Format::parse(f).ok_or_else(|| malformed("MODEL_FORMAT", f, "model format"))?),
+    };
+    let input_size = match get("MODEL_INPUT_SIZE") {
+        None => None,
+        Some(v) => {
+            let lower = v.to_ascii_lowercase();
+            let parse = |s: &str| s.trim().parse::<u32>().ok().filter(|n| (1..=8192).contains(n));
+            let size = match lower.split_once('x') {
+                Some((w, h)) => parse(w).zip(parse(h)),
+                None => parse(&lower).map(|n| (n, n)),
+            };
+            Some(size.ok_or_else(|| malformed("MODEL_INPUT_SIZE", &v, "size (640 or 640x480, at most 8192)"))?)
+        }
+    };
+    let resize = match lower("MODEL_RESIZE").as_deref() {
+        None | Some("auto") => None,
+        Some("stretch") => Some(ResizeKind::Stretch),
+        Some("letterbox") => Some(ResizeKind::Letterbox),
+        Some("none") => Some(ResizeKind::None),
+        Some(other) => return Err(malformed("MODEL_RESIZE", other, "resize (stretch, letterbox, none)")),
+    };
+    let pad = match get("MODEL_PAD_VALUE") {
+        None => None,
+        Some(v) => Some(v.parse::<u8>().map_err(|_| malformed("MODEL_PAD_VALUE", &v, "value 0..255"))?),
+    };
+    let scale = match get("MODEL_INPUT_RANGE").as_deref() {
+        None => None,
+        Some("0..1") => Some(1.0 / 255.0),
+        Some("0..255") => Some(1.0),
+        Some(other) => return Err(malformed("MODEL_INPUT_RANGE", other, "range (0..1 or 0..255)")),
+    };
+    let bgr = match lower("MODEL_CHANNELS").as_deref() {
+        None => None,
+        Some("rgb") => Some(false),
+        Some("bgr") => Some(true),
+        Some(other) => return Err(malformed("MODEL_CHANNELS", other, "channel order (rgb, bgr)")),
+    };
+    let nms = match lower("MODEL_NMS").as_deref() {
+        None | Some("auto") => None,
+        Some("none") => Some(Nms::None),
+        Some("class") => Some(Nms::PerClass),
+        Some("agnostic") => Some(Nms::Agnostic),
+        Some(other) => return Err(malformed("MODEL_NMS", other, "NMS policy (none, class, agnostic)")),
+    };
+    let std = triple("MODEL_STD")?;
+    if std.is_some_and(|s| s.iter().any(|v| !v.is_normal())) {
+        return Err(ConfigError::Invalid("MODEL_STD must be non-zero".into()));
+    }
+    let max_detections = match get("MAX_DETECTIONS") {
+        None => None,
+        Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| malformed("MAX_DETECTIONS", &v, "positive number"))?),
+    };
+    Ok(Overrides {
+        format,
+        input_size,
+        resize,
+        pad,
+        scale,
+        mean: triple("MODEL_MEAN")?,
+        std,
+        bgr,
+        nms,
+        labels_path: get("LABELS_PATH").map(PathBuf::from),
+        score_threshold: unit("SCORE_THRESHOLD")?,
+        nms_iou: unit("NMS_IOU")?,
+        max_detections,
+    })
 }
 
 /// `ORT_OPTIMIZED_MODEL_PATH`, or the default cache path (see [`DetectorConfig::optimized_model_path`]).
@@ -396,7 +478,7 @@ mod tests {
         assert_eq!(c.max_images, 256);
         assert_eq!(c.max_body_bytes, 64 << 20);
         assert_eq!(c.detector.max_pixels, 40_000_000);
-        assert_eq!(c.detector.labels_path, PathBuf::from("models/coco80.txt"));
+        assert_eq!(c.detector.model, crate::detector::spec::Overrides::default());
         assert_eq!(c.s3.uploads_prefix, "uploads/");
         assert!(c.s3.allowed_buckets.is_empty());
     }
@@ -439,6 +521,34 @@ mod tests {
     }
 
     #[test]
+    fn model_overrides_parse() {
+        use crate::detector::spec::{Format, Nms, ResizeKind};
+        let c = cfg(&[
+            ("MODEL_FORMAT", "Anchors"),
+            ("MODEL_INPUT_SIZE", "640x480"),
+            ("MODEL_RESIZE", "stretch"),
+            ("MODEL_INPUT_RANGE", "0..255"),
+            ("MODEL_MEAN", "123.7, 116.3, 103.5"),
+            ("MODEL_STD", "58"),
+            ("MODEL_CHANNELS", "BGR"),
+            ("MODEL_NMS", "agnostic"),
+            ("SCORE_THRESHOLD", "0.5"),
+        ])
+        .unwrap()
+        .detector
+        .model;
+        assert_eq!(c.format, Some(Format::Anchors));
+        assert_eq!(c.input_size, Some((640, 480)));
+        assert_eq!(c.resize, Some(ResizeKind::Stretch));
+        assert_eq!(c.scale, Some(1.0));
+        assert_eq!(c.mean, Some([123.7, 116.3, 103.5]));
+        assert_eq!(c.std, Some([58.0; 3]));
+        assert_eq!((c.bgr, c.nms, c.score_threshold, c.nms_iou), (Some(true), Some(Nms::Agnostic), Some(0.5), None));
+        assert_eq!(cfg(&[("MODEL_INPUT_SIZE", "512")]).unwrap().detector.model.input_size, Some((512, 512)));
+        assert_eq!(cfg(&[("MODEL_FORMAT", "auto")]).unwrap().detector.model.format, None);
+    }
+
+    #[test]
     fn allowed_buckets_default_to_upload_bucket() {
         let c = cfg(&[("UPLOAD_BUCKET", "up")]).unwrap();
         assert_eq!(c.s3.allowed_buckets, vec!["up".to_string()]);
@@ -450,6 +560,10 @@ mod tests {
     fn bad_values_are_errors() {
         assert!(matches!(cfg(&[("PORT", "http")]), Err(ConfigError::Malformed { expected: "number", .. })));
         assert!(matches!(cfg(&[("SCORE_THRESHOLD", "2")]), Err(ConfigError::Invalid(_))));
+        assert!(matches!(cfg(&[("MODEL_FORMAT", "yolo")]), Err(ConfigError::Malformed { .. })));
+        assert!(matches!(cfg(&[("MODEL_INPUT_SIZE", "0")]), Err(ConfigError::Malformed { .. })));
+        assert!(matches!(cfg(&[("MODEL_MEAN", "1,2")]), Err(ConfigError::Malformed { .. })));
+        assert!(matches!(cfg(&[("MODEL_STD", "0")]), Err(ConfigError::Invalid(_))));
         assert!(matches!(cfg(&[("ORT_SESSIONS", "0")]), Err(ConfigError::Invalid(_))));
         assert!(matches!(
             cfg(&[("S3_FORCE_PATH_STYLE", "maybe")]),

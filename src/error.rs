@@ -4,7 +4,7 @@
 //!   other images of the batch go on;
 //! - [`RequestError`]: a whole request is refused (its HTTP status is chosen by the HTTP front
 //!   door, `server`, and its Lambda diagnostic by `lambda`: nothing here knows of either);
-//! - [`StartupError`]: the service cannot start (configuration, model, labels, ONNX Runtime);
+//! - [`StartupError`]: the service cannot start (configuration, model, ONNX Runtime);
 //! - [`S3Error`](crate::s3::S3Error) and [`ConfigError`](crate::config::ConfigError) belong to their modules.
 //!
 //! Every client-facing error has a stable `code` ([`Coded`]); its message is its `Display`, which
@@ -119,9 +119,12 @@ pub enum ImageError {
     /// ONNX Runtime failed while running the model.
     #[error("inference failed")]
     Inference(#[source] ort::Error),
-    /// The model's output lacks the detections tensor.
+    /// The model's output lacks a tensor its head reads.
     #[error("inference failed: the model returned no {0}")]
-    NoOutput(&'static str),
+    NoOutput(String),
+    /// An output does not have the shape or element type its head reads.
+    #[error("inference failed: the model's output does not fit its format")]
+    Output(#[source] BoxError),
     /// The worker that held the image stopped (it panicked).
     #[error("internal error: the inference worker stopped")]
     WorkerStopped,
@@ -141,7 +144,7 @@ impl Coded for ImageError {
             PixelBudgetExceeded { .. } => "pixel_budget_exceeded",
             DeadlineExceeded { .. } => "deadline_exceeded",
             Fetch(e) => e.code(),
-            Inference(_) | NoOutput(_) => "inference_failed",
+            Inference(_) | NoOutput(_) | Output(_) => "inference_failed",
             Resize(_) | WorkerStopped | DecoderPanicked => "internal_error",
         }
     }
@@ -287,18 +290,15 @@ pub enum StartupError {
         #[source]
         source: ort::Error,
     },
-    /// The labels file cannot be read.
-    #[error("cannot read the labels {path} (LABELS_PATH)")]
-    Labels {
-        /// The labels file.
+    /// The model is not a detector objdet can run, or its settings contradict it.
+    #[error("cannot run the model {path} as a detector (MODEL_PATH)")]
+    Spec {
+        /// The model file.
         path: std::path::PathBuf,
-        /// Why.
+        /// What does not fit.
         #[source]
-        source: std::io::Error,
+        source: crate::detector::spec::SpecError,
     },
-    /// The labels file has no labels.
-    #[error("the labels file {0} is empty (LABELS_PATH)")]
-    NoLabels(std::path::PathBuf),
     /// The optimized-graph cache cannot be written (the caller then runs without it).
     #[error("cannot write the optimized-graph cache (ORT_OPTIMIZED_MODEL_PATH)")]
     Cache(#[source] std::io::Error),
@@ -388,7 +388,8 @@ mod tests {
     #[test]
     fn a_cause_is_kept_but_not_shown() {
         let io = std::io::Error::other("disk on fire at /secret/path");
-        let e = StartupError::Labels { path: "labels.txt".into(), source: io };
+        let source = crate::detector::spec::SpecError::Labels { path: "labels.txt".into(), source: io };
+        let e = StartupError::Spec { path: "model.onnx".into(), source };
         assert!(!e.message().contains("/secret/path"), "{}", e.message());
         assert!(std::error::Error::source(&e).is_some());
         assert!(chain(&e).contains("/secret/path"), "{}", chain(&e));

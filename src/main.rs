@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use objdet::detector::Input;
 use objdet::offload::auth::AuthArgs;
@@ -226,7 +226,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     telemetry::init(false);
     let malloc_tuned = objdet::memory::tune_malloc();
     tracing::debug!(malloc_tuned, "malloc mmap threshold");
@@ -323,6 +323,27 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The command line. `objdet detect --help` also says which model a local run would load (read
+/// from the model file's interface, without ONNX Runtime), or why it cannot.
+fn parse_cli() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let asks_detect_help =
+        args.iter().any(|a| a == "detect") && args.iter().any(|a| a == "--help" || a == "-h" || a == "help");
+    let mut command = Cli::command();
+    if asks_detect_help {
+        let model = match Config::from_env() {
+            Ok(c) => match objdet::detector::describe(&c.detector) {
+                Ok(spec) => format!("Model (MODEL_PATH): {}", spec.summary()),
+                Err(e) => format!("Model (MODEL_PATH): {}", objdet::error::chain(&e)),
+            },
+            Err(e) => format!("Configuration: {e}"),
+        };
+        command = command.mut_subcommand("detect", |c| c.after_help(model));
+    }
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// The usable rows of results files; what could not be used is reported on stderr, by line.

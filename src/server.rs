@@ -340,10 +340,26 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "sessions": d.sessions(),
         "classes": d.labels().len(),
+        "model": model_json(d.spec()),
         "s3": state.service.s3().is_some(),
         "limits": {"max_body_bytes": state.max_body_bytes, "max_images": state.service.config().max_images},
     }))
     .into_response()
+}
+
+/// What `/healthz` says of the model: enough for a client (the page) to name it and its classes.
+fn model_json(spec: &crate::detector::ModelSpec) -> serde_json::Value {
+    serde_json::json!({
+        "file": spec.file,
+        "producer": spec.producer,
+        "format": spec.head.format().as_str(),
+        "input": {"width": spec.input.width, "height": spec.input.height, "dynamic": spec.input.dynamic},
+        "classes": spec.head.classes().unwrap_or(spec.names.len()),
+        "names": spec.names,
+        "names_from": spec.names_source.as_str(),
+        "score_threshold": spec.score_threshold,
+        "nms": spec.nms.as_str(),
+    })
 }
 
 /// The browser page (`GET /`): drop photos, see the boxes and the timing. Embedded, no external

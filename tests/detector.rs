@@ -194,8 +194,9 @@ fn missing_library_or_model_is_a_clear_error() {
     assert_eq!(err.code(), "startup_failed");
     assert!(err.to_string().contains("MODEL_PATH"), "{err}");
     let mut cfg = common::config().detector;
-    cfg.labels_path = "/nonexistent/labels.txt".into();
-    assert!(Model::load(&cfg).err().expect("must fail").to_string().contains("LABELS_PATH"));
+    cfg.model.labels_path = Some("/nonexistent/labels.txt".into());
+    let err = Model::load(&cfg).err().expect("must fail");
+    assert!(objdet::error::chain(&err).contains("LABELS_PATH"), "{}", objdet::error::chain(&err));
 }
 
 #[test]
@@ -264,7 +265,8 @@ fn optimized_graph_cache_is_written_then_used_with_the_same_detections() {
     let kept = std::fs::read(&data[0]).unwrap();
     std::fs::remove_file(&data[0]).unwrap();
     let weights = ort::session::builder::PrepackedWeights::new();
-    assert!(objdet::detector::runtime::session(&cfg, &weights, &source).is_ok());
+    let spec = objdet::detector::describe(&cfg).unwrap();
+    assert!(objdet::detector::runtime::session(&cfg, &spec, &weights, &source).is_ok());
     std::fs::write(&data[0], kept).unwrap();
 
     // A truncated weights file is not used: the cache is rebuilt.

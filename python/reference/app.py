@@ -16,7 +16,7 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.environ.get("MODEL_PATH", os.path.join(ROOT, "..", "..", "models", "centernet_mobilenetv3_coco.onnx"))
-LABELS = [l.strip() for l in open(os.path.join(os.path.dirname(MODEL), "coco80.txt")) if l.strip()]
+LABELS = [l.strip() for l in open(os.path.splitext(MODEL)[0] + ".labels.txt") if l.strip()]
 SCORE, IOU, SIZE = 0.3, 0.4, 512
 
 session = ort.InferenceSession(MODEL, providers=["CPUExecutionProvider"])

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ort::value::{DynValue, Tensor};
-use prost::Message;
 
+use super::onnx;
 use crate::config::DetectorConfig;
 
 /// Where a session's graph comes from.
@@ -103,12 +103,58 @@ pub enum Plan {
     Read { graph: PathBuf, weights: Vec<RawTensor> },
 }
 
-/// One cached weight tensor, read from the side file.
+/// One cached weight tensor, read from the side file: its raw little-endian bytes.
 #[derive(Debug)]
 pub struct RawTensor {
     name: String,
     dims: Vec<i64>,
-    data: Vec<f32>,
+    data_type: i32,
+    bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    /// Bytes per element of the ONNX element types objdet caches (every numeric type ORT's CPU
+    /// kernels take as weights), `None` for others.
+    fn element_size(data_type: i32) -> Option<usize> {
+        use onnx::dtype::*;
+        match data_type {
+            UINT8 | INT8 | BOOL => Some(1),
+            UINT16 | INT16 | FLOAT16 => Some(2),
+            FLOAT | INT32 | UINT32 => Some(4),
+            DOUBLE | INT64 | UINT64 => Some(8),
+            _ => None,
+        }
+    }
+
+    /// The ORT tensor of these bytes (a copy into typed elements).
+    fn into_value(self) -> ort::Result<DynValue> {
+        use onnx::dtype::*;
+        fn typed<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static, const N: usize>(
+            dims: Vec<i64>,
+            bytes: &[u8],
+            from: impl Fn([u8; N]) -> T,
+        ) -> ort::Result<DynValue> {
+            let data: Vec<T> =
+                bytes.chunks_exact(N).map(|c| from(c.try_into().unwrap_or([0; N]))).collect();
+            Ok(Tensor::from_array((dims, data))?.into_dyn())
+        }
+        let (dims, b) = (self.dims, self.bytes.as_slice());
+        match self.data_type {
+            FLOAT => typed(dims, b, f32::from_le_bytes),
+            DOUBLE => typed(dims, b, f64::from_le_bytes),
+            FLOAT16 => typed(dims, b, |c: [u8; 2]| half::f16::from_bits(u16::from_le_bytes(c))),
+            UINT8 => typed(dims, b, |c: [u8; 1]| c[0]),
+            INT8 => typed(dims, b, i8::from_le_bytes),
+            BOOL => typed(dims, b, |c: [u8; 1]| c[0] != 0),
+            UINT16 => typed(dims, b, u16::from_le_bytes),
+            INT16 => typed(dims, b, i16::from_le_bytes),
+            INT32 => typed(dims, b, i32::from_le_bytes),
+            UINT32 => typed(dims, b, u32::from_le_bytes),
+            INT64 => typed(dims, b, i64::from_le_bytes),
+            UINT64 => typed(dims, b, u64::from_le_bytes),
+            other => Err(ort::Error::new(format!("element type {other} is not cached"))),
+        }
+    }
 }
 
 /// Decides how this start's sessions load the graph, given `ORT_OPTIMIZED_MODEL_PATH`: from a
@@ -151,7 +197,10 @@ impl Plan {
             Plan::Read { graph, weights } => {
                 let tensors: std::result::Result<Vec<_>, _> = weights
                     .into_iter()
-                    .map(|w| Tensor::from_array((w.dims, w.data)).map(|t| (w.name, Arc::new(t.into_dyn()))))
+                    .map(|w| {
+                        let name = w.name.clone();
+                        w.into_value().map(|v| (name, Arc::new(v)))
+                    })
                     .collect();
                 match tensors {
                     Ok(weights) => {
@@ -224,8 +273,7 @@ pub fn publish(cfg: &DetectorConfig, id: &str) {
 /// The graph's initializers kept in side files, with their file name, offset and length.
 fn external_initializers(graph: &Path) -> std::result::Result<Vec<(onnx::TensorProto, String, usize, usize)>, String> {
     let proto = std::fs::read(graph).map_err(|e| format!("read: {e}"))?;
-    let model = onnx::ModelProto::decode(proto.as_slice()).map_err(|e| format!("not an ONNX model: {e}"))?;
-    let initializers = model.graph.map(|g| g.initializer).unwrap_or_default();
+    let initializers = onnx::initializers(&proto).map_err(|e| format!("not an ONNX model: {e}"))?;
     initializers
         .into_iter()
         .filter(|t| t.data_location == onnx::EXTERNAL)
@@ -268,9 +316,9 @@ fn read_weights(graph: &Path) -> std::result::Result<Vec<RawTensor>, String> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut weights = Vec::new();
     for (t, location, offset, length) in external_initializers(graph)? {
-        if t.data_type != onnx::FLOAT {
-            return Err(format!("{}: element type {} is not float", t.name, t.data_type));
-        }
+        let Some(size) = RawTensor::element_size(t.data_type) else {
+            return Err(format!("{}: element type {} is not cached", t.name, onnx::dtype::name(t.data_type)));
+        };
         if !files.iter().any(|(name, _)| *name == location) {
             let path = dir.join(&location);
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -282,54 +330,10 @@ fn read_weights(graph: &Path) -> std::result::Result<Vec<RawTensor>, String> {
             .and_then(|end| bytes.get(offset..end))
             .ok_or_else(|| format!("{}: outside {location}", t.name))?;
         let elements: usize = t.dims.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).product();
-        if elements.checked_mul(4) != Some(raw.len()) {
+        if elements.checked_mul(size) != Some(raw.len()) {
             return Err(format!("{}: {} bytes for shape {:?}", t.name, raw.len(), t.dims));
         }
-        let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        weights.push(RawTensor { name: t.name, dims: t.dims, data });
+        weights.push(RawTensor { name: t.name, dims: t.dims, data_type: t.data_type, bytes: raw.to_vec() });
     }
     Ok(weights)
-}
-
-/// The few fields of the ONNX protobuf schema (onnx/onnx.proto3) the cache reads; the rest of the
-/// graph is skipped by the decoder.
-mod onnx {
-    /// `TensorProto.DataType.FLOAT`.
-    pub const FLOAT: i32 = 1;
-    /// `TensorProto.DataLocation.EXTERNAL`.
-    pub const EXTERNAL: i32 = 1;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ModelProto {
-        #[prost(message, optional, tag = "7")]
-        pub graph: Option<GraphProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GraphProto {
-        #[prost(message, repeated, tag = "5")]
-        pub initializer: Vec<TensorProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TensorProto {
-        #[prost(int64, repeated, tag = "1")]
-        pub dims: Vec<i64>,
-        #[prost(int32, tag = "2")]
-        pub data_type: i32,
-        #[prost(string, tag = "8")]
-        pub name: String,
-        #[prost(message, repeated, tag = "13")]
-        pub external_data: Vec<StringStringEntryProto>,
-        #[prost(int32, tag = "14")]
-        pub data_location: i32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StringStringEntryProto {
-        #[prost(string, tag = "1")]
-        pub key: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
 }

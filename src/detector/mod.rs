@@ -1,4 +1,8 @@
-//! The detector: bytes → decode (limits first) → resize → tensor → ORT → rows → boxes → NMS.
+//! The detector: bytes → decode (limits first) → preprocess as the model's [`ModelSpec`] says →
+//! ORT → the model's head → NMS → boxes mapped back to the image.
+//!
+//! Any ONNX detector of the families in [`spec`] runs here: the model describes itself at load
+//! (its inputs, outputs and metadata, read by [`onnx`] before any session is built).
 //!
 //! [`Model`] is one ORT session with its buffers; it is a plain synchronous object, usable on its
 //! own (tests, benchmarks). [`Detector`] (in [`pool`]) owns the worker threads that run `Model`s
@@ -7,11 +11,14 @@
 pub mod decode;
 pub mod dispatch;
 pub mod graph_cache;
+pub mod heads;
 pub mod jpeg_scan;
+pub mod onnx;
 pub mod pool;
 pub mod postprocess;
 pub mod preprocess;
 pub mod runtime;
+pub mod spec;
 
 pub use dispatch::SessionKind;
 pub use pool::Detector;
@@ -21,15 +28,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use ort::session::{OutputSelector, RunOptions, Session};
-use ort::value::TensorRef;
+use ort::session::{OutputSelector, RunOptions, Session, SessionInputValue};
+use ort::value::{Tensor, TensorRef};
 
 use crate::config::DetectorConfig;
 use crate::error::{ImageError, StartupError};
 use crate::telemetry::ms_since;
 use decode::{Limits, RgbImage, decode_base64_into, decode_image_into};
-pub use postprocess::{BBox, Object};
-use preprocess::{INPUT_LEN, INPUT_SIZE, Preprocessor};
+use heads::Candidate;
+pub use postprocess::{BBox, Object, Transform};
+use preprocess::{InputTensor, Preprocessor, TensorData};
+pub use spec::ModelSpec;
 
 /// The bytes of one image to detect on.
 #[derive(Debug, Clone)]
@@ -109,15 +118,12 @@ impl PixelBudget {
     }
 }
 
-/// Reads the labels file: one class name per line.
-pub fn load_labels(path: &std::path::Path) -> Result<Arc<[String]>, StartupError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| StartupError::Labels { path: path.to_path_buf(), source })?;
-    let labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
-    if labels.is_empty() {
-        return Err(StartupError::NoLabels(path.to_path_buf()));
-    }
-    Ok(labels.into())
+/// Reads the model's interface and describes it ([`spec::probe`]) with the configured overrides;
+/// nothing is built or written. A graph objdet cannot interpret is refused here, naming what it saw.
+pub fn describe(cfg: &DetectorConfig) -> Result<ModelSpec, StartupError> {
+    let path = &cfg.model_path;
+    let info = onnx::ModelInfo::read(path).map_err(|e| StartupError::Model { path: path.clone(), source: e.into() })?;
+    spec::probe(path, &info, &cfg.model).map_err(|source| StartupError::Spec { path: path.clone(), source })
 }
 
 /// Per-image buffers larger than this (an image over ~5 MP) are not kept for the next image.
@@ -131,49 +137,59 @@ pub struct Model {
     session: Session,
     lead_pool: Option<Session>,
     run_options: RunOptions<ort::session::HasSelectedOutputs>,
+    spec: Arc<ModelSpec>,
     pre: Preprocessor,
-    tensor: Vec<f32>,
+    tensor: InputTensor,
     /// Reused for each image's encoded bytes (base64 input) and decoded pixels.
     encoded: Vec<u8>,
     rgb: RgbImage,
-    labels: Arc<[String]>,
-    score_threshold: f32,
-    nms_iou: f32,
+    /// The head's outputs as f32: dimensions and elements, reused.
+    outputs: Vec<(Vec<usize>, Vec<f32>)>,
+    candidates: Vec<Candidate>,
     limits: Limits,
 }
 
 impl Model {
     /// Loads one session of the configured model.
     pub fn load(cfg: &DetectorConfig) -> Result<Self, StartupError> {
-        let labels = load_labels(&cfg.labels_path)?;
+        let spec = Arc::new(describe(cfg)?);
         let (source, _) = graph_cache::graph_sources(cfg);
-        Self::with_parts(cfg, labels, &ort::session::builder::PrepackedWeights::new(), &source, runtime::Arena::Own)
+        Self::with_parts(cfg, spec, &ort::session::builder::PrepackedWeights::new(), &source, runtime::Arena::Own)
     }
 
     fn with_parts(
         cfg: &DetectorConfig,
-        labels: Arc<[String]>,
+        spec: Arc<ModelSpec>,
         weights: &ort::session::builder::PrepackedWeights,
         source: &graph_cache::GraphSource,
         arena: runtime::Arena,
     ) -> Result<Self, StartupError> {
-        let session = runtime::session_in(cfg, weights, source, arena)?;
+        let session = runtime::session_in(cfg, &spec, weights, source, arena)?;
+        let mut selector = OutputSelector::no_default();
+        for name in spec.head.outputs() {
+            selector = selector.with(name);
+        }
         let run_options = RunOptions::new()
             .map_err(|source| StartupError::Options { what: "run options", source })?
-            .with_outputs(OutputSelector::no_default().with(runtime::OUTPUT_NAME));
+            .with_outputs(selector);
         Ok(Self {
             session,
             lead_pool: None,
             run_options,
-            pre: Preprocessor::new(),
-            tensor: vec![0.0; INPUT_LEN],
+            pre: Preprocessor::new(&spec.input),
+            tensor: InputTensor::new(&spec.input),
             encoded: Vec::new(),
             rgb: RgbImage::default(),
-            labels,
-            score_threshold: cfg.score_threshold,
-            nms_iou: cfg.nms_iou,
+            outputs: Vec::new(),
+            candidates: Vec::new(),
             limits: cfg.limits(),
+            spec,
         })
+    }
+
+    /// The model's description.
+    pub fn spec(&self) -> &Arc<ModelSpec> {
+        &self.spec
     }
 
     /// Detects objects in one input, recording the time of each stage.
@@ -212,6 +228,7 @@ impl Model {
             self.encoded = Vec::new();
         }
         self.pre.release_buffers_over(KEEP_BUFFER_BYTES);
+        self.tensor.release_over(KEEP_BUFFER_BYTES);
         result
     }
 
@@ -227,39 +244,79 @@ impl Model {
         times: &mut StageTimes,
     ) -> Result<Detections, ImageError> {
         let t = Instant::now();
-        self.pre.run(img, &mut self.tensor)?;
+        let transform = self.pre.run(img, &mut self.tensor)?;
         times.preprocess_ms = ms_since(t);
 
         let t = Instant::now();
-        let rows = self.run_on(kind)?;
+        self.run_on(kind, img.width, img.height)?;
         times.inference_ms = ms_since(t);
 
         let t = Instant::now();
-        let objects =
-            postprocess::postprocess(&rows, img.width, img.height, self.score_threshold, self.nms_iou, &self.labels);
+        let objects = self.decode_outputs(&transform)?;
         times.postprocess_ms = ms_since(t);
         Ok(Detections { width: img.width, height: img.height, objects })
     }
 
-    /// The bare `session.run` on the current input tensor, returning the raw detection rows.
-    /// (The benchmark times this against the whole pipeline.)
-    pub fn run_session(&mut self) -> Result<Vec<f32>, ImageError> {
-        self.run_on(SessionKind::Pool)
+    /// The head, NMS and the mapping back, on the outputs of the last run.
+    fn decode_outputs(&mut self, transform: &Transform) -> Result<Vec<Object>, ImageError> {
+        let views: Vec<heads::Output<'_>> =
+            self.outputs.iter().map(|(dims, data)| heads::Output { dims, data }).collect();
+        heads::decode(&self.spec.head, &views, self.spec.score_threshold, &mut self.candidates)
+            .map_err(|e| ImageError::Output(e.into()))?;
+        Ok(postprocess::finish(&mut self.candidates, &self.spec, transform))
     }
 
-    fn run_on(&mut self, kind: SessionKind) -> Result<Vec<f32>, ImageError> {
-        let shape = [1usize, INPUT_SIZE as usize, INPUT_SIZE as usize, 3];
-        let input = TensorRef::from_array_view((shape, self.tensor.as_slice())).map_err(ImageError::Inference)?;
+    /// The bare `session.run` on the current input tensor (the benchmark times this against the
+    /// whole pipeline). An image of `width`×`height` is what an original-size input is told.
+    pub fn run_session(&mut self) -> Result<(), ImageError> {
+        if self.tensor.shape == [0; 4] {
+            // Not filled yet: a grey image of the input's size.
+            let (w, h) = (self.spec.input.width, self.spec.input.height);
+            let grey = RgbImage { width: w, height: h, pixels: vec![114; w as usize * h as usize * 3] };
+            self.pre.run(&grey, &mut self.tensor)?;
+        }
+        self.run_on(SessionKind::Pool, self.spec.input.width, self.spec.input.height)
+    }
+
+    /// Fills the input tensor from `img` (benchmarks time the stages one by one).
+    pub fn preprocess(&mut self, img: &RgbImage) -> Result<Transform, ImageError> {
+        self.pre.run(img, &mut self.tensor)
+    }
+
+    /// Decodes the outputs of the last run for an image mapped by `transform` (benchmarks).
+    pub fn postprocess(&mut self, transform: &Transform) -> Result<Vec<Object>, ImageError> {
+        self.decode_outputs(transform)
+    }
+
+    fn run_on(&mut self, kind: SessionKind, width: u32, height: u32) -> Result<(), ImageError> {
+        let image: SessionInputValue<'_> = match &self.tensor.data {
+            TensorData::F32(v) => TensorRef::from_array_view((self.tensor.shape, v.as_slice()))
+                .map_err(ImageError::Inference)?
+                .into(),
+            TensorData::U8(v) => TensorRef::from_array_view((self.tensor.shape, v.as_slice()))
+                .map_err(ImageError::Inference)?
+                .into(),
+        };
+        let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =
+            vec![(self.spec.input.name.as_str().into(), image)];
+        if let Some(name) = &self.spec.input.sizes_input {
+            let sizes = Tensor::from_array(([1usize, 2], vec![i64::from(width), i64::from(height)]))
+                .map_err(ImageError::Inference)?;
+            inputs.push((name.as_str().into(), sizes.into()));
+        }
         // The lead's pool session is `lead_pool`; every other session is `session`.
         let session = match (kind, self.lead_pool.as_mut()) {
             (SessionKind::Pool, Some(pool)) => pool,
             _ => &mut self.session,
         };
-        let outputs =
-            session.run_with_options(ort::inputs![input], &self.run_options).map_err(ImageError::Inference)?;
-        let value = outputs.get(runtime::OUTPUT_NAME).ok_or(ImageError::NoOutput(runtime::OUTPUT_NAME))?;
-        let (_, rows) = value.try_extract_tensor::<f32>().map_err(ImageError::Inference)?;
-        Ok(rows.to_vec())
+        let outputs = session.run_with_options(inputs, &self.run_options).map_err(ImageError::Inference)?;
+        let names = self.spec.head.outputs();
+        self.outputs.resize_with(names.len(), Default::default);
+        for (name, (dims, data)) in names.into_iter().zip(self.outputs.iter_mut()) {
+            let value = outputs.get(name).ok_or_else(|| ImageError::NoOutput(crate::error::excerpt(name)))?;
+            read_output(&value, dims, data)?;
+        }
+        Ok(())
     }
 
     /// Gives the lead worker's model its pool session, which shares its buffers.
@@ -267,8 +324,31 @@ impl Model {
         self.lead_pool = Some(session);
     }
 
-    /// Mutable access to the input tensor (benchmarks fill it directly).
-    pub fn input_tensor(&mut self) -> &mut [f32] {
-        &mut self.tensor
+}
+
+/// Copies an output tensor into `dims` and `data` as f32, whatever its numeric element type
+/// (labels and class ids often come as int64).
+fn read_output(value: &ort::value::DynValue, dims: &mut Vec<usize>, data: &mut Vec<f32>) -> Result<(), ImageError> {
+    use ort::value::{TensorElementType as T, ValueType};
+    fn copy<E: ort::value::PrimitiveTensorElementType + Copy>(
+        value: &ort::value::DynValue,
+        dims: &mut Vec<usize>,
+        data: &mut Vec<f32>,
+        f: impl Fn(E) -> f32,
+    ) -> Result<(), ImageError> {
+        let (shape, elems) = value.try_extract_tensor::<E>().map_err(ImageError::Inference)?;
+        dims.clear();
+        dims.extend(shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)));
+        data.clear();
+        data.extend(elems.iter().map(|&e| f(e)));
+        Ok(())
+    }
+    match value.dtype() {
+        ValueType::Tensor { ty: T::Float32, .. } => copy::<f32>(value, dims, data, |e| e),
+        ValueType::Tensor { ty: T::Float64, .. } => copy::<f64>(value, dims, data, |e| e as f32),
+        ValueType::Tensor { ty: T::Int64, .. } => copy::<i64>(value, dims, data, |e| e as f32),
+        ValueType::Tensor { ty: T::Int32, .. } => copy::<i32>(value, dims, data, |e| e as f32),
+        ValueType::Tensor { ty: T::Uint8, .. } => copy::<u8>(value, dims, data, f32::from),
+        other => Err(ImageError::Output(format!("an output of type {other:?}, not a number tensor").into())),
     }
 }

@@ -30,7 +30,7 @@ use ort::session::builder::PrepackedWeights;
 
 use super::dispatch::{Queue, SessionKind};
 use super::graph_cache::{self, GraphSource};
-use super::{Input, Model, Outcome, PixelBudget, StageTimes, load_labels, runtime};
+use super::{Input, Model, ModelSpec, Outcome, PixelBudget, StageTimes, describe, runtime};
 use crate::config::DetectorConfig;
 use crate::error::{ImageError, StartupError};
 use crate::telemetry::ms_since;
@@ -137,7 +137,7 @@ enum Build {
 pub struct Detector {
     shared: Arc<Shared>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    labels: Arc<[String]>,
+    spec: Arc<ModelSpec>,
     sessions: usize,
 }
 
@@ -152,7 +152,7 @@ impl std::fmt::Debug for Detector {
 struct Builders {
     shared: Arc<Shared>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    labels: Arc<[String]>,
+    spec: Arc<ModelSpec>,
     weights: PrepackedWeights,
 }
 
@@ -160,7 +160,10 @@ impl Detector {
     /// Loads ONNX Runtime, the labels and the sessions (sharing packed weights) and starts the
     /// workers. Returns once the solo session, or without one every pool session, is ready.
     pub fn load(cfg: &DetectorConfig) -> Result<Self> {
-        let labels = load_labels(&cfg.labels_path)?;
+        // The model is described (and refused if it is not a detector) before anything is built
+        // or written to the graph cache.
+        let spec = Arc::new(describe(cfg)?);
+        tracing::info!(model = %spec.summary(), "model");
         // The cached weights are read on a spare core while the runtime library loads.
         let reader = {
             let cfg = cfg.clone();
@@ -192,13 +195,13 @@ impl Detector {
         let detector = Detector {
             shared: Arc::new(Shared::default()),
             threads: Arc::new(Mutex::new(vec![])),
-            labels,
+            spec,
             sessions: cfg.sessions,
         };
         let builders = Builders {
             shared: detector.shared.clone(),
             threads: detector.threads.clone(),
-            labels: detector.labels.clone(),
+            spec: detector.spec.clone(),
             weights: PrepackedWeights::new(),
         };
         let source = |b: Build| if matches!(b, Build::Lead | Build::Pool(0)) { first.clone() } else { others.clone() };
@@ -233,7 +236,12 @@ impl Detector {
 
     /// The class names, index = class id.
     pub fn labels(&self) -> &[String] {
-        &self.labels
+        &self.spec.names
+    }
+
+    /// The model's description.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
     }
 
     fn submit(&self, input: Input, budget: Option<Arc<PixelBudget>>) -> tokio::sync::oneshot::Receiver<Outcome> {
@@ -360,9 +368,9 @@ impl Builders {
             Build::Pool(_) => (cfg.clone(), runtime::Arena::Own),
         };
         if build == Build::LeadPool {
-            return runtime::session_in(&cfg, &self.weights, source, arena).map(Made::Session);
+            return runtime::session_in(&cfg, &self.spec, &self.weights, source, arena).map(Made::Session);
         }
-        let mut model = Model::with_parts(&cfg, self.labels.clone(), &self.weights, source, arena)?;
+        let mut model = Model::with_parts(&cfg, self.spec.clone(), &self.weights, source, arena)?;
         // The first run of a session allocates its buffers and is slower; with ORT_WARMUP
         // it is paid during start-up (e.g. provisioned concurrency) instead.
         if cfg.warmup {

@@ -1,92 +1,391 @@
-//! RGB image → the model's input: stretch to 512×512 (bilinear, no letterbox), NHWC f32 0..255.
+//! RGB image → the model's input tensor, as its [`InputSpec`] says: resize (stretch, letterbox
+//! with Ultralytics' rounding and padding, or none), channel order, value range, mean/std,
+//! layout and element type; and the [`Transform`] that maps boxes back.
 
 use fast_image_resize as fr;
 
 use super::decode::RgbImage;
+use super::postprocess::Transform;
+use super::spec::{Filter, InputSpec, InputType, Layout, Resize};
 use crate::error::ImageError;
 
 type Result<T, E = ImageError> = std::result::Result<T, E>;
 
-/// Side of the square model input.
-pub const INPUT_SIZE: u32 = 512;
-/// Elements of one input tensor `[1, 512, 512, 3]`.
-pub const INPUT_LEN: usize = (INPUT_SIZE * INPUT_SIZE * 3) as usize;
-
-/// Reusable resize state and buffers (one per worker, so nothing is allocated per image).
-pub struct Preprocessor {
-    resizer: fr::Resizer,
-    options: fr::ResizeOptions,
-    resized: fr::images::Image<'static>,
+/// The input tensor's elements.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// float32.
+    F32(Vec<f32>),
+    /// uint8.
+    U8(Vec<u8>),
 }
 
-impl Default for Preprocessor {
-    fn default() -> Self {
-        Self::new()
+/// One input tensor, reused from image to image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputTensor {
+    /// `[1, 3, H, W]` or `[1, H, W, 3]`.
+    pub shape: [usize; 4],
+    /// Elements.
+    pub data: TensorData,
+}
+
+impl InputTensor {
+    /// An empty tensor of `spec`'s element type.
+    pub fn new(spec: &InputSpec) -> Self {
+        let data = match spec.dtype {
+            InputType::F32 => TensorData::F32(Vec::new()),
+            InputType::U8 => TensorData::U8(Vec::new()),
+        };
+        Self { shape: [0; 4], data }
     }
-}
 
-impl Preprocessor {
-    /// A preprocessor with its 512×512 RGB buffer allocated.
-    pub fn new() -> Self {
-        Self {
-            resizer: fr::Resizer::new(),
-            // Convolution with a bilinear kernel = PIL's BILINEAR resize, which the reference used.
-            options: fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
-            resized: fr::images::Image::new(INPUT_SIZE, INPUT_SIZE, fr::PixelType::U8x3),
+    /// Bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        match &self.data {
+            TensorData::F32(v) => v.capacity() * 4,
+            TensorData::U8(v) => v.capacity(),
         }
     }
 
-    /// Frees the resizer's scratch buffers when they hold more than `bytes`. They grow with the
-    /// input's width (the vertical pass runs first: width × 512 × 3 bytes, 25 MB at 16,384 pixels
-    /// wide) and would otherwise stay at the largest size ever seen.
+    /// Frees the buffer when it holds more than `bytes` (kept otherwise for the next image).
+    pub fn release_over(&mut self, bytes: usize) {
+        if self.capacity_bytes() > bytes {
+            match &mut self.data {
+                TensorData::F32(v) => *v = Vec::new(),
+                TensorData::U8(v) => *v = Vec::new(),
+            }
+        }
+    }
+}
+
+/// Where an image goes in the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// The tensor's width.
+    pub tensor_width: u32,
+    /// The tensor's height.
+    pub tensor_height: u32,
+    /// The resized image's width.
+    pub width: u32,
+    /// The resized image's height.
+    pub height: u32,
+    /// Padding left of it.
+    pub left: u32,
+    /// Padding above it.
+    pub top: u32,
+}
+
+impl Geometry {
+    /// Where an image of `w`×`h` goes for `spec` (Ultralytics' `LetterBox` rounding for letterbox:
+    /// Python's round-half-even, the padding split as `round(d/2 ∓ 0.1)`).
+    pub fn of(spec: &InputSpec, w: u32, h: u32) -> Self {
+        let (tw, th) = (spec.width, spec.height);
+        match spec.resize {
+            Resize::Stretch => Geometry { tensor_width: tw, tensor_height: th, width: tw, height: th, left: 0, top: 0 },
+            Resize::None => Geometry { tensor_width: w, tensor_height: h, width: w, height: h, left: 0, top: 0 },
+            Resize::Letterbox { centred, stride, .. } => {
+                let r = (f64::from(th) / f64::from(h)).min(f64::from(tw) / f64::from(w));
+                let side = |v: u32, max: u32| ((f64::from(v) * r).round_ties_even() as u32).clamp(1, max);
+                let (nw, nh) = (side(w, tw), side(h, th));
+                let (mut dw, mut dh) = (f64::from(tw - nw), f64::from(th - nh));
+                if let Some(s) = stride.filter(|s| *s > 0) {
+                    (dw, dh) = (dw % f64::from(s), dh % f64::from(s));
+                }
+                let split = |d: f64| -> (u32, u32) {
+                    if centred {
+                        let half = d / 2.0;
+                        ((half - 0.1).round_ties_even() as u32, (half + 0.1).round_ties_even() as u32)
+                    } else {
+                        (0, d as u32)
+                    }
+                };
+                let ((left, right), (top, bottom)) = (split(dw), split(dh));
+                Geometry {
+                    tensor_width: nw + left + right,
+                    tensor_height: nh + top + bottom,
+                    width: nw,
+                    height: nh,
+                    left,
+                    top,
+                }
+            }
+        }
+    }
+
+    /// The transform back from the tensor to an image of `w`×`h`.
+    pub fn transform(&self, w: u32, h: u32) -> Transform {
+        Transform {
+            gain_x: self.width as f32 / w as f32,
+            gain_y: self.height as f32 / h as f32,
+            pad_x: self.left as f32,
+            pad_y: self.top as f32,
+            input_width: self.tensor_width,
+            input_height: self.tensor_height,
+            width: w,
+            height: h,
+        }
+    }
+}
+
+/// Reusable resize state and buffers (one per worker, so nothing is allocated per image once
+/// the buffers have grown to the input's size).
+pub struct Preprocessor {
+    spec: InputSpec,
+    resizer: fr::Resizer,
+    options: fr::ResizeOptions,
+    resized: Vec<u8>,
+    /// Per model channel: 0..255 → the tensor's float value.
+    lut: [[f32; 256]; 3],
+}
+
+impl Preprocessor {
+    /// A preprocessor for `spec`'s input.
+    pub fn new(spec: &InputSpec) -> Self {
+        let alg = match spec.filter {
+            // Interpolation: a fixed 2×2 kernel whatever the scale, as OpenCV's INTER_LINEAR
+            // (Ultralytics resizes with it; an antialiased downscale moves scores by > 0.01).
+            Filter::Linear => fr::ResizeAlg::Interpolation(fr::FilterType::Bilinear),
+            // Convolution: the kernel widens with the downscale factor, as PIL's BILINEAR.
+            Filter::Antialiased => fr::ResizeAlg::Convolution(fr::FilterType::Bilinear),
+        };
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, out) in table.iter_mut().enumerate() {
+                *out = (v as f32 * spec.scale - spec.mean[c]) / spec.std[c];
+            }
+        }
+        Self {
+            spec: spec.clone(),
+            resizer: fr::Resizer::new(),
+            options: fr::ResizeOptions::new().resize_alg(alg),
+            resized: Vec::new(),
+            lut,
+        }
+    }
+
+    /// Frees the scratch buffers when they hold more than `bytes`. The resizer's grow with the
+    /// input's width (the vertical pass runs first: width × output height × 3 bytes) and would
+    /// otherwise stay at the largest size ever seen.
     pub fn release_buffers_over(&mut self, bytes: usize) {
         if self.resizer.size_of_internal_buffers() > bytes {
             self.resizer.reset_internal_buffers();
         }
+        if self.resized.capacity() > bytes {
+            self.resized = Vec::new();
+        }
     }
 
-    /// Resizes `img` to 512×512 and writes it as f32 NHWC into `out` (`INPUT_LEN` elements).
-    pub fn run(&mut self, img: &RgbImage, out: &mut [f32]) -> Result<()> {
-        let src = fr::images::ImageRef::new(img.width, img.height, &img.pixels, fr::PixelType::U8x3)
-            .map_err(|e| ImageError::Resize(e.into()))?;
-        self.resizer.resize(&src, &mut self.resized, &self.options).map_err(|e| ImageError::Resize(e.into()))?;
-        to_f32(self.resized.buffer(), out);
-        Ok(())
+    /// Brings `img` to the model's input in `out`, returning the transform back.
+    pub fn run(&mut self, img: &RgbImage, out: &mut InputTensor) -> Result<Transform> {
+        let g = Geometry::of(&self.spec, img.width, img.height);
+        let pixels: &[u8] = if (g.width, g.height) == (img.width, img.height) {
+            &img.pixels
+        } else {
+            let src = fr::images::ImageRef::new(img.width, img.height, &img.pixels, fr::PixelType::U8x3)
+                .map_err(|e| ImageError::Resize(e.into()))?;
+            let mut buf = std::mem::take(&mut self.resized);
+            buf.clear();
+            buf.resize(g.width as usize * g.height as usize * 3, 0);
+            let mut dst = fr::images::Image::from_vec_u8(g.width, g.height, buf, fr::PixelType::U8x3)
+                .map_err(|e| ImageError::Resize(e.into()))?;
+            self.resizer.resize(&src, &mut dst, &self.options).map_err(|e| ImageError::Resize(e.into()))?;
+            self.resized = dst.into_vec();
+            &self.resized
+        };
+        let pad = match self.spec.resize {
+            Resize::Letterbox { pad, .. } => pad,
+            _ => 0,
+        };
+        fill(&self.spec, &self.lut, &g, pixels, pad, out);
+        Ok(g.transform(img.width, img.height))
     }
 }
 
-/// Widens u8 pixels to f32 (values stay 0..255: the model has no mean/std normalisation).
-pub fn to_f32(pixels: &[u8], out: &mut [f32]) {
-    for (o, &p) in out.iter_mut().zip(pixels) {
-        *o = f32::from(p);
+/// Writes the resized pixels (`g.width`×`g.height` RGB) into the tensor at `g.left, g.top`,
+/// padding with `pad`.
+fn fill(spec: &InputSpec, lut: &[[f32; 256]; 3], g: &Geometry, pixels: &[u8], pad: u8, out: &mut InputTensor) {
+    let (tw, th) = (g.tensor_width as usize, g.tensor_height as usize);
+    let (w, h, left, top) = (g.width as usize, g.height as usize, g.left as usize, g.top as usize);
+    out.shape = match spec.layout {
+        Layout::Nchw => [1, 3, th, tw],
+        Layout::Nhwc => [1, th, tw, 3],
+    };
+    let len = tw * th * 3;
+    // Model channel c takes image channel src[c].
+    let src: [usize; 3] = if spec.bgr { [2, 1, 0] } else { [0, 1, 2] };
+    let padded = (tw, th) != (w, h);
+    match &mut out.data {
+        TensorData::F32(v) => {
+            v.clear();
+            v.resize(len, 0.0);
+            let value = |c: usize, p: u8| lut[c][usize::from(p)];
+            match spec.layout {
+                Layout::Nchw => {
+                    let plane = tw * th;
+                    for c in 0..3 {
+                        let dst = &mut v[c * plane..(c + 1) * plane];
+                        if padded {
+                            dst.fill(value(c, pad));
+                        }
+                        for y in 0..h {
+                            let row = &pixels[y * w * 3..(y + 1) * w * 3];
+                            let out_row = &mut dst[(y + top) * tw + left..(y + top) * tw + left + w];
+                            for (o, px) in out_row.iter_mut().zip(row.chunks_exact(3)) {
+                                *o = value(c, px[src[c]]);
+                            }
+                        }
+                    }
+                }
+                Layout::Nhwc => {
+                    if padded {
+                        for px in v.chunks_exact_mut(3) {
+                            for c in 0..3 {
+                                px[c] = value(c, pad);
+                            }
+                        }
+                    }
+                    for y in 0..h {
+                        let row = &pixels[y * w * 3..(y + 1) * w * 3];
+                        let out_row = &mut v[((y + top) * tw + left) * 3..((y + top) * tw + left + w) * 3];
+                        for (o, px) in out_row.chunks_exact_mut(3).zip(row.chunks_exact(3)) {
+                            for c in 0..3 {
+                                o[c] = value(c, px[src[c]]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        TensorData::U8(v) => {
+            v.clear();
+            v.resize(len, pad);
+            match spec.layout {
+                Layout::Nchw => {
+                    let plane = tw * th;
+                    for c in 0..3 {
+                        for y in 0..h {
+                            let row = &pixels[y * w * 3..(y + 1) * w * 3];
+                            let start = c * plane + (y + top) * tw + left;
+                            for (o, px) in v[start..start + w].iter_mut().zip(row.chunks_exact(3)) {
+                                *o = px[src[c]];
+                            }
+                        }
+                    }
+                }
+                Layout::Nhwc => {
+                    for y in 0..h {
+                        let row = &pixels[y * w * 3..(y + 1) * w * 3];
+                        let start = ((y + top) * tw + left) * 3;
+                        let out_row = &mut v[start..start + w * 3];
+                        if !spec.bgr {
+                            out_row.copy_from_slice(row);
+                        } else {
+                            for (o, px) in out_row.chunks_exact_mut(3).zip(row.chunks_exact(3)) {
+                                o.copy_from_slice(&[px[2], px[1], px[0]]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-}
-
-/// The same resize with the `image` crate (triangle filter), kept for the benchmark comparison.
-pub fn resize_with_image(img: &RgbImage, out: &mut [f32]) -> Result<()> {
-    let buf = image::RgbImage::from_raw(img.width, img.height, img.pixels.clone())
-        .ok_or_else(|| ImageError::Resize("the pixel buffer does not match its dimensions".into()))?;
-    let resized = image::imageops::resize(&buf, INPUT_SIZE, INPUT_SIZE, image::imageops::FilterType::Triangle);
-    to_f32(resized.as_raw(), out);
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn spec(resize: Resize, layout: Layout, dtype: InputType) -> InputSpec {
+        InputSpec {
+            name: "images".into(),
+            layout,
+            dtype,
+            width: 320,
+            height: 320,
+            dynamic: false,
+            resize,
+            filter: Filter::Linear,
+            scale: 1.0 / 255.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            bgr: false,
+            sizes_input: None,
+        }
+    }
+
+    const LETTERBOX: Resize = Resize::Letterbox { pad: 114, centred: true, stride: None };
+
     #[test]
-    fn uniform_colour_survives_resize() {
+    fn letterbox_geometry_follows_ultralytics_rounding() {
+        let s = spec(LETTERBOX, Layout::Nchw, InputType::F32);
+        // 400x300 → 320x240, 80 px of padding split 40/40.
+        let g = Geometry::of(&s, 400, 300);
+        assert_eq!((g.width, g.height, g.left, g.top, g.tensor_width, g.tensor_height), (320, 240, 0, 40, 320, 320));
+        // 300x400 with an odd split: 241 → 79 px, round(39.4) = 39 left, round(39.6) = 40 right.
+        let g = Geometry::of(&s, 300, 401);
+        assert_eq!((g.width, g.height), (239, 320));
+        assert_eq!((g.left, g.tensor_width), (40, 320));
+        // Round half to even: 333x1000 → 106.56 → 107; 17x32 → 170 exactly.
+        assert_eq!(Geometry::of(&s, 17, 32).width, 170);
+        // A long thin image keeps at least one pixel.
+        let g = Geometry::of(&s, 16_000, 1);
+        assert_eq!((g.width, g.height), (320, 1));
+        // Dynamic input (stride 32): only the padding to a multiple of 32.
+        let dynamic = spec(Resize::Letterbox { pad: 114, centred: true, stride: Some(32) }, Layout::Nchw, InputType::F32);
+        let g = Geometry::of(&dynamic, 400, 300);
+        assert_eq!((g.tensor_width, g.tensor_height, g.top), (320, 256, 8));
+    }
+
+    #[test]
+    fn letterbox_pads_and_scales_nchw() {
+        let s = spec(LETTERBOX, Layout::Nchw, InputType::F32);
+        let mut pre = Preprocessor::new(&s);
+        let img = RgbImage { width: 400, height: 300, pixels: [255u8, 0, 51].repeat(400 * 300) };
+        let mut t = InputTensor::new(&s);
+        let tr = pre.run(&img, &mut t).unwrap();
+        assert_eq!(t.shape, [1, 3, 320, 320]);
+        let TensorData::F32(v) = &t.data else { panic!() };
+        let at = |c: usize, y: usize, x: usize| v[c * 320 * 320 + y * 320 + x];
+        assert!((at(0, 0, 0) - 114.0 / 255.0).abs() < 1e-6, "padding");
+        assert!((at(0, 160, 160) - 1.0).abs() < 1e-6 && at(1, 160, 160) == 0.0 && (at(2, 160, 160) - 0.2).abs() < 1e-6);
+        assert_eq!((tr.pad_y, tr.gain_x), (40.0, 0.8));
+    }
+
+    #[test]
+    fn stretch_nhwc_raw_bgr_and_uint8() {
+        let mut s = spec(Resize::Stretch, Layout::Nhwc, InputType::F32);
+        s.scale = 1.0;
+        s.bgr = true;
         let img = RgbImage { width: 40, height: 30, pixels: [10u8, 20, 30].repeat(40 * 30) };
-        let mut out = vec![0f32; INPUT_LEN];
-        Preprocessor::new().run(&img, &mut out).unwrap();
-        assert_eq!(&out[..3], &[10.0, 20.0, 30.0]);
-        assert_eq!(&out[INPUT_LEN - 3..], &[10.0, 20.0, 30.0]);
+        let mut t = InputTensor::new(&s);
+        Preprocessor::new(&s).run(&img, &mut t).unwrap();
+        assert_eq!(t.shape, [1, 320, 320, 3]);
+        let TensorData::F32(v) = &t.data else { panic!() };
+        assert_eq!(&v[..3], &[30.0, 20.0, 10.0]);
+
+        let u8spec = spec(Resize::None, Layout::Nhwc, InputType::U8);
+        let mut t = InputTensor::new(&u8spec);
+        let tr = Preprocessor::new(&u8spec).run(&img, &mut t).unwrap();
+        assert_eq!(t.shape, [1, 30, 40, 3]);
+        assert_eq!(t.data, TensorData::U8(img.pixels.clone()));
+        assert_eq!((tr.gain_x, tr.gain_y), (1.0, 1.0));
+    }
+
+    #[test]
+    fn mean_and_std_apply_after_scaling() {
+        let mut s = spec(Resize::Stretch, Layout::Nchw, InputType::F32);
+        s.mean = [0.5, 0.5, 0.5];
+        s.std = [0.25, 0.5, 1.0];
+        let img = RgbImage { width: 2, height: 2, pixels: vec![255; 12] };
+        let mut t = InputTensor::new(&s);
+        Preprocessor::new(&s).run(&img, &mut t).unwrap();
+        let TensorData::F32(v) = &t.data else { panic!() };
+        let plane = 320 * 320;
+        assert_eq!((v[0], v[plane], v[2 * plane]), (2.0, 1.0, 0.5));
     }
 
     #[test]
     fn left_right_halves_stay_apart() {
-        // Left half black, right half white: the resized image keeps that layout (NHWC order).
         let (w, h) = (100u32, 50u32);
         let mut pixels = Vec::with_capacity((w * h * 3) as usize);
         for _y in 0..h {
@@ -95,10 +394,14 @@ mod tests {
                 pixels.extend_from_slice(&[v, v, v]);
             }
         }
-        let mut out = vec![0f32; INPUT_LEN];
-        Preprocessor::new().run(&RgbImage { width: w, height: h, pixels }, &mut out).unwrap();
-        let at = |x: usize, y: usize| out[(y * INPUT_SIZE as usize + x) * 3];
+        let mut s = spec(Resize::Stretch, Layout::Nhwc, InputType::F32);
+        s.scale = 1.0;
+        s.filter = Filter::Antialiased;
+        let mut t = InputTensor::new(&s);
+        Preprocessor::new(&s).run(&RgbImage { width: w, height: h, pixels }, &mut t).unwrap();
+        let TensorData::F32(v) = &t.data else { panic!() };
+        let at = |x: usize, y: usize| v[(y * 320 + x) * 3];
         assert_eq!(at(10, 100), 0.0);
-        assert_eq!(at(500, 100), 255.0);
+        assert_eq!(at(310, 100), 255.0);
     }
 }

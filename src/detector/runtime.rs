@@ -7,6 +7,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 
+use super::ModelSpec;
 use super::graph_cache::{self, GraphSource};
 use crate::config::DetectorConfig;
 use crate::error::StartupError;
@@ -23,11 +24,6 @@ fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Option<Arc<dyn st
 fn failed((reason, source): &Failed) -> StartupError {
     StartupError::Runtime { reason: (*reason).to_string(), source: source.clone() }
 }
-
-/// Name of the model input.
-pub const INPUT_NAME: &str = "tower_0/images:0";
-/// The only output objdet asks ORT to compute.
-pub const OUTPUT_NAME: &str = "tower_0/detections";
 
 static ENVIRONMENT: OnceLock<std::result::Result<Environment, Failed>> = OnceLock::new();
 
@@ -69,26 +65,32 @@ pub enum Arena {
 /// `weights` is shared by every session of a detector, so N sessions hold one copy of the packed
 /// weights. A cached graph ORT refuses (e.g. its side file removed meanwhile), or a cache that
 /// cannot be written, falls back to the model.
-pub fn session(cfg: &DetectorConfig, weights: &PrepackedWeights, source: &GraphSource) -> Result<Session> {
-    session_in(cfg, weights, source, Arena::Own)
+pub fn session(
+    cfg: &DetectorConfig,
+    spec: &ModelSpec,
+    weights: &PrepackedWeights,
+    source: &GraphSource,
+) -> Result<Session> {
+    session_in(cfg, spec, weights, source, Arena::Own)
 }
 
 /// [`session`], with the activations in `arena`.
 pub fn session_in(
     cfg: &DetectorConfig,
+    spec: &ModelSpec,
     weights: &PrepackedWeights,
     source: &GraphSource,
     arena: Arena,
 ) -> Result<Session> {
-    match build_session(cfg, weights, source, arena) {
+    match build_session(cfg, spec, weights, source, arena) {
         Err(e) if matches!(source, GraphSource::Cached(_)) => {
-            tracing::warn!(error = %e, "cached optimized graph refused; optimizing the model");
-            build_session(cfg, weights, &GraphSource::Model, arena)
+            tracing::warn!(error = %crate::error::chain(&e), "cached optimized graph refused; optimizing the model");
+            build_session(cfg, spec, weights, &GraphSource::Model, arena)
         }
         // An unwritable cache (a read-only path, a full disk) costs the cache, not the start-up.
         Err(e) if matches!(source, GraphSource::ModelSavingTo(_)) => {
-            tracing::warn!(error = %e, "cannot write the optimized-graph cache (ORT_OPTIMIZED_MODEL_PATH); running without it");
-            build_session(cfg, weights, &GraphSource::Model, arena)
+            tracing::warn!(error = %crate::error::chain(&e), "cannot write the optimized-graph cache (ORT_OPTIMIZED_MODEL_PATH); running without it");
+            build_session(cfg, spec, weights, &GraphSource::Model, arena)
         }
         built => built,
     }
@@ -121,6 +123,7 @@ fn register_shared_arena(env: &Environment) -> Result<()> {
 
 fn build_session(
     cfg: &DetectorConfig,
+    spec: &ModelSpec,
     weights: &PrepackedWeights,
     source: &GraphSource,
     arena: Arena,
@@ -186,11 +189,17 @@ fn build_session(
     if let GraphSource::ModelSavingTo(id) = source {
         graph_cache::publish(cfg, id);
     }
-    let has_input = session.inputs().iter().any(|i| i.name() == INPUT_NAME);
-    let has_output = session.outputs().iter().any(|o| o.name() == OUTPUT_NAME);
-    if !has_input || !has_output {
-        let reason = format!("the model lacks input {INPUT_NAME} or output {OUTPUT_NAME}");
-        return Err(StartupError::Model { path: cfg.model_path.clone(), source: reason.into() });
+    // The session must see the graph as the description does (a cached graph from another model
+    // would not).
+    let has_input = session.inputs().iter().any(|i| i.name() == spec.input.name);
+    let has_outputs = spec.head.outputs().iter().all(|name| session.outputs().iter().any(|o| o.name() == *name));
+    if !has_input || !has_outputs {
+        let reason = format!(
+            "the session lacks input {} or one of the outputs {:?}",
+            crate::error::excerpt(&spec.input.name),
+            spec.head.outputs()
+        );
+        return Err(StartupError::Model { path: model_file.clone(), source: reason.into() });
     }
     Ok(session)
 }

@@ -400,7 +400,7 @@ pub fn image_layout(id: u16) -> PathBuf {
     for d in [&models, &ort, &runtime] {
         std::fs::create_dir_all(d).unwrap();
     }
-    for f in ["centernet_mobilenetv3_coco.onnx", "coco80.txt"] {
+    for f in ["centernet_mobilenetv3_coco.onnx", "centernet_mobilenetv3_coco.labels.txt"] {
         std::fs::copy(root().join("models").join(f), models.join(f)).unwrap();
     }
     let lib = std::fs::canonicalize(root().join(".cache/ort/libonnxruntime.so")).unwrap();
