@@ -48,10 +48,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
 fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
@@ -320,6 +316,14 @@ fn main() {
         compare_with_baseline(&baseline, &env, &rt, &images, batch);
         return;
     }
+    // 2. Every model: the server against the floor of its own model.
+    if std::env::var("BENCH_MODELS").as_deref() != Ok("0") {
+        model_ratios(&rt, &images[..40.min(images.len())], env_usize("BENCH_MODEL_REPS", 5));
+    }
+    if std::env::var("BENCH_ONLY_MODELS").is_ok() {
+        return;
+    }
+
     let reps = env_usize("BENCH_REPS", 3);
     let batches = [40, batch / 4, batch];
     // Cold start with the optimized-graph cache, the default (the first start writes it, later ones
@@ -426,6 +430,91 @@ fn main() {
             batches[1],
             r.rss_mb[1].1,
             r.rss_mb[0].1,
+        );
+    }
+}
+
+/// The models `make bench` compares with their floors: the bundled one and every fixture
+/// detector (those with a reference-predictions file).
+fn bench_models() -> Vec<PathBuf> {
+    let mut models = vec![root().join("models/centernet_mobilenetv3_coco.onnx")];
+    let dir = root().join("tests/fixtures/models");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    fixtures.retain(|p| p.extension().is_some_and(|e| e == "onnx") && p.with_extension("oracle.json").exists());
+    fixtures.sort();
+    models.extend(fixtures);
+    models
+}
+
+/// The floor of `model`: one single-thread session per core, all running at once on an input
+/// already in place (no decoding, no resizing), in ms per image of throughput.
+fn floor_ms(model: &std::path::Path, cores: usize, runs: usize) -> f64 {
+    let mut cfg = config().detector;
+    cfg.model_path = model.to_path_buf();
+    cfg.intra_threads = 1;
+    let photo = decode_image(&fixtures()[0].1, &cfg.limits()).unwrap();
+    let mut models: Vec<Model> = (0..cores)
+        .map(|_| {
+            let mut m = Model::load(&cfg).expect("model");
+            m.preprocess(&photo).unwrap();
+            m.run_session().unwrap(); // the first run sizes the arena
+            m
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(cores);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for m in &mut models {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for _ in 0..runs {
+                    m.run_session().unwrap();
+                }
+            });
+        }
+    });
+    ms_since(t) / (cores * runs) as f64
+}
+
+/// For each model: `objdet serve` (defaults) on a 40-image mixed batch, server time per image,
+/// against the model's floor measured in the same run, interleaved rep by rep.
+fn model_ratios(rt: &tokio::runtime::Runtime, images: &[Vec<u8>], reps: usize) {
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let client = reqwest::Client::new();
+    let body = batch_body(images, images.len());
+    println!("
+## Each model: server time per image on a {}-image mixed batch ÷ its floor", images.len());
+    println!("(floor: {cores} single-thread sessions in parallel, no decoding; medians of {reps} interleaved reps)");
+    println!("| model | format, input | floor ms/image | server ms/image | ÷ floor |");
+    println!("|---|---|---|---|---|");
+    for model in bench_models() {
+        let path = model.display().to_string();
+        let server = Server::objdet(&[("MODEL_PATH", &path), ("ORT_OPTIMIZED_MODEL_PATH", "off")]);
+        post(rt, &client, &server.base, &body); // warm: every session built and run
+        // Runs per floor rep: about as many images as the batch.
+        let runs = images.len().div_ceil(cores).max(4);
+        let (mut floors, mut served) = (vec![], vec![]);
+        for _ in 0..reps {
+            floors.push(floor_ms(&model, cores, runs));
+            let (_, server_ms, v) = post(rt, &client, &server.base, &body);
+            assert_eq!(v["results"].as_array().map(Vec::len), Some(images.len()));
+            served.push(server_ms / images.len() as f64);
+        }
+        drop(server);
+        let (f, s) = (median(floors), median(served));
+        let mut cfg = config().detector;
+        cfg.model_path = model.clone();
+        let spec = objdet::detector::describe(&cfg).expect("model");
+        println!(
+            "| {} | {}, {}x{} | {f:.2} | {s:.2} | {:.3} |",
+            spec.file,
+            spec.head.format().as_str(),
+            spec.input.width,
+            spec.input.height,
+            s / f
         );
     }
 }

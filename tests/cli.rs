@@ -43,7 +43,7 @@ fn missing_onnx_runtime_is_a_clear_error_not_a_panic() {
 fn wrong_library_is_a_clear_error() {
     // A file that exists but is not ONNX Runtime.
     let out = objdet()
-        .env("ORT_DYLIB_PATH", common::root().join("models/coco80.txt"))
+        .env("ORT_DYLIB_PATH", common::root().join("models/centernet_mobilenetv3_coco.labels.txt"))
         .args(["detect", "tests/fixtures/images/dog.jpg"])
         .output()
         .unwrap();
@@ -111,4 +111,72 @@ fn sigv4_without_credentials_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("SigV4 needs AWS credentials"), "{stderr}");
+}
+
+/// `objdet detect` runs a model given by MODEL_PATH alone (no labels file, no other setting): the
+/// custom-trained fixture finds its own classes, and `detect --help` says which model it would run.
+#[test]
+fn detect_runs_any_onnx_detector_from_model_path_alone() {
+    let model = common::shapes_model();
+    let truth = common::shapes_truth();
+    let files: Vec<String> = truth.iter().take(8).map(|(n, _)| format!("tests/fixtures/shapes/{n}")).collect();
+    let out = objdet().env("MODEL_PATH", &model).env_remove("LABELS_PATH").arg("detect").args(&files).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (mut found, mut total) = (0, 0);
+    for (result, (_, objects)) in v["results"].as_array().unwrap().iter().zip(&truth) {
+        for o in result["objects"].as_array().unwrap() {
+            assert!(["circle", "square", "triangle", "star"].contains(&o["label"].as_str().unwrap()), "{o}");
+        }
+        found += common::found_in(&result["objects"], objects);
+        total += objects.len();
+    }
+    assert!(found * 10 >= total * 9, "found {found} of {total}");
+
+    let help = objdet().env("MODEL_PATH", &model).args(["detect", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("shapes-yolo11n.onnx: anchors, 320x320 letterbox, 4 classes (model metadata)"), "{text}");
+    // A model that cannot run: the help says why instead of failing.
+    let help = objdet().env("MODEL_PATH", "README.md").args(["detect", "--help"]).output().unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("not an ONNX model"));
+}
+
+/// `objdet serve` with MODEL_PATH alone: `/healthz` names the model and its classes, and a batch of
+/// photos it never saw gets its own classes back.
+#[test]
+fn serve_runs_the_custom_model_and_says_so() {
+    let model = common::shapes_model().display().to_string();
+    let server = common::server::Server::start(&[("MODEL_PATH", &model)]);
+    let truth = common::shapes_truth();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let (health, body): (serde_json::Value, serde_json::Value) = rt.block_on(async {
+        let health = client.get(format!("{}/healthz", server.base)).send().await.unwrap().json().await.unwrap();
+        let images: Vec<String> = truth
+            .iter()
+            .take(10)
+            .map(|(n, _)| common::b64(&std::fs::read(common::root().join("tests/fixtures/shapes").join(n)).unwrap()))
+            .collect();
+        let body = client
+            .post(format!("{}/api/detect", server.base))
+            .json(&serde_json::json!({ "images": images }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (health, body)
+    });
+    let m = &health["model"];
+    assert_eq!((m["file"].as_str(), m["format"].as_str()), (Some("shapes-yolo11n.onnx"), Some("anchors")), "{health}");
+    assert_eq!(m["names"], serde_json::json!(["circle", "square", "triangle", "star"]));
+    assert_eq!((m["input"]["width"].as_u64(), m["score_threshold"].as_f64()), (Some(320), Some(0.25)));
+    let (mut found, mut total) = (0, 0);
+    for (result, (_, objects)) in body["results"].as_array().unwrap().iter().zip(&truth) {
+        found += common::found_in(&result["objects"], objects);
+        total += objects.len();
+    }
+    assert!(total > 0 && found * 10 >= total * 9, "found {found} of {total}: {body}");
 }

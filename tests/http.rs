@@ -233,6 +233,12 @@ async fn healthz() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["status"], "ok");
     assert_eq!(v["classes"], 80);
+    // Which model is loaded: file, format, input size, classes and their names.
+    let m = &v["model"];
+    assert_eq!(m["file"], "centernet_mobilenetv3_coco.onnx", "{v}");
+    assert_eq!((m["format"].as_str(), m["classes"].as_u64()), (Some("rows"), Some(80)), "{v}");
+    assert_eq!((m["input"]["width"].as_u64(), m["input"]["height"].as_u64()), (Some(512), Some(512)));
+    assert_eq!((m["names"][0].as_str(), m["names_from"].as_str()), (Some("person"), Some("labels file")));
 }
 
 #[tokio::test]

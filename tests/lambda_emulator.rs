@@ -251,3 +251,28 @@ async fn an_unknown_handler_fails_init_naming_the_choices() {
     assert!(log.contains("_HANDLER") && log.contains("http, s3"), "{log}");
     assert!(log.contains("Init failed"), "{log}");
 }
+
+/// The Lambda bootstrap under the emulator runs a model given by MODEL_PATH alone: the
+/// custom-trained fixture answers an API event with its own classes.
+#[tokio::test]
+async fn the_custom_model_answers_under_the_emulator() {
+    let model = common::shapes_model().display().to_string();
+    let emulator = Emulator::start("http", &[("MODEL_PATH".to_string(), model)]);
+    let truth = common::shapes_truth();
+    let images: Vec<String> = truth
+        .iter()
+        .take(6)
+        .map(|(n, _)| common::b64(&std::fs::read(common::root().join("tests/fixtures/shapes").join(n)).unwrap()))
+        .collect();
+    let (status, body) = http_response(&emulator.invoke(&detect_event(json!({ "images": images }))).await);
+    assert_eq!(status, 200, "{body}");
+    let (mut found, mut total) = (0, 0);
+    for (result, (_, objects)) in body["results"].as_array().unwrap().iter().zip(&truth) {
+        for label in labels(result) {
+            assert!(["circle", "square", "triangle", "star"].contains(&label.as_str()), "{result}");
+        }
+        found += common::found_in(&result["objects"], objects);
+        total += objects.len();
+    }
+    assert!(total > 0 && found * 10 >= total * 9, "found {found} of {total}: {body}");
+}

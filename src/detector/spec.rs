@@ -336,18 +336,17 @@ impl ModelSpec {
 
     /// "yolo11n.onnx: anchors, 640x640 letterbox, 80 classes" for logs and `--help`.
     pub fn summary(&self) -> String {
-        let resize = match self.input.resize {
-            Resize::Stretch => "stretch",
-            Resize::Letterbox { stride: Some(_), .. } => "letterbox (minimal padding)",
-            Resize::Letterbox { .. } => "letterbox",
-            Resize::None => "any size",
+        let (w, h) = (self.input.width, self.input.height);
+        let input = match self.input.resize {
+            Resize::Stretch => format!("{w}x{h} stretch"),
+            Resize::Letterbox { stride: Some(_), .. } => format!("{w}x{h} letterbox (minimal padding)"),
+            Resize::Letterbox { .. } => format!("{w}x{h} letterbox"),
+            Resize::None => "any size (the photo's own)".to_string(),
         };
         format!(
-            "{}: {}, {}x{} {resize}, {} classes ({}), NMS {}, score >= {}",
+            "{}: {}, {input}, {} classes ({}), NMS {}, score >= {}",
             self.file,
             self.head.format().as_str(),
-            self.input.width,
-            self.input.height,
             self.head.classes().unwrap_or(self.names.len()),
             self.names_source.as_str(),
             self.nms.as_str(),

@@ -19,11 +19,35 @@ function authHeaders() {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
+// The model the server runs (from /healthz): its name, format, input size, and a legend of its
+// classes in the colours their boxes are drawn in (any class count, any names).
+function showModel(m) {
+  $("model").textContent =
+    `Model: ${m.file} (${m.format}, ${m.input.width}×${m.input.height}${m.input.dynamic ? " or as the photo needs" : ""}, ${m.classes} classes)`;
+  const list = $("classes");
+  list.replaceChildren();
+  m.names.forEach((name, id) => {
+    const item = document.createElement("span");
+    item.className = "class";
+    const swatch = document.createElement("i");
+    swatch.style.background = colour(id);
+    item.append(swatch, name);
+    list.append(item);
+  });
+  $("classes-summary").textContent = `${m.names.length} classes`;
+  $("classes-box").hidden = m.names.length === 0;
+  if (typeof m.score_threshold === "number") {
+    $("threshold").value = String(m.score_threshold);
+    $("threshold-value").textContent = m.score_threshold.toFixed(2);
+  }
+}
+
 async function loadLimits() {
   try {
     const res = await fetch("healthz");
     const h = await res.json();
     if (h.limits) state.limits = h.limits;
+    if (h.model) showModel(h.model);
   } catch (_) { /* keep the defaults */ }
 }
 

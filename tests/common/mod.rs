@@ -84,3 +84,58 @@ pub fn labels(objects: &[objdet::api::Object]) -> Vec<(String, f32)> {
 pub mod aws;
 pub mod images;
 pub mod server;
+
+/// The custom-trained fixture model (python/fixtures/make_models.py): four classes of shapes.
+pub fn shapes_model() -> PathBuf {
+    root().join("tests/fixtures/models/shapes-yolo11n.onnx")
+}
+
+/// The shapes test photos (never seen in training) with their objects: (file name, [(label, box)]).
+pub fn shapes_truth() -> Vec<(String, Vec<(String, [f32; 4])>)> {
+    let dir = root().join("tests/fixtures/shapes");
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
+    let mut v: Vec<_> = truth
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, objs)| {
+            let objs = objs
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| {
+                    let b: Vec<f32> = o["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                    (o["label"].as_str().unwrap().to_string(), [b[0], b[1], b[2], b[3]])
+                })
+                .collect();
+            (name.clone(), objs)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Intersection over union of two (x1, y1, x2, y2) boxes.
+pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+/// Of the `truth` objects, how many a result's JSON objects (`[{label, box: {x1, y1, x2, y2}}]`)
+/// found with the right class at IoU >= 0.5.
+pub fn found_in(objects: &serde_json::Value, truth: &[(String, [f32; 4])]) -> usize {
+    let ours: Vec<(String, [f32; 4])> = objects
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let b = &o["box"];
+            let f = |k: &str| b[k].as_f64().unwrap() as f32;
+            (o["label"].as_str().unwrap().to_string(), [f("x1"), f("y1"), f("x2"), f("y2")])
+        })
+        .collect();
+    truth.iter().filter(|(label, b)| ours.iter().any(|(l, o)| l == label && iou(*o, *b) >= 0.5)).count()
+}

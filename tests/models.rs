@@ -1,0 +1,165 @@
+//! Any ONNX detector: every fixture model in tests/fixtures/models (made by the real exporters,
+//! python/fixtures/make_models.py) loads from MODEL_PATH alone and gives its reference
+//! implementation's own predictions (`NAME.oracle.json`, written by Ultralytics' predictor on
+//! the same photos); the custom-trained model finds its own classes on photos it never saw; graphs
+//! that are not detectors are refused before anything is built or cached.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use objdet::detector::{Detector, Input, Object};
+use serde_json::Value;
+
+fn models_dir() -> PathBuf {
+    common::root().join("tests/fixtures/models")
+}
+
+/// The fixture models that have an oracle, by file name.
+fn fixtures_with_oracles() -> Vec<(PathBuf, Value)> {
+    let mut v: Vec<(PathBuf, Value)> = std::fs::read_dir(models_dir())
+        .expect("tests/fixtures/models")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .filter_map(|p| {
+            let oracle = p.with_extension("oracle.json");
+            let text = std::fs::read_to_string(&oracle).ok()?;
+            Some((p, serde_json::from_str(&text).expect("oracle JSON")))
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// A detector of `model` with nothing but MODEL_PATH set (and ORT's library, and no graph cache).
+fn load(model: &Path, extra: &[(&str, &str)]) -> Detector {
+    let path = model.display().to_string();
+    let mut pairs = vec![("MODEL_PATH", path.as_str())];
+    pairs.extend_from_slice(extra);
+    let mut cfg = common::config_with(&pairs).detector;
+    cfg.warmup = true; // every session built now: nothing left building when the test ends
+    Detector::load(&cfg).unwrap_or_else(|e| panic!("{}: {}", model.display(), objdet::error::chain(&e)))
+}
+
+fn detect(d: &Detector, photo: &Path) -> Vec<Object> {
+    let bytes = std::fs::read(photo).unwrap();
+    d.detect_blocking(Input::Image(bytes.into())).result.unwrap_or_else(|e| panic!("{}: {e}", photo.display())).objects
+}
+
+fn oracle_objects(v: &Value) -> Vec<(String, f32, [f32; 4])> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let b: Vec<f32> = o["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            (o["label"].as_str().unwrap().to_string(), o["score"].as_f64().unwrap() as f32, [b[0], b[1], b[2], b[3]])
+        })
+        .collect()
+}
+
+use common::iou;
+
+fn corners(o: &Object) -> [f32; 4] {
+    [o.bbox.x1, o.bbox.y1, o.bbox.x2, o.bbox.y2]
+}
+
+/// Scores this close to the threshold may fall on either side of it (a 1/255 difference in a
+/// resized pixel moves a score by a few thousandths), so they need no partner.
+const MARGIN: f32 = 0.01;
+
+/// Every object of either side that scores clearly above `conf` has a partner on the other side:
+/// the same class, box IoU ≥ 0.9, score within 0.01. Returns the objects matched.
+fn agree(what: &str, ours: &[Object], theirs: &[(String, f32, [f32; 4])], conf: f32) -> usize {
+    let mut matched = 0;
+    for (label, score, b) in theirs.iter().filter(|o| o.1 >= conf + MARGIN) {
+        let partner = ours
+            .iter()
+            .filter(|o| &o.label == label && (o.score - score).abs() <= 0.01)
+            .map(|o| iou(corners(o), *b))
+            .fold(0.0f32, f32::max);
+        assert!(partner >= 0.9, "{what}: the reference's {label} {score:.3} at {b:?} has no partner in {ours:#?}");
+        matched += 1;
+    }
+    for o in ours.iter().filter(|o| o.score >= conf + MARGIN) {
+        let partner = theirs
+            .iter()
+            .filter(|t| t.0 == o.label && (t.1 - o.score).abs() <= 0.01)
+            .map(|t| iou(corners(o), t.2))
+            .fold(0.0f32, f32::max);
+        assert!(partner >= 0.9, "{what}: objdet's {} {:.3} at {:?} is not in the reference's {theirs:?}", o.label, o.score, corners(o));
+    }
+    matched
+}
+
+#[test]
+fn every_fixture_model_matches_its_reference_predictions() {
+    let fixtures = fixtures_with_oracles();
+    assert!(fixtures.len() >= 2, "expected the exported families in {}", models_dir().display());
+    for (model, oracle) in fixtures {
+        let name = model.file_name().unwrap().to_string_lossy().to_string();
+        let d = load(&model, &[]);
+        let conf = oracle["conf"].as_f64().unwrap() as f32;
+        assert_eq!(d.spec().score_threshold, conf, "{name}: the family's default threshold is the reference's");
+        let mut matched = 0;
+        for (photo, expected) in oracle["images"].as_object().unwrap() {
+            let ours = detect(&d, &common::root().join(photo));
+            matched += agree(&format!("{name} on {photo}"), &ours, &oracle_objects(expected), conf);
+        }
+        // The comparison means something only if the reference found things.
+        assert!(matched >= 20, "{name}: only {matched} reference detections above the threshold");
+        eprintln!("{name}: {} — {matched} reference detections matched", d.spec().summary());
+    }
+}
+
+#[test]
+fn the_custom_trained_model_finds_its_own_classes_on_photos_it_never_saw() {
+    let d = load(&common::shapes_model(), &[]);
+    assert_eq!(&*d.spec().names, ["circle", "square", "triangle", "star"]);
+    let dir = common::root().join("tests/fixtures/shapes");
+    let (mut objects, mut found) = (0, 0);
+    for (name, expected) in common::shapes_truth() {
+        let ours = serde_json::to_value(detect(&d, &dir.join(&name))).unwrap();
+        objects += expected.len();
+        found += common::found_in(&ours, &expected);
+    }
+    assert!(objects >= 80, "{objects} objects in the test set");
+    assert!(found * 10 >= objects * 9, "found {found} of {objects} objects with the right class at IoU >= 0.5");
+    eprintln!("custom model: {found} of {objects} objects found");
+}
+
+#[test]
+fn graphs_that_are_not_detectors_are_refused_before_any_cache_is_written() {
+    let dir = common::root().join("target/test-tmp").join(format!("refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cache = dir.join("optimized.onnx").display().to_string();
+    for (model, why) in [("classifier.onnx", "classify"), ("segmenter.onnx", "segment")] {
+        let path = models_dir().join(model).display().to_string();
+        let cfg = common::config_with(&[("MODEL_PATH", &path), ("ORT_OPTIMIZED_MODEL_PATH", &cache)]).detector;
+        let err = Detector::load(&cfg).expect_err(model);
+        let text = objdet::error::chain(&err);
+        assert!(text.contains("MODEL_PATH") && text.contains(why) && text.contains("anchors"), "{model}: {text}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{model}: something was written to the cache");
+    }
+    // A file that is not ONNX at all.
+    let cfg = common::config_with(&[("MODEL_PATH", &common::root().join("README.md").display().to_string())]).detector;
+    let text = objdet::error::chain(&Detector::load(&cfg).expect_err("README.md"));
+    assert!(text.contains("not an ONNX model"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_labels_file_with_another_class_count_is_a_start_up_error() {
+    let dir = common::root().join("target/test-tmp").join(format!("labels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let labels = dir.join("three.txt");
+    std::fs::write(&labels, "a\nb\nc\n").unwrap();
+    let model = models_dir().join("shapes-yolo11n.onnx").display().to_string();
+    let cfg = common::config_with(&[("MODEL_PATH", &model), ("LABELS_PATH", &labels.display().to_string())]).detector;
+    let text = objdet::error::chain(&Detector::load(&cfg).expect_err("3 labels for 4 classes"));
+    assert!(text.contains("names 3 classes but the model has 4"), "{text}");
+    std::fs::write(&labels, "disc\nbox\ntri\nstar\n").unwrap();
+    let cfg = common::config_with(&[("MODEL_PATH", &model), ("LABELS_PATH", &labels.display().to_string())]).detector;
+    assert_eq!(Detector::load(&cfg).unwrap().labels()[2], "tri");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
