@@ -2,6 +2,12 @@
 # Two images from one build (see docs/deploy.md):
 #   docker build --target lambda -t objdet-lambda .   AWS Lambda container image (provided:al2023)
 #   docker build --target server -t objdet-server .   the EC2/Docker variant: objdet serve on 0.0.0.0:$PORT
+# Your own model instead of the bundled one (docs/deploy.md), in either image:
+#   --build-arg MODEL=models/yours.onnx   any ONNX detector objdet reads (a file directly under models/)
+#   --build-arg LABELS=models/yours.txt   class names, if the model's metadata has none
+#                                         (default: models/yours.labels.txt when it exists)
+#   --build-arg SELFTEST_EXPECT=label     a class the build's self-test must find in the bundled
+#                                         photo (default: "person" for the bundled model, none else)
 # Multi-arch: --platform linux/amd64 (default) or linux/arm64 (Graviton).
 #
 # Builder: the official Rust image on Debian bookworm. Its glibc is 2.36, but the release binaries
@@ -32,20 +38,41 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && mkdir -p /out \
  && cp target/release/objdet target/release/bootstrap /out/
 
+# ---- the model: models/$MODEL and its labels, laid out as /opt/models/<name>[.labels.txt] --------
+FROM public.ecr.aws/docker/library/debian:bookworm-slim AS model
+ARG MODEL=models/centernet_mobilenetv3_coco.onnx
+ARG LABELS=
+COPY models/ /context/models/
+RUN set -eu; \
+    case "$MODEL" in models/*/*|*[!A-Za-z0-9._/-]*) bad=1 ;; models/*.onnx) bad= ;; *) bad=1 ;; esac; \
+    if [ -n "$bad" ]; then echo "MODEL=$MODEL: give an .onnx file directly under models/" >&2; exit 1; fi; \
+    name=$(basename "$MODEL" .onnx); mkdir -p /opt/models; \
+    cp "/context/$MODEL" "/opt/models/$name.onnx"; \
+    labels=${LABELS:-models/$name.labels.txt}; \
+    if [ -f "/context/$labels" ]; then cp "/context/$labels" "/opt/models/$name.labels.txt"; \
+    elif [ -n "$LABELS" ]; then echo "LABELS=$LABELS is not in the build context" >&2; exit 1; fi
+
 # ---- Lambda: provided:al2023 runs ${LAMBDA_RUNTIME_DIR}/bootstrap --------------------------------
 FROM public.ecr.aws/lambda/provided:al2023 AS lambda
 # libonnxruntime.so links libstdc++ and libgcc_s, which the minimal base does not promise.
 # hadolint ignore=DL3041
 RUN microdnf install -y libstdc++ libgcc \
  && microdnf clean all
+ARG MODEL=models/centernet_mobilenetv3_coco.onnx
+ARG SELFTEST_EXPECT=auto
 COPY --from=ort /opt/onnxruntime/lib /opt/onnxruntime/lib
-COPY models/centernet_mobilenetv3_coco.onnx models/centernet_mobilenetv3_coco.labels.txt /opt/models/
+COPY --from=model /opt/models /opt/models
 COPY --from=builder /out/bootstrap ${LAMBDA_RUNTIME_DIR}/bootstrap
+# The image works without the template: behind a REST API stage (/Prod/api/detect) it routes
+# /api/detect as template.yaml's functions do.
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
-    MODEL_PATH=/opt/models/centernet_mobilenetv3_coco.onnx \
+    MODEL_PATH=/opt/${MODEL} \
+    AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true \
     LOG_FORMAT=json
-# The image proves it starts: ONNX Runtime and the model load, the bundled photo is detected
-# (a missing library fails this build, not the first invocation).
+# The image proves it starts: ONNX Runtime and the model load, the bundled photo is detected and
+# the model's output decodes (a missing library or an unusable model fails this build, not the
+# first invocation). SELFTEST_EXPECT (a build argument, so in RUN's environment) names a class the
+# photo must hold.
 RUN ["/var/runtime/bootstrap", "--self-test"]
 # The entry point: the base image hands CMD to bootstrap as _HANDLER. template.yaml sets it per
 # function with ImageConfig.Command (http: API Gateway; s3: the upload trigger).
@@ -60,13 +87,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 objdet \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin objdet
+ARG MODEL=models/centernet_mobilenetv3_coco.onnx
+ARG SELFTEST_EXPECT=auto
 COPY --from=ort /opt/onnxruntime/lib /opt/onnxruntime/lib
-COPY models/centernet_mobilenetv3_coco.onnx models/centernet_mobilenetv3_coco.labels.txt /opt/models/
+COPY --from=model /opt/models /opt/models
 COPY --from=builder /out/objdet /usr/local/bin/objdet
 ENV HOST=0.0.0.0 \
     PORT=5000 \
     ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
-    MODEL_PATH=/opt/models/centernet_mobilenetv3_coco.onnx \
+    MODEL_PATH=/opt/${MODEL} \
     ORT_OPTIMIZED_MODEL_PATH=/tmp/objdet-optimized.onnx \
     LOG_FORMAT=json
 USER 10001:10001

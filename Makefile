@@ -38,7 +38,7 @@ run: setup ## serve the API on http://$(HOST):$(PORT) with the bundled model
 test: setup-test ## all tests: real model, real ORT, real HTTP, local S3 and the Lambda emulator
 	XDG_CACHE_HOME=$(CACHE) $(CARGO) test --release --lib --bins --tests
 
-ui-test: build ## the browser page in Debian's chromium via playwright-core (installs both; screenshots in target/ui-artifacts)
+ui-test: build setup-test ## the browser page in Debian's chromium via playwright-core (installs both; screenshots in target/ui-artifacts)
 	scripts/ui-test.sh
 
 lint: ## rustfmt and clippy, warnings are errors
@@ -101,6 +101,7 @@ lint-iac: ## sam validate --lint, samtranslator + cfn-lint, checkov, hadolint (T
 test-iac: ## template.yaml's promises (auth per route, limits per function), and a cyclic template must fail lint-iac
 	scripts/setup.sh lint
 	$(CACHE)/lint/bin/python scripts/sam-translate.py template.yaml target/iac/checked.cfn.json
+	$(CACHE)/lint/bin/python scripts/sam-translate.py infra/ec2.yaml target/iac/ec2.cfn.json
 	scripts/test-template.py target/iac/checked.cfn.json
 	scripts/test-template.py --must-fail
 	scripts/test-lint-iac.sh

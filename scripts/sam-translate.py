@@ -33,7 +33,8 @@ class Loader:  # the translator only needs managed-policy ARNs by name
                 "AWSXrayWriteOnlyAccess": "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
                 "AWSXRayDaemonWriteAccess": "arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess"}
 try:
-    out = transform(template, {}, Loader())
+    # A plain CloudFormation template (infra/ec2.yaml) is only parsed (its short tags resolved to JSON).
+    out = transform(template, {}, Loader()) if "Transform" in template else template
 except InvalidDocumentException as e:
     for cause in e.causes:
         print("samtranslator:", cause.message, file=sys.stderr)

@@ -46,12 +46,16 @@ def resolver(template, overrides):
                 return str(value(v[0])) == str(value(v[1]))
             if k == "Fn::Not":
                 return not value(v[0])
+            if k == "Fn::And":
+                return all(value(c) for c in v)
+            if k == "Fn::Or":
+                return any(value(c) for c in v)
             if k == "Condition":
                 return condition(v)
         if isinstance(x, dict):
             return {k: value(v) for k, v in x.items() if value(v) != {"Ref": "AWS::NoValue"}}
         if isinstance(x, list):
-            return [value(v) for v in x]
+            return [value(v) for v in x if value(v) != {"Ref": "AWS::NoValue"}]
         return x
 
     def condition(name):
@@ -128,8 +132,86 @@ def check_bulk(resources, template):
         for f in ["DetectApiFunction", "UploadTriggerFunction"]], "the bulk function shares a concurrency setting")
 
 
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",
+          "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "objdet"}
+
+
+def evaluate(x, params):
+    """A resolved value's remaining Fn::Sub, Fn::Join, Fn::Split, Fn::Select and Ref as strings (for
+    checking exact resource ARNs)."""
+    if isinstance(x, list):
+        return [evaluate(v, params) for v in x]
+    if not isinstance(x, dict) or len(x) != 1:
+        return x
+    (k, v), = x.items()
+    if k == "Ref":
+        return PSEUDO.get(v, params.get(v, "${" + v + "}"))
+    if k == "Fn::Join":
+        return v[0].join(str(evaluate(p, params)) for p in v[1])
+    if k == "Fn::Split":
+        return str(evaluate(v[1], params)).split(v[0])
+    if k == "Fn::Select":
+        return evaluate(v[1], params)[int(v[0])]
+    if k == "Fn::Sub":
+        text, names = (v, {}) if isinstance(v, str) else (v[0], {n: evaluate(e, params) for n, e in v[1].items()})
+        for name, val in list(names.items()) + list(PSEUDO.items()) + list(params.items()):
+            text = text.replace("${" + name + "}", str(val))
+        return text
+    return x
+
+
+MODEL = "s3://my-models/detectors/yolo11n.onnx"
+MODEL_ARN = "arn:aws:s3:::my-models/detectors/yolo11n.onnx"
+LABELS_ARN = "arn:aws:s3:::my-models/detectors/names.txt"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
+
+
+def check_model(template, roles, env_of=None):
+    """ModelUri: with it, each role that loads the model may read exactly that object (and the
+    labels object), GetObjectVersion only for a version, kms:Decrypt only on a named key, and
+    nothing else of its bucket; without it, no role may read a model at all."""
+    cases = [
+        ({"ModelUri": ""}, [], None, None),
+        ({"ModelUri": MODEL}, [MODEL_ARN], "s3:GetObject", None),
+        ({"ModelUri": MODEL, "ModelVersionId": "3HL4kqtJlcpXroDTDmJ", "LabelsUri": "s3://my-models/detectors/names.txt",
+          "ModelKmsKeyArn": KEY, "ModelSha256": "ab" * 32}, [MODEL_ARN, LABELS_ARN], "s3:GetObjectVersion", KEY),
+    ]
+    for overrides, arns, action, key in cases:
+        resources_of, params = resolver(template, overrides)
+        resources = resources_of()
+        for role in roles:
+            sts = statements(resources, role) if role + "Role" in resources else \
+                [st for p in resources[role]["Properties"].get("Policies", []) for st in p["PolicyDocument"]["Statement"]]
+            reads = [st for st in sts if "my-models" in text(evaluate(st["Resource"], params))]
+            what = f"{role} with {overrides}"
+            if not arns:
+                check(not reads and not any(st.get("Sid") in ("ReadTheModel", "DecryptTheModel") for st in sts),
+                      f"{what}: a model grant without ModelUri")
+            else:
+                check(len(reads) == 1, f"{what}: {len(reads)} statements touch the model's bucket")
+                for st in reads:
+                    check(as_list(st["Action"]) == [action], f"{what}: actions {st['Action']}")
+                    check(sorted(as_list(evaluate(st["Resource"], params))) == sorted(arns),
+                          f"{what}: the grant is {evaluate(st['Resource'], params)}, not exactly {arns}")
+            kms = [st for st in sts if any(a.startswith("kms:") for a in as_list(st["Action"]))]
+            check([as_list(st["Action"]) for st in kms] == ([["kms:Decrypt"]] if key else []), f"{what}: kms grants {kms}")
+            check(all(evaluate(st["Resource"], params) == key for st in kms), f"{what}: kms:Decrypt beyond {key}")
+            if env_of:
+                env = env_of(resources, role)
+                want = None if not arns else (MODEL + ("?versionId=3HL4kqtJlcpXroDTDmJ" if key else ""))
+                check(evaluate(env.get("MODEL_URI"), params) == want, f"{what}: MODEL_URI={env.get('MODEL_URI')}")
+
+
+def lambda_env(resources, role):
+    return resources[role]["Properties"].get("Environment", {}).get("Variables", {})
+
+
 def main(path):
     run(json.load(open(path)))
+    check_model(json.load(open(path)), ["DetectApiFunction", "UploadTriggerFunction", "BulkFunction"], lambda_env)
+    ec2 = path.replace("checked.cfn.json", "ec2.cfn.json")
+    if ec2 != path:
+        check_model(json.load(open(ec2)), ["InstanceRole"])
     if failures:
         print("template checks failed:\n  " + "\n  ".join(failures))
         sys.exit(1)
@@ -163,11 +245,22 @@ def must_fail(path):
         role["Statement"].append({"Effect": "Allow", "Action": "lambda:InvokeFunction",
                                   "Resource": {"Fn::GetAtt": ["DetectApiFunction", "Arn"]}})
 
-    for mutate in [open_route, long_timeout, shared_concurrency, no_throttle, bulk_writes_uploads, bulk_invokes_the_api]:
+    def model_bucket_wide(t):
+        role = t["Resources"]["DetectApiFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        role["Statement"].append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::my-models/*"})
+
+    def model_grant_always(t):
+        role = t["Resources"]["UploadTriggerFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        role["Statement"] = [st["Fn::If"][1] if isinstance(st, dict) and "Fn::If" in st and st["Fn::If"][0] == "ModelFromS3"
+                             else st for st in role["Statement"]]
+
+    for mutate in [open_route, long_timeout, shared_concurrency, no_throttle, bulk_writes_uploads, bulk_invokes_the_api,
+                   model_bucket_wide, model_grant_always]:
         broken = copy.deepcopy(template)
         mutate(broken)
         failures.clear()
         run(broken)
+        check_model(broken, ["DetectApiFunction", "UploadTriggerFunction", "BulkFunction"], lambda_env)
         if not failures:
             print(f"test-template: FAIL - the checks pass a template with {mutate.__name__}")
             sys.exit(1)

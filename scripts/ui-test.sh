@@ -36,5 +36,16 @@ trap 'xargs -r kill < "$LOGS/ui-pids" 2>/dev/null || true' EXIT
 cd "$ROOT"
 BASE=$(start "$LOGS/ui-serve.log")
 BASE_WITH_TOKEN=$(start "$LOGS/ui-serve-token.log" API_TOKEN="$TOKEN")
-BASE=$BASE BASE_WITH_TOKEN=$BASE_WITH_TOKEN TOKEN=$TOKEN ROOT=$ROOT ARTIFACTS=$ROOT/target/ui-artifacts \
+# The custom-trained model as an S3 object on moto (make setup-test installs it), loaded by MODEL_URI.
+MOTO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$CACHE/test/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > "$LOGS/ui-moto.log" 2>&1 &
+echo $! >> "$LOGS/ui-pids"
+S3_ENV=(AWS_ENDPOINT_URL_S3="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+        AWS_REGION=us-east-1 S3_FORCE_PATH_STYLE=true)
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$MOTO_PORT/" 2>/dev/null && break; sleep 0.1; done
+curl -fsS -X PUT "http://127.0.0.1:$MOTO_PORT/ui-models" > /dev/null
+curl -fsS -X PUT --data-binary @tests/fixtures/models/shapes-yolo11n.onnx \
+  "http://127.0.0.1:$MOTO_PORT/ui-models/detectors/shapes-yolo11n.onnx" > /dev/null
+BASE_CUSTOM=$(start "$LOGS/ui-serve-custom.log" "${S3_ENV[@]}" MODEL_URI=s3://ui-models/detectors/shapes-yolo11n.onnx)
+BASE=$BASE BASE_WITH_TOKEN=$BASE_WITH_TOKEN BASE_CUSTOM=$BASE_CUSTOM TOKEN=$TOKEN ROOT=$ROOT ARTIFACTS=$ROOT/target/ui-artifacts \
   PLAYWRIGHT_PREFIX="$CACHE/ui" node "$ROOT/tests/ui/page.test.mjs"

@@ -118,6 +118,69 @@ pub struct S3Config {
     pub max_upload_batch_bytes: u64,
 }
 
+/// An S3 object named by URI: `s3://bucket/key`, optionally `?versionId=...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Uri {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// A version of the object, when the URI names one.
+    pub version_id: Option<String>,
+}
+
+impl S3Uri {
+    /// Parses `s3://bucket/key[?versionId=...]` (the key as S3 stores it, not URL-encoded).
+    pub fn parse(uri: &str) -> Option<Self> {
+        let rest = uri.strip_prefix("s3://")?;
+        let (path, version_id) = match rest.rsplit_once("?versionId=") {
+            Some((p, v)) if !v.is_empty() && !v.contains(['/', '?', '&']) => (p, Some(v.to_string())),
+            Some(_) => return None,
+            None => (rest, None),
+        };
+        let (bucket, key) = path.split_once('/')?;
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        (bucket_ok && !key.is_empty() && key.len() <= 1024 && !key.ends_with('/'))
+            .then(|| S3Uri { bucket: bucket.into(), key: key.into(), version_id })
+    }
+
+    /// The key's last segment (the file name the object is saved under).
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or(&self.key)
+    }
+}
+
+impl std::fmt::Display for S3Uri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, crate::error::excerpt(&self.key))?;
+        match &self.version_id {
+            Some(v) => write!(f, "?versionId={}", crate::error::excerpt(v)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A model object in S3, downloaded once at start-up (`MODEL_URI`) and then loaded as
+/// `MODEL_PATH` would be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSource {
+    /// `MODEL_URI`: the model object.
+    pub uri: S3Uri,
+    /// `LABELS_URI`: a labels file object (one class name per line), for a model without names.
+    pub labels_uri: Option<S3Uri>,
+    /// `MODEL_SHA256`: the model's SHA-256 (hex); a download that differs fails start-up.
+    pub sha256: Option<String>,
+    /// `MODEL_MAX_BYTES` (256 MiB): a larger object fails start-up before its body is read.
+    pub max_bytes: u64,
+    /// `MODEL_DOWNLOAD_DIR` (`<temp dir>/objdet-model-<pid>`; `/tmp/...` on Lambda): where it
+    /// is written.
+    pub dir: PathBuf,
+}
+
+/// Default `MODEL_MAX_BYTES`: 256 MiB (half of Lambda's default 512 MB of `/tmp`).
+pub const DEFAULT_MODEL_MAX_BYTES: u64 = 256 << 20;
+
 /// Bounds of `objdet serve` on what a client can hold: connections and time.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerConfig {
@@ -200,6 +263,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Detector settings.
     pub detector: DetectorConfig,
+    /// `MODEL_URI` and its settings: the model comes from S3 (replacing `MODEL_PATH`).
+    pub model_source: Option<ModelSource>,
     /// S3 settings.
     pub s3: S3Config,
 }
@@ -299,6 +364,7 @@ impl Config {
                 optimized_model_path,
                 warmup: flag("ORT_WARMUP", get("ORT_WARMUP"))?,
             },
+            model_source: model_source(&get)?,
             s3: S3Config {
                 upload_bucket,
                 allowed_buckets,
@@ -334,6 +400,33 @@ impl Config {
         }
         Ok(cfg)
     }
+}
+
+/// `MODEL_URI`, `LABELS_URI`, `MODEL_SHA256`, `MODEL_MAX_BYTES`, `MODEL_DOWNLOAD_DIR`.
+fn model_source(get: &impl Fn(&str) -> Option<String>) -> Result<Option<ModelSource>> {
+    let uri = |k: &str| -> Result<Option<S3Uri>> {
+        get(k).map(|v| S3Uri::parse(&v).ok_or_else(|| malformed(k, &v, "S3 URI (s3://bucket/key[?versionId=...])"))).transpose()
+    };
+    let labels_uri = uri("LABELS_URI")?;
+    let Some(model) = uri("MODEL_URI")? else {
+        if labels_uri.is_some() || get("MODEL_SHA256").is_some() {
+            return Err(ConfigError::Invalid("LABELS_URI and MODEL_SHA256 go with MODEL_URI, which is not set".into()));
+        }
+        return Ok(None);
+    };
+    let sha256 = match get("MODEL_SHA256") {
+        None => None,
+        Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => Some(v.to_ascii_lowercase()),
+        Some(v) => return Err(malformed("MODEL_SHA256", &v, "SHA-256 (64 hex digits)")),
+    };
+    let max_bytes = match get("MODEL_MAX_BYTES") {
+        None => DEFAULT_MODEL_MAX_BYTES,
+        Some(v) => v.replace('_', "").parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| malformed("MODEL_MAX_BYTES", &v, "positive number"))?,
+    };
+    let dir = get("MODEL_DOWNLOAD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("objdet-model-{}", std::process::id())));
+    Ok(Some(ModelSource { uri: model, labels_uri, sha256, max_bytes, dir }))
 }
 
 /// The `MODEL_*` overrides of the model's own description, and the thresholds.
@@ -546,6 +639,23 @@ mod tests {
         assert_eq!((c.bgr, c.nms, c.score_threshold, c.nms_iou), (Some(true), Some(Nms::Agnostic), Some(0.5), None));
         assert_eq!(cfg(&[("MODEL_INPUT_SIZE", "512")]).unwrap().detector.model.input_size, Some((512, 512)));
         assert_eq!(cfg(&[("MODEL_FORMAT", "auto")]).unwrap().detector.model.format, None);
+    }
+
+    #[test]
+    fn model_uris_parse_and_bad_ones_are_errors() {
+        let u = S3Uri::parse("s3://my-models/detectors/yolo v8.onnx?versionId=3HL4kqtJlcpXroDTDmJ").unwrap();
+        assert_eq!((u.bucket.as_str(), u.key.as_str()), ("my-models", "detectors/yolo v8.onnx"));
+        assert_eq!((u.version_id.as_deref(), u.file_name()), (Some("3HL4kqtJlcpXroDTDmJ"), "yolo v8.onnx"));
+        for bad in ["s3://b/k", "https://x/y", "s3://Bucket/k", "s3://bucket", "s3://bucket/", "s3://bucket/k?versionId="] {
+            assert_eq!(S3Uri::parse(bad), None, "{bad}");
+        }
+        let c = cfg(&[("MODEL_URI", "s3://models/m.onnx"), ("MODEL_SHA256", &"AB".repeat(32))]).unwrap();
+        let source = c.model_source.unwrap();
+        assert_eq!((source.max_bytes, source.sha256), (256 << 20, Some("ab".repeat(32))));
+        assert!(matches!(cfg(&[("MODEL_URI", "models/m.onnx")]), Err(ConfigError::Malformed { .. })));
+        assert!(matches!(cfg(&[("MODEL_URI", "s3://models/m.onnx"), ("MODEL_SHA256", "abc")]), Err(ConfigError::Malformed { .. })));
+        assert!(matches!(cfg(&[("MODEL_SHA256", &"a".repeat(64))]), Err(ConfigError::Invalid(_))));
+        assert_eq!(cfg(&[]).unwrap().model_source, None);
     }
 
     #[test]

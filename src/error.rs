@@ -290,6 +290,18 @@ pub enum StartupError {
         #[source]
         source: ort::Error,
     },
+    /// The model object (`MODEL_URI`) could not be fetched.
+    #[error(transparent)]
+    ModelFetch(#[from] crate::model_source::FetchError),
+    /// The model fetched from `MODEL_URI` cannot be used.
+    #[error("the model {uri} (MODEL_URI) cannot be used")]
+    FromUri {
+        /// The URI.
+        uri: String,
+        /// Why.
+        #[source]
+        source: Box<StartupError>,
+    },
     /// The model is not a detector objdet can run, or its settings contradict it.
     #[error("cannot run the model {path} as a detector (MODEL_PATH)")]
     Spec {

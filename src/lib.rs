@@ -14,6 +14,7 @@ pub mod detector;
 pub mod error;
 pub mod lambda;
 pub mod memory;
+pub mod model_source;
 #[cfg(feature = "cli")]
 pub mod offload;
 pub mod s3;

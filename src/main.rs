@@ -267,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bulk { action } => bulk(action).await?,
         Command::SelfTest => {
-            let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector))
+            let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector, &objdet::selftest::Expect::from_env_value(std::env::var("SELFTEST_EXPECT").ok().as_deref())))
                 .map_err(|e| anyhow::anyhow!("{}", objdet::error::chain(&e)))?;
             println!("{}", serde_json::to_string(&report)?);
             server::exit_now(0);

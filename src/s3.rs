@@ -102,6 +102,29 @@ fn call(operation: &'static str) -> impl FnOnce(BoxError) -> S3Error {
 
 type Result<T, E = S3Error> = std::result::Result<T, E>;
 
+/// A failed `GetObject` as an [`S3Error`]: a missing object or bucket is [`S3Error::NotFound`], a
+/// refused one [`S3Error::AccessDenied`].
+fn get_error(
+    e: aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError, aws_sdk_s3::config::http::HttpResponse>,
+    bucket: &str,
+    key: &str,
+) -> S3Error {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.as_service_error().and_then(|s| s.meta().code()).map(str::to_owned);
+    let not_found =
+        e.as_service_error().is_some_and(|s| s.is_no_such_key()) || code.as_deref() == Some("NoSuchBucket") || status == Some(404);
+    if not_found {
+        S3Error::NotFound { bucket: excerpt(bucket), key: excerpt(key) }
+    } else if status == Some(403) || code.as_deref() == Some("AccessDenied") {
+        // Without s3:ListBucket, S3 answers 403 for a key that does not exist, too.
+        tracing::warn!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "S3 refused GetObject");
+        S3Error::AccessDenied { bucket: excerpt(bucket), key: excerpt(key) }
+    } else {
+        tracing::error!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "S3 GetObject failed");
+        call("GetObject")(e.into())
+    }
+}
+
 /// S3's limit on the length of an object key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -213,23 +236,7 @@ impl S3Store {
         max_bytes: usize,
         in_flight: Option<&Allowance>,
     ) -> Result<Fetched> {
-        let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            let code = e.as_service_error().and_then(|s| s.meta().code()).map(str::to_owned);
-            let not_found = e.as_service_error().is_some_and(|s| s.is_no_such_key())
-                || code.as_deref() == Some("NoSuchBucket")
-                || status == Some(404);
-            if not_found {
-                S3Error::NotFound { bucket: excerpt(bucket), key: excerpt(key) }
-            } else if status == Some(403) || code.as_deref() == Some("AccessDenied") {
-                // Without s3:ListBucket, S3 answers 403 for a key that does not exist, too.
-                tracing::warn!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "S3 refused GetObject");
-                S3Error::AccessDenied { bucket: excerpt(bucket), key: excerpt(key) }
-            } else {
-                tracing::error!(bucket, key = %excerpt(key), error = %DisplayErrorContext(&e), "S3 GetObject failed");
-                call("GetObject")(e.into())
-            }
-        })?;
+        let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| get_error(e, bucket, key))?;
         let declared = usize::try_from(out.content_length().unwrap_or(0).max(0)).unwrap_or(usize::MAX);
         if declared > max_bytes {
             return Err(S3Error::TooLarge { limit: max_bytes });
@@ -252,6 +259,56 @@ impl S3Store {
             data.extend_from_slice(&chunk);
         }
         Ok(Fetched { bytes: data.freeze(), permit })
+    }
+
+    /// Streams the object (of `version`, if given) into the file `dest`, never more than
+    /// `max_bytes` (refused from its declared length before the body is read, and counted while it
+    /// arrives), returning its length and SHA-256. The file is written whole or removed.
+    pub async fn download(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        max_bytes: u64,
+        dest: &std::path::Path,
+    ) -> Result<(u64, [u8; 32])> {
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt as _;
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| get_error(e, bucket, key))?;
+        let too_large = || S3Error::TooLarge { limit: usize::try_from(max_bytes).unwrap_or(usize::MAX) };
+        if u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0) > max_bytes {
+            return Err(too_large());
+        }
+        let write = |e: std::io::Error| call("GetObject (writing the file)")(e.into());
+        let result = async {
+            let mut file = tokio::fs::File::create(dest).await.map_err(write)?;
+            let (mut len, mut hash) = (0u64, sha2::Sha256::new());
+            let mut body = out.body;
+            while let Some(chunk) = body.try_next().await.map_err(|e| call("GetObject body read")(e.into()))? {
+                len += chunk.len() as u64;
+                if len > max_bytes {
+                    return Err(too_large());
+                }
+                hash.update(&chunk);
+                file.write_all(&chunk).await.map_err(write)?;
+            }
+            file.flush().await.map_err(write)?;
+            file.sync_all().await.map_err(write)?;
+            Ok((len, hash.finalize().into()))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        result
     }
 
     /// A presigned PUT of `key` signed for exactly `content_length` bytes of `content_type` (S3

@@ -50,10 +50,27 @@ pub struct DetectService {
 pub const READ_AHEAD_BYTES: usize = 8 << 20;
 
 impl DetectService {
-    /// Loads the detector (blocking: call before serving) and, when a bucket is configured, the S3 client.
+    /// Loads the detector (blocking: call before serving) and, when a bucket is configured, the S3
+    /// client. With `MODEL_URI`, the model is first downloaded (see [`crate::model_source`]).
     pub async fn from_config(config: Arc<Config>) -> Result<Self, StartupError> {
+        let config = match &config.model_source {
+            None => config,
+            Some(source) => {
+                let fetched = crate::model_source::fetch(source, &config.s3).await?;
+                let mut local = (*config).clone();
+                local.detector.model_path = fetched.model;
+                if fetched.labels.is_some() {
+                    local.detector.model.labels_path = fetched.labels;
+                }
+                Arc::new(local)
+            }
+        };
         let t = Instant::now();
-        let detector = Arc::new(Detector::load(&config.detector)?);
+        let detector = Detector::load(&config.detector).map_err(|e| match &config.model_source {
+            Some(source) => StartupError::FromUri { uri: source.uri.to_string(), source: Box::new(e) },
+            None => e,
+        })?;
+        let detector = Arc::new(detector);
         crate::memory::release_free_memory();
         tracing::info!(
             model = %config.detector.model_path.display(),

@@ -339,7 +339,8 @@ impl Emulator {
         all.push(("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "3538".into()));
         all.push(("_HANDLER".into(), handler.into()));
         all.push(("RUST_LOG".into(), "warn".into()));
-        all.push(("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH".into(), "true".into()));
+        // Nothing else: the sandbox starts from an empty environment (--clearenv), so the image's
+        // own ENV must carry what the binary needs (e.g. the stage-stripping of REST API paths).
         all.extend_from_slice(envs);
         for (k, v) in &all {
             args.extend(["--setenv".into(), k.clone(), v.clone()]);
@@ -392,6 +393,12 @@ pub fn event(name: &str) -> serde_json::Value {
 /// The files of the Lambda image (the Dockerfile's `lambda` stage), laid out under a fresh
 /// directory: `opt/models/`, `opt/onnxruntime/lib/`, `var/runtime/bootstrap`.
 pub fn image_layout(id: u16) -> PathBuf {
+    image_layout_with(id, &root().join("models/centernet_mobilenetv3_coco.onnx"))
+}
+
+/// [`image_layout`] of an image built with `--build-arg MODEL=models/<model's name>`: the model
+/// stage copies it to `/opt/models/<name>.onnx` with `<name>.labels.txt` when one lies beside it.
+pub fn image_layout_with(id: u16, model: &std::path::Path) -> PathBuf {
     let dir = root().join("target/test-logs").join(format!("lambda-image-{id}"));
     let _ = std::fs::remove_dir_all(&dir);
     let models = dir.join("opt/models");
@@ -400,8 +407,10 @@ pub fn image_layout(id: u16) -> PathBuf {
     for d in [&models, &ort, &runtime] {
         std::fs::create_dir_all(d).unwrap();
     }
-    for f in ["centernet_mobilenetv3_coco.onnx", "centernet_mobilenetv3_coco.labels.txt"] {
-        std::fs::copy(root().join("models").join(f), models.join(f)).unwrap();
+    std::fs::copy(model, models.join(model.file_name().unwrap())).unwrap();
+    let labels = model.with_extension("labels.txt");
+    if labels.exists() {
+        std::fs::copy(&labels, models.join(labels.file_name().unwrap())).unwrap();
     }
     let lib = std::fs::canonicalize(root().join(".cache/ort/libonnxruntime.so")).unwrap();
     std::fs::copy(&lib, ort.join("libonnxruntime.so")).unwrap();
@@ -410,10 +419,12 @@ pub fn image_layout(id: u16) -> PathBuf {
 }
 
 /// bubblewrap's arguments for a read-only system with `layout` as the image's `/opt` and
-/// `/var/runtime`, a tmpfs `/tmp`, and no `HOME`.
+/// `/var/runtime`, a tmpfs `/tmp`, and an empty environment (no `HOME`; the caller adds the
+/// image's `ENV` with `--setenv`).
 pub fn sandbox_args(layout: &std::path::Path) -> Vec<String> {
     let path = |p: &str| layout.join(p).display().to_string();
     [
+        "--clearenv",
         "--ro-bind",
         "/",
         "/",
@@ -441,12 +452,19 @@ pub fn sandbox_args(layout: &std::path::Path) -> Vec<String> {
     .to_vec()
 }
 
-/// The `ENV` of a Dockerfile stage (`FROM ... AS <stage>` up to the next `FROM`).
+/// The `ENV` of a Dockerfile stage (`FROM ... AS <stage>` up to the next `FROM`), with the
+/// stage's `ARG` defaults substituted.
 pub fn dockerfile_env(stage: &str) -> Vec<(String, String)> {
+    dockerfile_env_with(stage, &[])
+}
+
+/// [`dockerfile_env`] with build arguments (`--build-arg K=V`) given.
+pub fn dockerfile_env_with(stage: &str, build_args: &[(&str, &str)]) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     let mut in_stage = false;
     let mut env_text = String::new();
     let mut continued = false;
+    let mut args: Vec<(String, String)> = vec![];
     for line in text.lines() {
         if line.starts_with("FROM ") {
             in_stage = line.trim_end().ends_with(&format!(" AS {stage}"));
@@ -456,7 +474,11 @@ pub fn dockerfile_env(stage: &str) -> Vec<(String, String)> {
             continue;
         }
         let line = line.trim();
-        if let Some(rest) = line.strip_prefix("ENV ") {
+        if let Some(rest) = line.strip_prefix("ARG ") {
+            let (k, default) = rest.split_once('=').unwrap_or((rest, ""));
+            let v = build_args.iter().find(|(a, _)| *a == k).map_or(default, |(_, v)| v);
+            args.push((k.to_string(), v.to_string()));
+        } else if let Some(rest) = line.strip_prefix("ENV ") {
             env_text.push_str(rest.trim_end_matches('\\'));
             env_text.push(' ');
             continued = line.ends_with('\\');
@@ -465,6 +487,9 @@ pub fn dockerfile_env(stage: &str) -> Vec<(String, String)> {
             env_text.push(' ');
             continued = line.ends_with('\\');
         }
+    }
+    for (k, v) in &args {
+        env_text = env_text.replace(&format!("${{{k}}}"), v);
     }
     let vars: Vec<(String, String)> = env_text
         .split_whitespace()

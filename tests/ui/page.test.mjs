@@ -104,5 +104,33 @@ if (process.env.BASE_WITH_TOKEN) {
   await context.close();
 }
 
+// A server running the custom-trained model, downloaded from S3 (MODEL_URI against moto): the page
+// names the model, lists its classes in their box colours, and labels a generated photo with them.
+if (process.env.BASE_CUSTOM) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${process.env.BASE_CUSTOM}/`);
+  await page.waitForFunction(() => document.getElementById("model").textContent.length > 0);
+  const model = await page.textContent("#model");
+  assert.match(model, /shapes-yolo11n\.onnx \(anchors, 320×320, 4 classes\)/, `model line: ${model}`);
+  const classes = await page.$$eval("#classes .class", (s) => s.map((e) => e.textContent));
+  assert.deepEqual(classes, ["circle", "square", "triangle", "star"]);
+  const swatches = await page.$$eval("#classes .class i", (s) => s.map((e) => getComputedStyle(e).backgroundColor));
+  assert.equal(new Set(swatches).size, 4, `one colour per class: ${swatches}`);
+  const shapes = join(process.env.ROOT, "tests/fixtures/shapes");
+  await page.setInputFiles("#files", [join(shapes, "test-0002.jpg")]);
+  await page.waitForSelector('.result[data-name="test-0002.jpg"] .objects li', { timeout: 60000 });
+  const found = await labelsOf(page, "test-0002.jpg");
+  const truth = JSON.parse(readFileSync(join(shapes, "truth.json")))["test-0002.jpg"].map((o) => o.label);
+  assert.deepEqual([...found].sort(), [...truth].sort(), `found ${found}, the photo holds ${truth}`);
+  const stroke = await page.$eval('.result[data-name="test-0002.jpg"] svg rect.box', (r) => r.getAttribute("stroke"));
+  assert.ok(stroke.startsWith("hsl("), `boxes drawn in their class colour (${stroke})`);
+  await page.screenshot({ path: join(artifacts, "custom-model.png"), fullPage: true });
+  assert.deepEqual(errors, []);
+  await context.close();
+}
+
 await browser.close();
-console.log(`ui test: ok (screenshots in ${artifacts}: ${["desktop.png", "desktop-threshold-0.6.png", "phone.png"].join(", ")})`);
+console.log(`ui test: ok (screenshots in ${artifacts}: ${["desktop.png", "desktop-threshold-0.6.png", "phone.png", "custom-model.png"].join(", ")})`);
