@@ -39,5 +39,6 @@ except InvalidDocumentException as e:
     for cause in e.causes:
         print("samtranslator:", cause.message, file=sys.stderr)
     sys.exit(1)
+os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
 json.dump(out, open(dst, "w"), indent=2)
 print(f"translated {len(out['Resources'])} resources")

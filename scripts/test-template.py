@@ -250,9 +250,10 @@ def must_fail(path):
         role["Statement"].append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::my-models/*"})
 
     def model_grant_always(t):
-        role = t["Resources"]["UploadTriggerFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
-        role["Statement"] = [st["Fn::If"][1] if isinstance(st, dict) and "Fn::If" in st and st["Fn::If"][0] == "ModelFromS3"
-                             else st for st in role["Statement"]]
+        for policy in t["Resources"]["UploadTriggerFunctionRole"]["Properties"]["Policies"]:
+            doc = policy["PolicyDocument"]
+            doc["Statement"] = [st["Fn::If"][1] if isinstance(st, dict) and "Fn::If" in st and st["Fn::If"][0] == "ModelFromS3"
+                                else st for st in doc["Statement"]]
 
     for mutate in [open_route, long_timeout, shared_concurrency, no_throttle, bulk_writes_uploads, bulk_invokes_the_api,
                    model_bucket_wide, model_grant_always]:
