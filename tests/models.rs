@@ -163,3 +163,27 @@ fn a_labels_file_with_another_class_count_is_a_start_up_error() {
     assert_eq!(Detector::load(&cfg).unwrap().labels()[2], "tri");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The optimized-graph cache works for every family, whatever the element types of its weights:
+/// the second start reads the cache and finds the same objects as the first.
+#[test]
+fn the_graph_cache_serves_every_family() {
+    use objdet::detector::graph_cache::{GraphSource, graph_sources};
+    use objdet::detector::{Model, StageTimes};
+    let dir = common::root().join("target/test-tmp").join(format!("cache-families-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let photo = std::fs::read(common::root().join("tests/fixtures/shapes/test-0003.jpg")).unwrap();
+    for (model, _) in fixtures_with_oracles() {
+        let name = model.file_stem().unwrap().to_string_lossy().to_string();
+        let mut cfg = common::config_with(&[("MODEL_PATH", &model.display().to_string())]).detector;
+        cfg.optimized_model_path = Some(dir.join(format!("{name}.optimized.onnx")));
+        let mut times = StageTimes::default();
+        let input = Input::Image(photo.clone().into());
+        let first = Model::load(&cfg).unwrap().detect(&input, &mut times).unwrap();
+        assert!(matches!(graph_sources(&cfg).0, GraphSource::Cached(_)), "{name}: no cache written");
+        let second = Model::load(&cfg).unwrap().detect(&input, &mut times).unwrap();
+        assert_eq!(first.objects, second.objects, "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -153,6 +153,9 @@ impl Model {
     /// Loads one session of the configured model.
     pub fn load(cfg: &DetectorConfig) -> Result<Self, StartupError> {
         let spec = Arc::new(describe(cfg)?);
+        // ONNX Runtime first: the weights container and cached tensors below call into it (ort
+        // panics on a library it has not been told where to find).
+        runtime::environment(cfg.ort_dylib_path.as_deref())?;
         let (source, _) = graph_cache::graph_sources(cfg);
         Self::with_parts(cfg, spec, &ort::session::builder::PrepackedWeights::new(), &source, runtime::Arena::Own)
     }
