@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use objdet::config::Config;
-use objdet::detector::decode::decode_image;
 use objdet::detector::Model;
+use objdet::detector::decode::decode_image;
 use objdet::telemetry::ms_since;
 
 fn root() -> PathBuf {
@@ -439,9 +439,8 @@ fn main() {
 fn bench_models() -> Vec<PathBuf> {
     let mut models = vec![root().join("models/centernet_mobilenetv3_coco.onnx")];
     let dir = root().join("tests/fixtures/models");
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut fixtures: Vec<PathBuf> =
+        std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     fixtures.retain(|p| p.extension().is_some_and(|e| e == "onnx") && p.with_extension("oracle.json").exists());
     fixtures.sort();
     models.extend(fixtures);
@@ -485,8 +484,11 @@ fn model_ratios(rt: &tokio::runtime::Runtime, images: &[Vec<u8>], reps: usize) {
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     let client = reqwest::Client::new();
     let body = batch_body(images, images.len());
-    println!("
-## Each model: server time per image on a {}-image mixed batch ÷ its floor", images.len());
+    println!(
+        "
+## Each model: server time per image on a {}-image mixed batch ÷ its floor",
+        images.len()
+    );
     println!("(floor: {cores} single-thread sessions in parallel, no decoding; medians of {reps} interleaved reps)");
     println!("| model | format, input | floor ms/image | server ms/image | ÷ floor |");
     println!("|---|---|---|---|---|");

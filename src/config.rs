@@ -141,8 +141,11 @@ impl S3Uri {
         let (bucket, key) = path.split_once('/')?;
         let bucket_ok = (3..=63).contains(&bucket.len())
             && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-        (bucket_ok && !key.is_empty() && key.len() <= 1024 && !key.ends_with('/'))
-            .then(|| S3Uri { bucket: bucket.into(), key: key.into(), version_id })
+        (bucket_ok && !key.is_empty() && key.len() <= 1024 && !key.ends_with('/')).then(|| S3Uri {
+            bucket: bucket.into(),
+            key: key.into(),
+            version_id,
+        })
     }
 
     /// The key's last segment (the file name the object is saved under).
@@ -405,7 +408,9 @@ impl Config {
 /// `MODEL_URI`, `LABELS_URI`, `MODEL_SHA256`, `MODEL_MAX_BYTES`, `MODEL_DOWNLOAD_DIR`.
 fn model_source(get: &impl Fn(&str) -> Option<String>) -> Result<Option<ModelSource>> {
     let uri = |k: &str| -> Result<Option<S3Uri>> {
-        get(k).map(|v| S3Uri::parse(&v).ok_or_else(|| malformed(k, &v, "S3 URI (s3://bucket/key[?versionId=...])"))).transpose()
+        get(k)
+            .map(|v| S3Uri::parse(&v).ok_or_else(|| malformed(k, &v, "S3 URI (s3://bucket/key[?versionId=...])")))
+            .transpose()
     };
     let labels_uri = uri("LABELS_URI")?;
     let Some(model) = uri("MODEL_URI")? else {
@@ -421,7 +426,12 @@ fn model_source(get: &impl Fn(&str) -> Option<String>) -> Result<Option<ModelSou
     };
     let max_bytes = match get("MODEL_MAX_BYTES") {
         None => DEFAULT_MODEL_MAX_BYTES,
-        Some(v) => v.replace('_', "").parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| malformed("MODEL_MAX_BYTES", &v, "positive number"))?,
+        Some(v) => v
+            .replace('_', "")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| malformed("MODEL_MAX_BYTES", &v, "positive number"))?,
     };
     let dir = get("MODEL_DOWNLOAD_DIR")
         .map(PathBuf::from)
@@ -504,7 +514,12 @@ fn model_overrides(get: &impl Fn(&str) -> Option<String>) -> Result<crate::detec
     }
     let max_detections = match get("MAX_DETECTIONS") {
         None => None,
-        Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| malformed("MAX_DETECTIONS", &v, "positive number"))?),
+        Some(v) => Some(
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| malformed("MAX_DETECTIONS", &v, "positive number"))?,
+        ),
     };
     Ok(Overrides {
         format,
@@ -646,14 +661,19 @@ mod tests {
         let u = S3Uri::parse("s3://my-models/detectors/yolo v8.onnx?versionId=3HL4kqtJlcpXroDTDmJ").unwrap();
         assert_eq!((u.bucket.as_str(), u.key.as_str()), ("my-models", "detectors/yolo v8.onnx"));
         assert_eq!((u.version_id.as_deref(), u.file_name()), (Some("3HL4kqtJlcpXroDTDmJ"), "yolo v8.onnx"));
-        for bad in ["s3://b/k", "https://x/y", "s3://Bucket/k", "s3://bucket", "s3://bucket/", "s3://bucket/k?versionId="] {
+        for bad in
+            ["s3://b/k", "https://x/y", "s3://Bucket/k", "s3://bucket", "s3://bucket/", "s3://bucket/k?versionId="]
+        {
             assert_eq!(S3Uri::parse(bad), None, "{bad}");
         }
         let c = cfg(&[("MODEL_URI", "s3://models/m.onnx"), ("MODEL_SHA256", &"AB".repeat(32))]).unwrap();
         let source = c.model_source.unwrap();
         assert_eq!((source.max_bytes, source.sha256), (256 << 20, Some("ab".repeat(32))));
         assert!(matches!(cfg(&[("MODEL_URI", "models/m.onnx")]), Err(ConfigError::Malformed { .. })));
-        assert!(matches!(cfg(&[("MODEL_URI", "s3://models/m.onnx"), ("MODEL_SHA256", "abc")]), Err(ConfigError::Malformed { .. })));
+        assert!(matches!(
+            cfg(&[("MODEL_URI", "s3://models/m.onnx"), ("MODEL_SHA256", "abc")]),
+            Err(ConfigError::Malformed { .. })
+        ));
         assert!(matches!(cfg(&[("MODEL_SHA256", &"a".repeat(64))]), Err(ConfigError::Invalid(_))));
         assert_eq!(cfg(&[]).unwrap().model_source, None);
     }

@@ -224,8 +224,26 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Errors are printed as a message with their causes and exit 1, whatever `RUST_BACKTRACE` says:
+/// a verdict or a configuration mistake is not a crash (panics keep their backtraces).
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("objdet: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("objdet: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = parse_cli();
     telemetry::init(false);
     let malloc_tuned = objdet::memory::tune_malloc();
@@ -267,8 +285,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bulk { action } => bulk(action).await?,
         Command::SelfTest => {
-            let report = tokio::task::block_in_place(|| objdet::selftest::run(&config.detector, &objdet::selftest::Expect::from_env_value(std::env::var("SELFTEST_EXPECT").ok().as_deref())))
-                .map_err(|e| anyhow::anyhow!("{}", objdet::error::chain(&e)))?;
+            let report = tokio::task::block_in_place(|| {
+                objdet::selftest::run(
+                    &config.detector,
+                    &objdet::selftest::Expect::from_env_value(std::env::var("SELFTEST_EXPECT").ok().as_deref()),
+                )
+            })
+            .map_err(|e| anyhow::anyhow!("{}", objdet::error::chain(&e)))?;
             println!("{}", serde_json::to_string(&report)?);
             server::exit_now(0);
         }

@@ -105,14 +105,18 @@ type Result<T, E = S3Error> = std::result::Result<T, E>;
 /// A failed `GetObject` as an [`S3Error`]: a missing object or bucket is [`S3Error::NotFound`], a
 /// refused one [`S3Error::AccessDenied`].
 fn get_error(
-    e: aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError, aws_sdk_s3::config::http::HttpResponse>,
+    e: aws_sdk_s3::error::SdkError<
+        aws_sdk_s3::operation::get_object::GetObjectError,
+        aws_sdk_s3::config::http::HttpResponse,
+    >,
     bucket: &str,
     key: &str,
 ) -> S3Error {
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.as_service_error().and_then(|s| s.meta().code()).map(str::to_owned);
-    let not_found =
-        e.as_service_error().is_some_and(|s| s.is_no_such_key()) || code.as_deref() == Some("NoSuchBucket") || status == Some(404);
+    let not_found = e.as_service_error().is_some_and(|s| s.is_no_such_key())
+        || code.as_deref() == Some("NoSuchBucket")
+        || status == Some(404);
     if not_found {
         S3Error::NotFound { bucket: excerpt(bucket), key: excerpt(key) }
     } else if status == Some(403) || code.as_deref() == Some("AccessDenied") {
@@ -236,7 +240,8 @@ impl S3Store {
         max_bytes: usize,
         in_flight: Option<&Allowance>,
     ) -> Result<Fetched> {
-        let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| get_error(e, bucket, key))?;
+        let out =
+            self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| get_error(e, bucket, key))?;
         let declared = usize::try_from(out.content_length().unwrap_or(0).max(0)).unwrap_or(usize::MAX);
         if declared > max_bytes {
             return Err(S3Error::TooLarge { limit: max_bytes });

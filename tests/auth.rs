@@ -96,6 +96,7 @@ fn a_short_token_is_refused_at_start_up() {
 
 fn objdet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_objdet"));
+    common::hermetic(&mut c);
     c.current_dir(common::root()).env("RUST_LOG", "warn").env_remove("OBJDET_TOKEN");
     c
 }

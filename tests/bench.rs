@@ -12,6 +12,7 @@ use objdet::offload::csv::{COLUMNS, Row, read};
 
 fn objdet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_objdet"));
+    common::hermetic(&mut c);
     c.current_dir(common::root()).env("RUST_LOG", "warn");
     c
 }

@@ -308,6 +308,7 @@ async fn the_cli_starts_a_run_and_follows_it_to_its_end() {
     }
     let cli = |args: &[&str]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_objdet"));
+        common::hermetic(&mut c);
         c.current_dir(common::root()).args(["bulk"]).args(args);
         for (k, v) in stack.moto.env() {
             c.env(k, v);

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 fn objdet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_objdet"));
+    common::hermetic(&mut c);
     c.current_dir(common::root()).env("RUST_LOG", "warn");
     c
 }
@@ -179,4 +180,32 @@ fn serve_runs_the_custom_model_and_says_so() {
         total += objects.len();
     }
     assert!(total > 0 && found * 10 >= total * 9, "found {found} of {total}: {body}");
+}
+
+/// A configuration mistake or a verdict the data cannot support is a message and exit 1, never a
+/// backtrace, even with RUST_BACKTRACE=1 (common in Rust shells and CI).
+#[test]
+fn ordinary_errors_are_messages_not_backtraces() {
+    let out =
+        objdet().env("RUST_BACKTRACE", "1").env("API_TOKEN", "short").args(["serve", "--port", "0"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("API_TOKEN must be at least 16 characters"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace") && !stderr.contains(" at "), "{stderr}");
+
+    let dir = common::root().join("target/test-tmp").join(format!("thin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("thin.csv");
+    std::fs::write(
+        &csv,
+        "Date,Total Images,Payload Size,Transfer Speed,Total Execution time on server (s),Avg Inference Time (s),Location\n\
+         09-07-2023 00:00:00,1,0.22MB,1.00MB/s,12.0,0.15,AWS\n09-07-2023 00:01:00,2,0.44MB,1.00MB/s,12.3,0.15,AWS\n",
+    )
+    .unwrap();
+    let out = objdet().env("RUST_BACKTRACE", "1").args(["advise", "--from"]).arg(&csv).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("can't support an answer"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,8 @@
 //! A hostile but realistic client against `objdet serve` running as its own process: each test is
 //! one class of input that used to crash, exhaust or hold the server, tried at its extremes.
 //! (`OBJDET_BIN=path/to/old/objdet cargo test --test hostile` runs them against another build.)
+// The serializing lock is held across awaits on purpose (see `alone`).
+#![allow(clippy::await_holding_lock)]
 
 mod common;
 
@@ -12,6 +14,14 @@ use serde_json::{Value, json};
 
 use common::images;
 use common::server::Server;
+
+/// The tests here bound a server's CPU time, memory and timing: each runs alone in this binary, so
+/// that what it measures is its own server's, not its neighbours' start-up. (Held across awaits:
+/// each test has a runtime of its own, in which nothing else takes the lock.)
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
@@ -48,6 +58,7 @@ fn labels(result: &Value) -> Vec<String> {
 /// resize. Every side is now limited, both orientations, and the batch keeps its other images.
 #[tokio::test]
 async fn extreme_aspect_ratios_cost_one_image_not_the_server() {
+    let _alone = alone();
     let mut server = Server::start(&[]);
     let wide = images::png(40_000_000, 1);
     assert!(wide.len() < 200_000, "{} bytes", wide.len());
@@ -77,6 +88,7 @@ async fn extreme_aspect_ratios_cost_one_image_not_the_server() {
 /// returns to its level before them.
 #[tokio::test]
 async fn memory_returns_to_idle_after_the_largest_images() {
+    let _alone = alone();
     // Every session built and warmed at start-up, so idle is idle.
     let server = Server::start(&[("ORT_WARMUP", "true")]);
     let warm = json!({"images": (0..6).map(|_| common::b64(&common::fixture("dog.jpg"))).collect::<Vec<_>>()});
@@ -108,6 +120,7 @@ async fn memory_returns_to_idle_after_the_largest_images() {
 /// end-of-image marker appended is not a good image either.
 #[tokio::test]
 async fn jpegs_that_cannot_fill_their_frame_cost_no_cpu() {
+    let _alone = alone();
     let server = Server::start(&[]);
     let liar = images::jpeg_claiming(6000, 6000);
     assert!(liar.len() < 1000);
@@ -131,6 +144,7 @@ async fn jpegs_that_cannot_fill_their_frame_cost_no_cpu() {
 /// MAX_REQUEST_PIXELS; the images past it get their own error and the others their results.
 #[tokio::test]
 async fn one_request_decodes_at_most_its_pixel_budget() {
+    let _alone = alone();
     // dog.jpg is 768x576 = 442,368 pixels: two fit in 1,000,000, the third does not.
     let server = Server::start(&[("MAX_REQUEST_PIXELS", "1000000"), ("ORT_SESSIONS", "1")]);
     let dog = common::b64(&common::fixture("dog.jpg"));
@@ -167,6 +181,7 @@ fn read_until_closed(mut s: TcpStream) -> (String, Instant) {
 /// BODY_TIMEOUT_SECS.
 #[test]
 fn slow_and_idle_clients_are_disconnected_within_their_timeouts() {
+    let _alone = alone();
     let server = Server::start(&[("HEADER_TIMEOUT_SECS", "1"), ("BODY_TIMEOUT_SECS", "1")]);
     // A slowloris: one header byte every 200 ms, forever.
     let t = Instant::now();
@@ -210,6 +225,7 @@ fn slow_and_idle_clients_are_disconnected_within_their_timeouts() {
 /// timeout frees the slots, and a normal request is answered.
 #[tokio::test]
 async fn a_flood_of_idle_connections_cannot_starve_the_server() {
+    let _alone = alone();
     let server = Server::start_wrapped(&["prlimit", "--nofile=200:200", "--"], &[("HEADER_TIMEOUT_SECS", "2")]);
     let idle: Vec<TcpStream> = (0..260).filter_map(|_| TcpStream::connect(server.addr).ok()).collect();
     assert!(idle.len() >= 200, "{} sockets", idle.len());
@@ -227,6 +243,7 @@ async fn a_flood_of_idle_connections_cannot_starve_the_server() {
 /// requests under way get SHUTDOWN_GRACE_SECS, then the process exits.
 #[test]
 fn sigterm_exits_within_the_grace_period_with_a_request_held_open() {
+    let _alone = alone();
     let mut server = Server::start(&[("SHUTDOWN_GRACE_SECS", "2"), ("BODY_TIMEOUT_SECS", "60")]);
     let mut held = connect(&server);
     held.write_all(b"POST /api/detect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"images\":[\"")
@@ -243,6 +260,7 @@ fn sigterm_exits_within_the_grace_period_with_a_request_held_open() {
 /// Finding 7: requests whose clients hung up kept burning CPU. Their queued images are dropped.
 #[tokio::test]
 async fn abandoned_requests_are_cancelled() {
+    let _alone = alone();
     let server = Server::start(&[]);
     let forty =
         json!({"images": (0..40).map(|_| common::b64(&common::fixture("dog.jpg"))).collect::<Vec<_>>()}).to_string();
@@ -274,6 +292,7 @@ async fn abandoned_requests_are_cancelled() {
 /// Finding 8: `?name=a&name=b` was answered 400 text/plain. Every rejection is JSON.
 #[tokio::test]
 async fn every_rejection_is_json() {
+    let _alone = alone();
     let server = Server::start(&[]);
     for query in ["name=a&name=b", "name=a&name=b&name=c"] {
         let res = client()
@@ -294,6 +313,7 @@ async fn every_rejection_is_json() {
 /// name with a newline and ESC forged log lines in the text log.
 #[tokio::test]
 async fn client_input_is_never_echoed_at_length_or_logged_raw() {
+    let _alone = alone();
     let server = Server::start(&[("LOG_FORMAT", "text")]);
     // The answer comes before the body is all sent (the server stops reading it): a raw socket,
     // whose writer may meet a closed connection.
@@ -328,6 +348,7 @@ async fn client_input_is_never_echoed_at_length_or_logged_raw() {
 /// Finding 12: an unwritable ORT_OPTIMIZED_MODEL_PATH failed start-up.
 #[tokio::test]
 async fn an_unwritable_graph_cache_costs_the_cache_not_the_start() {
+    let _alone = alone();
     let server = Server::start(&[("ORT_OPTIMIZED_MODEL_PATH", "/proc/objdet-cache/graph.onnx")]);
     let (status, v) = post_raw(&server, "image/jpeg", common::fixture("dog.jpg")).await;
     assert_eq!(status, 200, "{v}");
@@ -339,6 +360,7 @@ async fn an_unwritable_graph_cache_costs_the_cache_not_the_start() {
 /// for 64 times peaked at 2,585 MB. Fetched bytes in flight are bounded (S3_MAX_BYTES_IN_FLIGHT).
 #[tokio::test]
 async fn s3_keys_hold_a_bounded_number_of_bytes_whatever_the_count() {
+    let _alone = alone();
     use common::aws::{self, BUCKET, Moto};
     let moto = Moto::start();
     aws::create_bucket(&moto.client(), BUCKET).await;
@@ -364,6 +386,7 @@ async fn s3_keys_hold_a_bounded_number_of_bytes_whatever_the_count() {
 /// their bodies unread, so the memory all clients together can make the server hold is bounded.
 #[tokio::test]
 async fn concurrent_large_bodies_wait_their_turn() {
+    let _alone = alone();
     let mut body = common::fixture("dog.jpg");
     body.resize(body.len() + (30 << 20), 0); // a real photo, then 30 MB the decoder never reads
     let peak_with = |limit: &'static str| {

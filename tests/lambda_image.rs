@@ -94,7 +94,11 @@ fn a_baked_custom_model_passes_the_self_test_on_its_own_terms() {
     assert!(report["model"].as_str().unwrap().starts_with("shapes-yolo11n.onnx: anchors"), "{report}");
     let out = run(Some("person"));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a person"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected a person"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(run(Some("none")).status.success());
 }
 
@@ -120,12 +124,17 @@ fn every_copied_file_is_in_the_build_context() {
         sources.extend(parts[..parts.len() - 1].iter().map(|s| s.to_string()));
     }
     // The models the MODEL build argument may name, and the bundled one's files.
-    sources.extend(["models/centernet_mobilenetv3_coco.onnx", "models/centernet_mobilenetv3_coco.labels.txt"].map(String::from));
+    sources.extend(
+        ["models/centernet_mobilenetv3_coco.onnx", "models/centernet_mobilenetv3_coco.labels.txt"].map(String::from),
+    );
     for src in &sources {
         let path = common::root().join(src.trim_end_matches('/'));
         assert!(path.exists(), "COPY {src}: not in the repository");
         let files: Vec<String> = if path.is_dir() {
-            std::fs::read_dir(&path).unwrap().map(|e| format!("{}/{}", src.trim_end_matches('/'), e.unwrap().file_name().to_string_lossy())).collect()
+            std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| format!("{}/{}", src.trim_end_matches('/'), e.unwrap().file_name().to_string_lossy()))
+                .collect()
         } else {
             vec![src.clone()]
         };

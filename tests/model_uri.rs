@@ -16,7 +16,13 @@ async fn moto_with_the_model() -> (Moto, aws_sdk_s3::Client) {
     let client = moto.client();
     aws::create_bucket(&client, BUCKET).await;
     aws::put(&client, BUCKET, MODEL_KEY, std::fs::read(common::shapes_model()).unwrap()).await;
-    aws::put(&client, BUCKET, "models/classifier.onnx", std::fs::read(common::root().join("tests/fixtures/models/classifier.onnx")).unwrap()).await;
+    aws::put(
+        &client,
+        BUCKET,
+        "models/classifier.onnx",
+        std::fs::read(common::root().join("tests/fixtures/models/classifier.onnx")).unwrap(),
+    )
+    .await;
     (moto, client)
 }
 
@@ -55,8 +61,14 @@ async fn a_model_in_s3_answers_an_api_event_and_an_upload_trigger_with_its_own_c
     let (photo, truth) = shape_image(1);
     aws::put(&client, BUCKET, "uploads/my photo.jpg", photo).await;
     let summary = trigger.invoke(&aws::event("s3-put-upload.json")).await;
-    assert_eq!(summary["processed"][0]["result_key"], "results/uploads/my photo.jpg.json", "{summary}\n{}", log(&trigger));
-    let doc: Value = serde_json::from_slice(&aws::get(&client, BUCKET, "results/uploads/my photo.jpg.json").await.unwrap()).unwrap();
+    assert_eq!(
+        summary["processed"][0]["result_key"],
+        "results/uploads/my photo.jpg.json",
+        "{summary}\n{}",
+        log(&trigger)
+    );
+    let doc: Value =
+        serde_json::from_slice(&aws::get(&client, BUCKET, "results/uploads/my photo.jpg.json").await.unwrap()).unwrap();
     assert_eq!(common::found_in(&doc["result"]["objects"], &truth), truth.len(), "{doc}");
     let log = log(&api);
     assert!(log.contains("model downloaded") && log.contains(&sha), "{log}");

@@ -86,7 +86,13 @@ fn agree(what: &str, ours: &[Object], theirs: &[(String, f32, [f32; 4])], conf: 
             .filter(|t| t.0 == o.label && (t.1 - o.score).abs() <= 0.01)
             .map(|t| iou(corners(o), t.2))
             .fold(0.0f32, f32::max);
-        assert!(partner >= 0.9, "{what}: objdet's {} {:.3} at {:?} is not in the reference's {theirs:?}", o.label, o.score, corners(o));
+        assert!(
+            partner >= 0.9,
+            "{what}: objdet's {} {:.3} at {:?} is not in the reference's {theirs:?}",
+            o.label,
+            o.score,
+            corners(o)
+        );
     }
     matched
 }

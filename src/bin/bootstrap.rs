@@ -15,7 +15,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // `bootstrap --self-test`: the Dockerfile's build step (see objdet::selftest).
     if std::env::args().nth(1).as_deref() == Some("--self-test") {
         let config = init(Config::from_env())?;
-        let report = init(tokio::task::block_in_place(|| objdet::selftest::run(&config.detector, &objdet::selftest::Expect::from_env_value(std::env::var("SELFTEST_EXPECT").ok().as_deref()))))?;
+        let report = init(tokio::task::block_in_place(|| {
+            objdet::selftest::run(
+                &config.detector,
+                &objdet::selftest::Expect::from_env_value(std::env::var("SELFTEST_EXPECT").ok().as_deref()),
+            )
+        }))?;
         println!("{}", serde_json::to_string(&report)?);
         objdet::server::exit_now(0);
     }

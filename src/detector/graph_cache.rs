@@ -134,8 +134,7 @@ impl RawTensor {
             bytes: &[u8],
             from: impl Fn([u8; N]) -> T,
         ) -> ort::Result<DynValue> {
-            let data: Vec<T> =
-                bytes.chunks_exact(N).map(|c| from(c.try_into().unwrap_or([0; N]))).collect();
+            let data: Vec<T> = bytes.chunks_exact(N).map(|c| from(c.try_into().unwrap_or([0; N]))).collect();
             Ok(Tensor::from_array((dims, data))?.into_dyn())
         }
         let (dims, b) = (self.dims, self.bytes.as_slice());

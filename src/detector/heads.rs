@@ -82,7 +82,13 @@ pub fn decode(head: &Head, outputs: &[Output<'_>], threshold: f32, out: &mut Vec
                 return Err(bad(0, "fewer labels or scores than boxes"));
             }
             for i in 0..n {
-                push(out, [b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]], scores.data[i], labels.data[i], threshold);
+                push(
+                    out,
+                    [b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]],
+                    scores.data[i],
+                    labels.data[i],
+                    threshold,
+                );
             }
         }
         Head::TfOd { num, .. } => {
@@ -116,7 +122,8 @@ fn rows_of<'a>(t: Output<'a>, len: usize) -> Option<&'a [f32]> {
 
 fn push(out: &mut Vec<Candidate>, [x1, y1, x2, y2]: [f32; 4], score: f32, class: f32, threshold: f32) {
     // NaN scores and classes fail these comparisons and are skipped.
-    if !(score >= threshold) || !(class >= 0.0) || class >= u32::MAX as f32 {
+    let keep = score >= threshold && class >= 0.0 && class < u32::MAX as f32;
+    if !keep {
         return;
     }
     if ![x1, y1, x2, y2].iter().all(|v| v.is_finite()) {
@@ -245,7 +252,8 @@ mod tests {
 
     #[test]
     fn detr_split_pairs_labels_boxes_and_scores() {
-        let head = Head::DetrSplit { labels: "l".into(), boxes: "b".into(), scores: "s".into(), frame: Frame::OriginalPixels };
+        let head =
+            Head::DetrSplit { labels: "l".into(), boxes: "b".into(), scores: "s".into(), frame: Frame::OriginalPixels };
         let outputs = [
             (vec![1, 2], vec![7.0, 1.0]),
             (vec![1, 2, 4], vec![1.0, 2.0, 30.0, 40.0, 5.0, 5.0, 6.0, 6.0]),

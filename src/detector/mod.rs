@@ -293,12 +293,12 @@ impl Model {
 
     fn run_on(&mut self, kind: SessionKind, width: u32, height: u32) -> Result<(), ImageError> {
         let image: SessionInputValue<'_> = match &self.tensor.data {
-            TensorData::F32(v) => TensorRef::from_array_view((self.tensor.shape, v.as_slice()))
-                .map_err(ImageError::Inference)?
-                .into(),
-            TensorData::U8(v) => TensorRef::from_array_view((self.tensor.shape, v.as_slice()))
-                .map_err(ImageError::Inference)?
-                .into(),
+            TensorData::F32(v) => {
+                TensorRef::from_array_view((self.tensor.shape, v.as_slice())).map_err(ImageError::Inference)?.into()
+            }
+            TensorData::U8(v) => {
+                TensorRef::from_array_view((self.tensor.shape, v.as_slice())).map_err(ImageError::Inference)?.into()
+            }
         };
         let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =
             vec![(self.spec.input.name.as_str().into(), image)];
@@ -317,7 +317,7 @@ impl Model {
         self.outputs.resize_with(names.len(), Default::default);
         for (name, (dims, data)) in names.into_iter().zip(self.outputs.iter_mut()) {
             let value = outputs.get(name).ok_or_else(|| ImageError::NoOutput(crate::error::excerpt(name)))?;
-            read_output(&value, dims, data)?;
+            read_output(value, dims, data)?;
         }
         Ok(())
     }
@@ -326,7 +326,6 @@ impl Model {
     fn add_lead_pool_session(&mut self, session: Session) {
         self.lead_pool = Some(session);
     }
-
 }
 
 /// Copies an output tensor into `dims` and `data` as f32, whatever its numeric element type

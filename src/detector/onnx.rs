@@ -233,8 +233,7 @@ impl ModelInfo {
     pub fn decode(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         let model = ModelProto::decode(bytes)?;
         let graph = model.graph.unwrap_or_default();
-        let initializers: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let tensor = |v: &ValueInfoProto| {
             let t = v.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
             let dims = t

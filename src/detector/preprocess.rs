@@ -238,10 +238,9 @@ fn fill(spec: &InputSpec, lut: &[[f32; 256]; 3], g: &Geometry, pixels: &[u8], pa
                 }
                 Layout::Nhwc => {
                     if padded {
+                        let fill = [value(0, pad), value(1, pad), value(2, pad)];
                         for px in v.chunks_exact_mut(3) {
-                            for c in 0..3 {
-                                px[c] = value(c, pad);
-                            }
+                            px.copy_from_slice(&fill);
                         }
                     }
                     for y in 0..h {
@@ -331,7 +330,8 @@ mod tests {
         let g = Geometry::of(&s, 16_000, 1);
         assert_eq!((g.width, g.height), (320, 1));
         // Dynamic input (stride 32): only the padding to a multiple of 32.
-        let dynamic = spec(Resize::Letterbox { pad: 114, centred: true, stride: Some(32) }, Layout::Nchw, InputType::F32);
+        let dynamic =
+            spec(Resize::Letterbox { pad: 114, centred: true, stride: Some(32) }, Layout::Nchw, InputType::F32);
         let g = Geometry::of(&dynamic, 400, 300);
         assert_eq!((g.tensor_width, g.tensor_height, g.top), (320, 256, 8));
     }

@@ -402,7 +402,10 @@ pub enum ResizeKind {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The graph is not one objdet can interpret.
-    #[error("{reason}; the model has inputs [{inputs}] and outputs [{outputs}]; objdet runs detectors with outputs in one of the formats {} (MODEL_FORMAT)", Format::names())]
+    #[error(
+        "{reason}; the model has inputs [{inputs}] and outputs [{outputs}]; objdet runs detectors with outputs in one of the formats {} (MODEL_FORMAT)",
+        Format::names()
+    )]
     Unsupported {
         /// What does not fit.
         reason: String,
@@ -569,7 +572,9 @@ pub fn probe(model_path: &Path, info: &ModelInfo, o: &Overrides) -> Result<Model
         (InputType::F32, _) => 1.0 / 255.0,
     };
     if input_type == InputType::U8 && (o.scale.is_some_and(|s| s != 1.0) || o.mean.is_some() || o.std.is_some()) {
-        return Err(SpecError::Setting("a uint8 input takes the pixel values: MODEL_INPUT_RANGE, MODEL_MEAN and MODEL_STD do not apply".into()));
+        return Err(SpecError::Setting(
+            "a uint8 input takes the pixel values: MODEL_INPUT_RANGE, MODEL_MEAN and MODEL_STD do not apply".into(),
+        ));
     }
     let input = InputSpec {
         name: image.name.clone(),
@@ -735,8 +740,11 @@ impl Meta {
 
 /// `[640, 640]` (height, width) or `640`.
 fn parse_imgsz(s: &str) -> Option<(u32, u32)> {
-    let nums: Vec<u32> =
-        s.trim_matches(|c| matches!(c, '[' | ']' | '(' | ')' | ' ')).split(',').map(|n| n.trim().parse().ok()).collect::<Option<_>>()?;
+    let nums: Vec<u32> = s
+        .trim_matches(|c| matches!(c, '[' | ']' | '(' | ')' | ' '))
+        .split(',')
+        .map(|n| n.trim().parse().ok())
+        .collect::<Option<_>>()?;
     match nums.as_slice() {
         [n] => Some((*n, *n)),
         [h, w] => Some((*w, *h)),
@@ -777,15 +785,97 @@ pub fn parse_names(s: &str) -> Option<Vec<String>> {
 
 /// The TF Object Detection API's COCO label map: index = class id (1-based; unused ids "N/A").
 pub const COCO91: [&str; 91] = [
-    "background", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse",
-    "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A", "N/A", "handbag",
-    "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
-    "skateboard", "surfboard", "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork", "knife", "spoon",
-    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
-    "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet", "N/A", "tv", "laptop",
-    "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A",
-    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+    "background",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "N/A",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "N/A",
+    "backpack",
+    "umbrella",
+    "N/A",
+    "N/A",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "N/A",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "N/A",
+    "dining table",
+    "N/A",
+    "N/A",
+    "toilet",
+    "N/A",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "N/A",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 ];
 
 #[cfg(test)]
@@ -910,7 +1000,10 @@ mod tests {
         };
         let s = probe_info(&tfod).unwrap();
         assert_eq!((s.head.format(), s.input.dtype, s.input.resize), (Format::TfOd, InputType::U8, Resize::None));
-        assert_eq!((s.label(1), s.label(90), s.names_source), ("person".to_string(), "toothbrush".to_string(), NamesSource::Coco91));
+        assert_eq!(
+            (s.label(1), s.label(90), s.names_source),
+            ("person".to_string(), "toothbrush".to_string(), NamesSource::Coco91)
+        );
     }
 
     #[test]
@@ -959,7 +1052,10 @@ mod tests {
         assert!(matches!(e, SpecError::LabelsMismatch { found: 2, expected: 3, .. }), "{e}");
         std::fs::write(&labels, "a\nb\nc\n").unwrap();
         let s = probe(Path::new("m.onnx"), &info, &o).unwrap();
-        assert_eq!((&*s.names, s.names_source), (&["a".to_string(), "b".into(), "c".into()][..], NamesSource::LabelsFile));
+        assert_eq!(
+            (&*s.names, s.names_source),
+            (&["a".to_string(), "b".into(), "c".into()][..], NamesSource::LabelsFile)
+        );
         // Without metadata or labels: class_<i>.
         let s = probe_info(&info).unwrap();
         assert_eq!(s.label(2), "class_2");

@@ -41,6 +41,7 @@ fn spawn_watched(program: &std::path::Path, args: &[String], envs: &[(String, St
         std::process::id()
     ));
     let mut cmd = Command::new("sh");
+    super::hermetic(&mut cmd);
     cmd.arg("-c")
         .arg(script)
         .arg(program)
@@ -345,8 +346,11 @@ impl Emulator {
         for (k, v) in &all {
             args.extend(["--setenv".into(), k.clone(), v.clone()]);
         }
+        // The emulator is bound into the sandbox (as the base image has its own): a checkout
+        // under /tmp is hidden by the sandbox's empty /tmp.
+        args.extend(["--ro-bind".into(), tool("aws-lambda-rie").display().to_string(), "/var/aws-lambda-rie".into()]);
         args.extend([
-            tool("aws-lambda-rie").display().to_string(),
+            "/var/aws-lambda-rie".into(),
             "--runtime-interface-emulator-address".into(),
             format!("127.0.0.1:{p1}"),
             "--runtime-api-address".into(),

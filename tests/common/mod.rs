@@ -17,12 +17,26 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
-/// Configuration from the environment plus the given overrides, with repo-absolute model paths.
+/// The ONNX Runtime library the tests use: `ORT_DYLIB_PATH` if set, else the one `make setup` fetched.
+pub fn ort_dylib() -> String {
+    std::env::var("ORT_DYLIB_PATH")
+        .unwrap_or_else(|_| root().join(".cache/ort/libonnxruntime.so").display().to_string())
+}
+
+/// Makes a spawned process hermetic: nothing of the developer's (or CI's) environment but `PATH`
+/// and the ONNX Runtime library reaches it, so every test gives the same verdict wherever it
+/// runs; the caller sets what the process needs on top.
+pub fn hermetic(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    cmd.env_clear().env("PATH", path).env("ORT_DYLIB_PATH", ort_dylib())
+}
+
+/// Configuration from the given overrides and the defaults, with repo-absolute model paths
+/// (hermetic: nothing is read from the process environment).
 pub fn config_with(pairs: &[(&str, &str)]) -> Config {
     let root = root();
     let model = root.join("models/centernet_mobilenetv3_coco.onnx").display().to_string();
-    let ort = std::env::var("ORT_DYLIB_PATH")
-        .unwrap_or_else(|_| root.join(".cache/ort/libonnxruntime.so").display().to_string());
+    let ort = ort_dylib();
     let overrides: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     Config::from_lookup(|k| {
         if let Some((_, v)) = overrides.iter().find(|(ok, _)| ok == k) {
@@ -31,11 +45,9 @@ pub fn config_with(pairs: &[(&str, &str)]) -> Config {
         match k {
             "MODEL_PATH" => Some(model.clone()),
             "ORT_DYLIB_PATH" => Some(ort.clone()),
-            // Tests must not pick up a developer's S3 settings.
-            "UPLOAD_BUCKET" | "ALLOWED_BUCKETS" => None,
             // Loaded in-process, the model is optimized at load unless a test asks for the cache.
             "ORT_OPTIMIZED_MODEL_PATH" => Some("off".into()),
-            _ => std::env::var(k).ok(),
+            _ => None,
         }
     })
     .expect("test configuration")
@@ -90,10 +102,14 @@ pub fn shapes_model() -> PathBuf {
     root().join("tests/fixtures/models/shapes-yolo11n.onnx")
 }
 
-/// The shapes test photos (never seen in training) with their objects: (file name, [(label, box)]).
-pub fn shapes_truth() -> Vec<(String, Vec<(String, [f32; 4])>)> {
+/// Objects of a photo: (label, x1, y1, x2, y2).
+pub type Truth = Vec<(String, [f32; 4])>;
+
+/// The shapes test photos (never seen in training) with their objects: (file name, objects).
+pub fn shapes_truth() -> Vec<(String, Truth)> {
     let dir = root().join("tests/fixtures/shapes");
-    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
     let mut v: Vec<_> = truth
         .as_object()
         .unwrap()

@@ -46,6 +46,7 @@ impl Server {
             }
             None => Command::new(objdet_bin()),
         };
+        super::hermetic(&mut cmd);
         cmd.args(["serve", "--port", "0"])
             .current_dir(root())
             .env("RUST_LOG", "info")
