@@ -44,7 +44,7 @@ S3_ENV=(AWS_ENDPOINT_URL_S3="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=test
         AWS_REGION=us-east-1 S3_FORCE_PATH_STYLE=true)
 for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$MOTO_PORT/" 2>/dev/null && break; sleep 0.1; done
 curl -fsS -X PUT "http://127.0.0.1:$MOTO_PORT/ui-models" > /dev/null
-curl -fsS -X PUT --data-binary @tests/fixtures/models/shapes-yolo11n.onnx \
+curl -fsS -T tests/fixtures/models/shapes-yolo11n.onnx \
   "http://127.0.0.1:$MOTO_PORT/ui-models/detectors/shapes-yolo11n.onnx" > /dev/null
 BASE_CUSTOM=$(start "$LOGS/ui-serve-custom.log" "${S3_ENV[@]}" MODEL_URI=s3://ui-models/detectors/shapes-yolo11n.onnx)
 BASE=$BASE BASE_WITH_TOKEN=$BASE_WITH_TOKEN BASE_CUSTOM=$BASE_CUSTOM TOKEN=$TOKEN ROOT=$ROOT ARTIFACTS=$ROOT/target/ui-artifacts \

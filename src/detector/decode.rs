@@ -149,6 +149,27 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     Ok(out)
 }
 
+/// The IDCT a JPEG is decoded with: the one the model's reference implementation decodes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idct {
+    /// libjpeg's accurate integer IDCT (OpenCV's and PIL's default).
+    #[default]
+    Accurate,
+    /// libjpeg's fast integer IDCT (TensorFlow's `decode_jpeg` default).
+    Fast,
+}
+
+/// [`decode_image_into`] with the JPEG IDCT `idct`.
+pub fn decode_image_with(
+    bytes: &[u8],
+    limits: &Limits,
+    idct: Idct,
+    out: &mut RgbImage,
+    admit: impl FnOnce(u32, u32) -> Result<()>,
+) -> Result<()> {
+    decode(bytes, limits, idct, out, admit)
+}
+
 /// Decodes JPEG/PNG/WebP bytes to RGB into a reusable image, refusing images over `limits` from
 /// their header alone and applying the EXIF orientation.
 ///
@@ -159,6 +180,16 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
 pub fn decode_image_into(
     bytes: &[u8],
     limits: &Limits,
+    out: &mut RgbImage,
+    admit: impl FnOnce(u32, u32) -> Result<()>,
+) -> Result<()> {
+    decode(bytes, limits, Idct::Accurate, out, admit)
+}
+
+fn decode(
+    bytes: &[u8],
+    limits: &Limits,
+    idct: Idct,
     out: &mut RgbImage,
     admit: impl FnOnce(u32, u32) -> Result<()>,
 ) -> Result<()> {
@@ -188,6 +219,21 @@ pub fn decode_image_into(
     limits.check(u64::from(w), u64::from(h))?;
     admit(w, h)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    // Colour and grey JPEGs through libjpeg-turbo (CMYK, which it does not turn into RGB, below).
+    if format == ImageFormat::Jpeg && matches!(decoder.color_type(), ColorType::Rgb8 | ColorType::L8) {
+        drop(decoder);
+        decode_jpeg_into(bytes, w, h, idct, out)?;
+        if orientation != image::metadata::Orientation::NoTransforms {
+            let pixels = std::mem::take(&mut out.pixels);
+            let buf = image::RgbImage::from_raw(w, h, pixels)
+                .ok_or_else(|| ImageError::Resize("the pixel buffer does not match its dimensions".into()))?;
+            let mut img = DynamicImage::ImageRgb8(buf);
+            img.apply_orientation(orientation);
+            let rgb = img.into_rgb8();
+            *out = RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() };
+        }
+        return Ok(());
+    }
     if decoder.color_type() == ColorType::Rgb8 && orientation == image::metadata::Orientation::NoTransforms {
         let len = usize::try_from(decoder.total_bytes()).map_err(|_| ImageError::TooLarge {
             width: w,
@@ -205,6 +251,49 @@ pub fn decode_image_into(
     let rgb = img.into_rgb8();
     *out = RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() };
     Ok(())
+}
+
+/// Decodes a JPEG whose header (`w`×`h`, checked against the limits) has been read, into `out` as
+/// RGB, with libjpeg-turbo's defaults (fancy upsampling; the accurate integer IDCT unless `idct`
+/// says otherwise) — the pixels OpenCV's `imread` and PIL give. libjpeg reports a fatal error by unwinding (MozJPEG's error
+/// manager), caught here as this image's error.
+fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, out: &mut RgbImage) -> Result<()> {
+    let len =
+        usize::try_from(u64::from(w) * u64::from(h) * 3).map_err(|_| ImageError::Truncated("too large".into()))?;
+    out.pixels.clear();
+    out.pixels.resize(len, 0);
+    let pixels = &mut out.pixels;
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::io::Result<(usize, usize)> {
+        let mut decompress = mozjpeg::Decompress::new_mem(bytes)?;
+        if idct == Idct::Fast {
+            decompress.dct_method(mozjpeg::DctMethod::IntegerFast);
+        }
+        let mut started = decompress.rgb()?;
+        let size = (started.width(), started.height());
+        if size == (w as usize, h as usize) {
+            started.read_scanlines_into::<u8>(pixels)?;
+        }
+        started.finish()?;
+        Ok(size)
+    }));
+    let message = |payload: Box<dyn std::any::Any + Send>| -> String {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "libjpeg failed".into())
+    };
+    match decoded {
+        Ok(Ok(size)) if size == (w as usize, h as usize) => {
+            (out.width, out.height) = (w, h);
+            Ok(())
+        }
+        Ok(Ok((dw, dh))) => {
+            Err(ImageError::Truncated(format!("libjpeg decoded {dw}x{dh}, the header says {w}x{h}").into()))
+        }
+        Ok(Err(e)) => Err(ImageError::Truncated(e.into())),
+        Err(payload) => Err(ImageError::Truncated(message(payload).into())),
+    }
 }
 
 /// Refuses a JPEG whose entropy-coded data cannot be the frame its header claims.

@@ -34,7 +34,7 @@ use ort::value::{Tensor, TensorRef};
 use crate::config::DetectorConfig;
 use crate::error::{ImageError, StartupError};
 use crate::telemetry::ms_since;
-use decode::{Limits, RgbImage, decode_base64_into, decode_image_into};
+use decode::{Limits, RgbImage, decode_base64_into, decode_image_with};
 use heads::Candidate;
 pub use postprocess::{BBox, Object, Transform};
 use preprocess::{InputTensor, Preprocessor, TensorData};
@@ -218,9 +218,9 @@ impl Model {
         let mut rgb = std::mem::take(&mut self.rgb);
         let admit = |w: u32, h: u32| budget.map_or(Ok(()), |b| b.take(u64::from(w) * u64::from(h)));
         let decoded = match input {
-            Input::Image(bytes) => decode_image_into(bytes, &self.limits, &mut rgb, admit),
+            Input::Image(bytes) => decode_image_with(bytes, &self.limits, self.spec.input.idct, &mut rgb, admit),
             Input::Base64(text) => decode_base64_into(text, &mut self.encoded)
-                .and_then(|()| decode_image_into(&self.encoded, &self.limits, &mut rgb, admit)),
+                .and_then(|()| decode_image_with(&self.encoded, &self.limits, self.spec.input.idct, &mut rgb, admit)),
         };
         times.decode_ms = ms_since(t);
         let result = decoded.and_then(|()| self.detect_rgb_on(kind, &rgb, times));

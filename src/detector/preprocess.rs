@@ -309,6 +309,7 @@ mod tests {
             std: [1.0; 3],
             bgr: false,
             sizes_input: None,
+            idct: crate::detector::decode::Idct::Accurate,
         }
     }
 

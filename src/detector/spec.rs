@@ -101,6 +101,8 @@ pub struct InputSpec {
     /// An int64 `[1, 2]` input that takes the original image's width and height
     /// (`orig_target_sizes` of RT-DETRv2 / D-FINE / DEIM exports).
     pub sizes_input: Option<String>,
+    /// The JPEG IDCT of the family's reference (TensorFlow decodes with the fast one).
+    pub idct: super::decode::Idct,
 }
 
 /// The frame the head's boxes come in.
@@ -590,6 +592,7 @@ pub fn probe(model_path: &Path, info: &ModelInfo, o: &Overrides) -> Result<Model
         std: o.std.unwrap_or([1.0; 3]),
         bgr: o.bgr.unwrap_or(false),
         sizes_input,
+        idct: if format == Format::TfOd { super::decode::Idct::Fast } else { super::decode::Idct::Accurate },
     };
 
     // Class names: metadata, LABELS_PATH, <model>.labels.txt, the TF-OD label map, class_<i>.
