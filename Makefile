@@ -15,11 +15,11 @@ CARGO        ?= cargo
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## fetch the ONNX Runtime library (pinned PyPI wheel) into .cache/ort
-	@scripts/setup.sh ort
+setup: ## fetch the ONNX Runtime library (pinned PyPI wheel) into .cache/ort, and nasm (JPEG SIMD)
+	@scripts/setup.sh ort nasm
 
 setup-test: ## + moto (local S3) and AWS's Lambda Runtime Interface Emulator into .cache/test
-	@scripts/setup.sh ort test
+	@scripts/setup.sh ort nasm test
 
 setup-lint: ## + sam, cfn-lint, checkov, hadolint into .cache/lint
 	@scripts/setup.sh lint
@@ -41,7 +41,7 @@ test: setup-test ## all tests: real model, real ORT, real HTTP, local S3 and the
 ui-test: build setup-test ## the browser page in Debian's chromium via playwright-core (installs both; screenshots in target/ui-artifacts)
 	scripts/ui-test.sh
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: setup ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings

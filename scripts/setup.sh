@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything objdet needs beyond the Rust toolchain into the git-ignored .cache/:
 #   ort   the ONNX Runtime shared library, unzipped from the pinned PyPI wheel
+#   nasm  Debian's nasm, for the JPEG decoder's SIMD (before the first build)
 #   test  a venv with moto[server] (local S3) and AWS's Lambda Runtime Interface Emulator
 #         (taken from the aws-sam-cli wheel)
 #   lint  venvs with aws-sam-cli (sam validate, samtranslator, cfn-lint), checkov, hadolint
@@ -10,7 +11,7 @@
 #   contract  schemathesis, for the API contract test (make contract-test)
 #   fuzz  cargo-fuzz, built with the nightly toolchain (make fuzz)
 #   (test also builds s3s-fs, a signature-verifying S3 server, for the presigned-upload tests)
-# Usage: scripts/setup.sh [ort|test|lint|tools|pyref|int8|contract|fuzz]...   (default: ort)
+# Usage: scripts/setup.sh [ort|nasm|test|lint|tools|pyref|int8|contract|fuzz]...   (default: ort)
 # Idempotent: each part is skipped when its stamp file exists for the pinned version.
 set -euo pipefail
 
@@ -73,6 +74,19 @@ venv() { # venv NAME -> path; creates it when missing
 }
 
 # bubblewrap (Debian package): the Lambda-image test runs the emulator in a read-only sandbox.
+# nasm (Debian package): libjpeg-turbo's SIMD in the JPEG decoder (mozjpeg-sys builds it when nasm
+# is on PATH, else its plain-C code, which decodes the same pixels about half as fast). A missing
+# nasm costs speed, not the build, so a failed install only warns.
+setup_nasm() {
+  command -v nasm > /dev/null && return 0
+  log "nasm (apt)"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get install -y -qq nasm > /dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq nasm > /dev/null 2>&1; } \
+    || log "warning: could not install nasm; the JPEG decoder builds without SIMD"
+}
+
 setup_bwrap() {
   command -v bwrap > /dev/null && return 0
   log "bubblewrap (apt)"
@@ -177,6 +191,7 @@ setup_s3s() {
 for part in "$@"; do
   case "$part" in
     ort) setup_ort ;;
+    nasm) setup_nasm ;;
     test) setup_test; setup_s3s ;;
     lint) setup_lint ;;
     tools) setup_tools ;;
@@ -184,6 +199,6 @@ for part in "$@"; do
     int8) setup_int8 ;;
     contract) setup_contract ;;
     fuzz) setup_fuzz ;;
-    *) echo "setup: unknown part '$part' (ort|test|lint|tools|pyref|int8|contract|fuzz)" >&2; exit 2 ;;
+    *) echo "setup: unknown part '$part' (ort|nasm|test|lint|tools|pyref|int8|contract|fuzz)" >&2; exit 2 ;;
   esac
 done
