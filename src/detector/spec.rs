@@ -681,7 +681,11 @@ fn find_head(f: Format, info: &ModelInfo, meta: &Meta, has_sizes: bool) -> Optio
             let t = info.outputs.iter().find(rank3)?;
             let classes = usize::try_from(last(t)?.checked_sub(4)?).ok().filter(|&c| c > 0)?;
             let fits = meta.names.as_ref().is_none_or(|n| n.len() == classes);
-            (fits && (rtdetr || meta.forced(f))).then(|| Head::DetrScores { output: t.name.clone(), classes })
+            // Queries first, channels last (`[1, Q, 4 + nc]`, YOLO anchors are `[1, 4 + nc, A]`);
+            // with 2 classes it has the rows' shape, which only the metadata tells apart.
+            let channels_last = t.dims[1].fixed().is_some_and(|q| q > 4 + classes as i64) && classes != 2;
+            (fits && (rtdetr || channels_last || meta.forced(f)))
+                .then(|| Head::DetrScores { output: t.name.clone(), classes })
         }
         Format::Rows if rtdetr && !meta.forced(f) => None,
         Format::Rows => {
@@ -951,10 +955,13 @@ mod tests {
         assert_eq!((e2e.head.format(), e2e.nms), (Format::Rows, Nms::None));
         let detr = probe_info(&rows("RTDETRDecoder")).unwrap();
         assert_eq!((detr.head.format(), detr.input.resize, detr.nms), (Format::Detr, Resize::Stretch, Nms::None));
-        // The older RT-DETR export: per-class scores.
+        // The older RT-DETR export: per-class scores, and (Ultralytics 8.3) no `head` in the metadata.
         let mut old = rows("RTDETRDecoder");
         old.outputs = vec![t("output0", dtype::FLOAT, &[1, 300, 7])];
         assert_eq!(probe_info(&old).unwrap().head, Head::DetrScores { output: "output0".into(), classes: 3 });
+        old.metadata.retain(|(k, _)| k != "head");
+        let s = probe_info(&old).unwrap();
+        assert_eq!((s.head.format(), s.input.resize), (Format::DetrScores, Resize::Stretch));
     }
 
     #[test]
