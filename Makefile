@@ -9,7 +9,7 @@ ORT_DYLIB_PATH ?= $(CACHE)/ort/libonnxruntime.so
 export ORT_DYLIB_PATH
 CARGO        ?= cargo
 
-.PHONY: help setup setup-test setup-lint setup-tools build run test ui-test lint fmt bench load-test split-experiment int8-experiment \
+.PHONY: help setup setup-test setup-lint setup-tools build run test ui-test lint fmt bench load-test split-experiment int8-experiment test-models \
         contract-test fuzz fuzz-smoke soak
 
 help: ## list targets
@@ -56,6 +56,9 @@ bench: setup ## stage timings vs bare session.run, thread layouts, Python refere
 
 split-experiment: build ## split offloading, one core per side, 20/50/200 images at 8 and 80 Mbit/s (docs/split-this-machine.*)
 	bash scripts/split-experiment.sh
+
+test-models: ## rebuild the detector fixtures and their oracles (Ultralytics + torch, TensorFlow; several GB, ~1 h on 2 cores; not run by CI)
+	scripts/test-models.sh
 
 int8-experiment: ## optional int8 variants vs fp32 (agreement and speed); none met the targets here
 	@scripts/setup.sh int8

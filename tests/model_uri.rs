@@ -44,7 +44,7 @@ async fn a_model_in_s3_answers_an_api_event_and_an_upload_trigger_with_its_own_c
     let (moto, client) = moto_with_the_model().await;
     let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(common::shapes_model()).unwrap()));
     let uri = format!("s3://{BUCKET}/{MODEL_KEY}");
-    let env = env(&moto, &[("MODEL_URI", &uri), ("MODEL_SHA256", &sha)]);
+    let env = env(&moto, &[("MODEL_URI", &uri), ("MODEL_SHA256", &sha), ("RUST_LOG", "info")]);
 
     let api = Emulator::start("http", &env);
     let (photo, truth) = shape_image(0);
@@ -85,7 +85,7 @@ async fn a_wrong_model_object_fails_init_saying_why() {
         (&[("MODEL_URI", &missing)], "no such S3 object"),
         (&[("MODEL_URI", &good), ("MODEL_SHA256", &zeros)], "does not match MODEL_SHA256"),
         (&[("MODEL_URI", &good), ("MODEL_MAX_BYTES", "100000")], "larger than MODEL_MAX_BYTES (100000 bytes)"),
-        (&[("MODEL_URI", &classifier)], "the model's task is \"classify\""),
+        (&[("MODEL_URI", &classifier)], "not detect; the model has inputs"),
     ];
     for (extra, cause) in cases {
         let e = Emulator::start("http", &env(&moto, extra));
