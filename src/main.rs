@@ -207,7 +207,8 @@ enum Command {
         #[arg(long, default_value_t = 0.218)]
         avg_mb: f64,
     },
-    /// Fit the benchmark rows and say when offloading pays.
+    /// Fit the benchmark rows and say when offloading pays. Exit 0 with a verdict (a break-even,
+    /// or none within the measured sizes), 2 when the data cannot decide, 1 on an error.
     Advise {
         /// Results CSV (objdet's, or the original study's table); repeat to read several.
         #[arg(long, required = true)]
@@ -238,10 +239,22 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("objdet: {e:#}");
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<Undecided>() {
+                Some(_) => std::process::ExitCode::from(UNDECIDED),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
+
+/// `objdet advise`'s exit code when the data cannot decide (fits too noisy, a side missing), as
+/// opposed to 0 for a verdict — a break-even, or none within the measured sizes — and 1 for an error.
+const UNDECIDED: u8 = 2;
+
+/// The data cannot decide (see [`UNDECIDED`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Undecided(String);
 
 async fn run() -> anyhow::Result<()> {
     let cli = parse_cli();
@@ -341,7 +354,11 @@ async fn run() -> anyhow::Result<()> {
             println!("{text}");
             if !ok {
                 let names: Vec<String> = from.iter().map(|p| p.display().to_string()).collect();
-                bail!("the data in {} can't support an answer (see above)", names.join(", "));
+                return Err(Undecided(format!(
+                    "the data in {} can't support an answer (see above; exit code {UNDECIDED})",
+                    names.join(", ")
+                ))
+                .into());
             }
         }
     }

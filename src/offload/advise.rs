@@ -46,7 +46,8 @@ impl Fit {
         self.fixed_s + self.per_mb_s * payload_mb + self.per_image_s * images
     }
 
-    /// Bytes on the wire per byte of image data: inline JSON carries base64 (4/3), the rest raw bytes.
+    /// Payload bytes per byte of image data: objdet's inline rows count the JSON body (base64, 4/3);
+    /// the rest (and the study's table, which counted image bytes) raw bytes.
     pub fn wire_factor(&self) -> f64 {
         if self.mode == "inline" { 4.0 / 3.0 } else { 1.0 }
     }
@@ -306,6 +307,102 @@ fn crossing(a: &Fit, b: &Fit, a_name: &str, b_name: &str) -> (String, bool) {
     }
 }
 
+/// The side that runs here (mode `local`, else a server on this machine) and the others, by group.
+fn sides(rows: &[Row]) -> Option<((String, String), Vec<(String, String)>)> {
+    let mut groups: Vec<(String, String)> = rows.iter().map(|r| (r.location.clone(), r.mode.clone())).collect();
+    groups.sort();
+    groups.dedup();
+    let here = groups.iter().find(|g| g.1 == "local").or_else(|| groups.iter().find(|g| is_loopback(&g.0)))?.clone();
+    let others = groups.into_iter().filter(|g| *g != here).collect();
+    Some((here, others))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// What the measurements show without any model: per batch size measured on both sides, which
+/// side the user waited less for; how many sizes the fits call the other way, and whether those
+/// gaps are within the fits' scatter. For the study's table, also whether its own conclusion
+/// (offloading pays below ~2.5 MB) holds in its rows.
+fn observed(rows: &[Row], fits: &[Result<Fit, NoFit>]) -> String {
+    let Some((here, others)) = sides(rows) else { return String::new() };
+    let fit_of = |g: &(String, String)| {
+        fits.iter().filter_map(|f| f.as_ref().ok()).find(|f| f.location == g.0 && f.mode == g.1)
+    };
+    let mut out = String::new();
+    for there in &others {
+        let at = |g: &(String, String), n: usize| -> Vec<&Row> {
+            rows.iter().filter(|r| r.location == g.0 && r.mode == g.1 && r.total_images == n).collect()
+        };
+        let mut sizes: Vec<usize> =
+            rows.iter().filter(|r| r.location == there.0 && r.mode == there.1).map(|r| r.total_images).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes.retain(|&n| !at(&here, n).is_empty());
+        if sizes.is_empty() {
+            continue;
+        }
+        let (mut remote_faster, mut against_fits, mut within_scatter) = (vec![], 0, 0);
+        let mut claim = (0, 0); // (remote faster, sizes) under 2.5 MB of images
+        for &n in &sizes {
+            let (h, r) = (at(&here, n), at(there, n));
+            let th = median(h.iter().map(|x| x.round_trip_s).collect());
+            let tr = median(r.iter().map(|x| x.round_trip_s).collect());
+            let remote_wins = tr < th;
+            if remote_wins {
+                remote_faster.push(n);
+            }
+            if let (Some(fh), Some(fr)) = (fit_of(&here), fit_of(there)) {
+                let (mh, mr) =
+                    (median(h.iter().map(|x| x.payload_mb).collect()), median(r.iter().map(|x| x.payload_mb).collect()));
+                let predicted_remote = fr.predict(mr, n as f64) < fh.predict(mh, n as f64);
+                if predicted_remote != remote_wins {
+                    against_fits += 1;
+                    if (tr - th).abs() <= fh.rmse_s.max(fr.rmse_s) {
+                        within_scatter += 1;
+                    }
+                }
+            }
+            if there.1 == super::csv::STUDY_MODE {
+                let image_mb = median(r.iter().map(|x| x.payload_mb).collect());
+                if image_mb < 2.5 {
+                    claim.1 += 1;
+                    claim.0 += usize::from(remote_wins);
+                }
+            }
+        }
+        let list = |v: &[usize]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+        out.push_str(&format!(
+            "Measured: {} {} was faster than {} (here) at {} of {} batch sizes{}.\n",
+            there.0,
+            there.1,
+            here.0,
+            remote_faster.len(),
+            sizes.len(),
+            if remote_faster.is_empty() { String::new() } else { format!(" ({} images)", list(&remote_faster)) },
+        ));
+        if against_fits > 0 {
+            out.push_str(&format!(
+                "  The fitted lines call {against_fits} of these sizes the other way; {within_scatter} of those \
+                 gaps are within the fits' scatter (RMSE), so only a model, not the rows, disagrees there.\n"
+            ));
+        }
+        if claim.1 > 0 {
+            out.push_str(&format!(
+                "  The study's conclusion (offloading pays below ~2.5 MB): {} was faster in {} of the {} sizes under \
+                 2.5 MB of images — {}.\n",
+                there.0,
+                claim.0,
+                claim.1,
+                if claim.0 * 2 > claim.1 { "its rows support it" } else { "its own rows do not support it" }
+            ));
+        }
+    }
+    out
+}
+
 /// Lambda compute + request cost of 1,000 images, at the server time per image of `f`.
 pub fn lambda_cost_per_1000(f: &Fit, memory_mb: f64, images_per_request: f64) -> f64 {
     let gb_s = f.server_s_per_image * 1000.0 * memory_mb / 1024.0;
@@ -387,6 +484,8 @@ pub fn report(rows: &[Row], payload_mb: Option<f64>, uplink_mbps: Option<f64>, m
     let here = |f: &&Fit| f.mode == "local";
     let local = good.iter().find(here).or_else(|| good.iter().find(|f| is_loopback(&f.location)));
     let remotes: Vec<&Fit> = good.iter().filter(|f| local.is_none_or(|l| !std::ptr::eq(*f, l))).collect();
+    // What the rows themselves show, fits or no fits (the part a noisy table can still answer).
+    out.push_str(&observed(rows, &fits));
     out.push('\n');
     let mut verdicts = Vec::new();
     match local {
@@ -440,7 +539,10 @@ pub fn report(rows: &[Row], payload_mb: Option<f64>, uplink_mbps: Option<f64>, m
     }
     out.push_str("\nVerdict: ");
     if verdicts.is_empty() {
-        out.push_str("these data support no break-even (see above for what is missing).\n");
+        out.push_str(
+            "these data support no break-even (see above for what is missing; the measured comparison above \
+             still holds).\n",
+        );
     } else {
         out.push_str(&verdicts.join("; "));
         out.push('\n');

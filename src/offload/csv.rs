@@ -53,6 +53,10 @@ pub struct Row {
     pub errors: usize,
 }
 
+/// The mode of rows read from the original study's table: JSON batches to a server, their
+/// payload counted as image bytes and their time the server's total (which includes the upload).
+pub const STUDY_MODE: &str = "study";
+
 /// The header, in order.
 pub const COLUMNS: &[&str] = &[
     "date",
@@ -232,9 +236,12 @@ fn date(cell: &str) -> Result<String, String> {
 /// Avg Inference Time (s), Location`; headers compared case- and spacing-insensitively, units
 /// `MB`, `MB/s`, `s` allowed in cells, day-first dates).
 ///
-/// The study's rows are mapped as README ("Reading the study's table") says: `Location` is the
-/// series, the mode is `inline`, the upload time is payload ÷ transfer speed, and the time the user
-/// waited is the server's execution time plus that upload. A missing location becomes the file's
+/// The study's rows are mapped as the study defined its columns (README, "Reading the study's
+/// table"): `Location` is the series and the mode is [`STUDY_MODE`]; *Total Execution time on
+/// server* ran "from when the request was received in the server until it was returned to the
+/// client", so it already holds the upload and is the time waited; *Payload Size* is "the
+/// accumulated size of all the images", i.e. image bytes (not a base64 body); the upload time is
+/// payload ÷ *Transfer Speed*, a part of the server time. A missing location becomes the file's
 /// name. Rows that cannot be used are listed in [`Table::skipped`], never fatal; a file without
 /// an image count or any time column is an error.
 pub fn read(path: &Path) -> Result<Table> {
@@ -271,10 +278,10 @@ pub fn read_from(input: impl std::io::Read, fallback_location: &str) -> Result<T
         bail!("no time column: need `round_trip_s` (objdet) or `Total Execution time on server (s)` (the study)");
     }
     if study {
-        table.notes.push(
-            "no `round_trip_s` column: read as the study's table (mode inline; waited = server time + payload ÷ transfer speed)"
-                .into(),
-        );
+        table.notes.push(format!(
+            "no `round_trip_s` column: read as the study's table (mode {STUDY_MODE}: waited = the server's total, which \
+             includes the upload; payload = image bytes)"
+        ));
     }
     for (i, record) in r.records().enumerate() {
         let line = i + 2;
@@ -326,16 +333,18 @@ fn parse_row(
         l => l.to_string(),
     };
     let mode = match cell("mode") {
+        "" if study => STUDY_MODE.to_string(),
         "" => "inline".to_string(),
         m => m.to_ascii_lowercase(),
     };
     let (round_trip_s, upload_s) = if study {
+        // The server's total already holds the upload (the study timed the body's arrival inside it).
         let server = server_total_s.ok_or_else(|| format!("{} is empty", name("server_total_s")))?;
         let upload = match transfer_mb_s {
             Some(t) if t > 0.0 => Some(payload_mb / t),
             _ => None,
         };
-        (server + upload.unwrap_or(0.0), upload)
+        (server, upload)
     } else {
         (need("round_trip_s", secs)?, num("upload_s", secs)?)
     };
