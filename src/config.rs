@@ -80,6 +80,9 @@ pub struct DetectorConfig {
     pub optimized_model_path: Option<PathBuf>,
     /// `ORT_WARMUP` (false): build every session (the pool too) and run each once during start-up.
     pub warmup: bool,
+    /// `JPEG_SCALED_DECODE` (true): decode a JPEG at least 4× the model's input size on both sides
+    /// at 1/4 or 1/8 scale in the DCT domain, never below the input size (phone photos).
+    pub scaled_jpeg: bool,
 }
 
 impl DetectorConfig {
@@ -366,6 +369,10 @@ impl Config {
                 spin: flag("ORT_SPIN", get("ORT_SPIN"))?,
                 optimized_model_path,
                 warmup: flag("ORT_WARMUP", get("ORT_WARMUP"))?,
+                scaled_jpeg: match get("JPEG_SCALED_DECODE") {
+                    None => true,
+                    v => flag("JPEG_SCALED_DECODE", v)?,
+                },
             },
             model_source: model_source(&get)?,
             s3: S3Config {

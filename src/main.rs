@@ -206,6 +206,9 @@ enum Command {
         /// Target average file size, MB (the original: 43.6 MB / 200).
         #[arg(long, default_value_t = 0.218)]
         avg_mb: f64,
+        /// Phone-size photos instead: 12 MP (4032×3024) JPEGs of 2–5 MB (`phone-000.jpg`…).
+        #[arg(long)]
+        phone: bool,
     },
     /// Fit the benchmark rows and say when offloading pays. Exit 0 with a verdict (a break-even,
     /// or none within the measured sizes), 2 when the data cannot decide, 1 on an error.
@@ -338,8 +341,12 @@ async fn run() -> anyhow::Result<()> {
             let n = offload::plot::plot(&rows, &out)?;
             println!("wrote {} with {n} series", out.display());
         }
-        Command::Dataset { from, count, out, avg_mb } => {
-            let s = offload::dataset::make(&from, count, &out, avg_mb)?;
+        Command::Dataset { from, count, out, avg_mb, phone } => {
+            let s = if phone {
+                offload::dataset::make_phone(&from, count, &out)?
+            } else {
+                offload::dataset::make(&from, count, &out, avg_mb)?
+            };
             println!(
                 "wrote {} images to {}: {:.1} MB, {:.3} MB per image",
                 s.count,

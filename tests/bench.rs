@@ -339,7 +339,12 @@ fn the_studys_table_is_read_as_published_and_bad_rows_are_named() {
     assert!(text.contains("| AWS | study | 8 | 0.500 s"), "the AWS fit is the server times': {text}");
     assert!(text.contains("Verdict: against AWS study: break-even at"), "{text}");
     // What the rows show, fits aside: AWS was faster at 1..20 images, and so below 2.5 MB.
-    assert!(text.contains("Measured: AWS study was faster than http://localhost (here) at 5 of 8 batch sizes (1, 2, 5, 10, 20 images)"), "{text}");
+    assert!(
+        text.contains(
+            "Measured: AWS study was faster than http://localhost (here) at 5 of 8 batch sizes (1, 2, 5, 10, 20 images)"
+        ),
+        "{text}"
+    );
     assert!(text.contains("was faster in 4 of the 4 sizes under 2.5 MB of images — its rows support it"), "{text}");
 }
 

@@ -299,3 +299,58 @@ fn size_guards_read_only_the_header() {
     }
     assert_eq!(decode_image(&common::images::png_header(4, 4), &limits).unwrap_err().code(), "truncated_image");
 }
+
+/// Phone-size photos (12 MP JPEGs, `objdet dataset --phone`) are decoded at a DCT scale, never
+/// below the model's input: the detections agree with a full decode's — same labels, box IoU ≥ 0.9
+/// for every object clearly above the threshold — for the bundled model (stretch to 512) and a
+/// letterboxing one.
+#[test]
+fn phone_size_photos_decoded_at_a_dct_scale_agree_with_a_full_decode() {
+    let model = common::shapes_model().display().to_string();
+    for (extra, photos) in
+        [(vec![], "tests/fixtures/images"), (vec![("MODEL_PATH", model.as_str())], "tests/fixtures/shapes")]
+    {
+        let dir = common::root().join("target/test-tmp").join(format!("phone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        objdet::offload::dataset::make_phone(&common::root().join(photos), 6, &dir).unwrap();
+        let load = |scaled: &str| {
+            let mut pairs = extra.clone();
+            pairs.push(("JPEG_SCALED_DECODE", scaled));
+            let mut cfg = common::config_with(&pairs).detector;
+            cfg.sessions = 1;
+            objdet::detector::Model::load(&cfg).unwrap()
+        };
+        let (mut scaled, mut full) = (load("true"), load("false"));
+        let threshold = scaled.spec().score_threshold;
+        let mut compared = 0;
+        for i in 0..6 {
+            let bytes = std::fs::read(dir.join(format!("phone-{i:03}.jpg"))).unwrap();
+            assert!((2_000_000..=5_000_000).contains(&bytes.len()), "phone-{i:03}.jpg: {} bytes", bytes.len());
+            let input = Input::Image(bytes.into());
+            let mut times = StageTimes::default();
+            let a = scaled.detect(&input, &mut times).unwrap();
+            let b = full.detect(&input, &mut times).unwrap();
+            assert_eq!((a.width, a.height), (b.width, b.height), "the image's own size is reported");
+            for (x, y) in [(&a, &b), (&b, &a)] {
+                for o in x.objects.iter().filter(|o| o.score >= threshold + 0.1) {
+                    let partner = y
+                        .objects
+                        .iter()
+                        .filter(|p| p.label == o.label)
+                        .map(|p| p.bbox.iou(&o.bbox))
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        partner >= 0.9,
+                        "phone-{i:03}.jpg: {} {:.2} at {:?} has no partner (IoU {partner:.2})",
+                        o.label,
+                        o.score,
+                        o.bbox
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared >= 4, "{photos}: only {compared} confident objects compared");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use objdet::detector::decode::{Limits, RgbImage, decode_base64_into, decode_image_into};
+use objdet::detector::decode::{Idct, Limits, RgbImage, decode_base64_into, decode_image_into, decode_image_with};
 
 // Small limits keep each execution fast; the guards are the same code at any size.
 const LIMITS: Limits = Limits { max_pixels: 4_000_000, max_side: 4_096 };
@@ -21,6 +21,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(out.width <= LIMITS.max_side && out.height <= LIMITS.max_side);
         assert_eq!(out.pixels.len(), out.width as usize * out.height as usize * 3);
         assert!(admitted.is_some(), "decoded without asking the budget");
+    }
+    // The DCT-scaled path (libjpeg-turbo at 1/8 or 1/4) and the fast IDCT: the same promises, and
+    // never a picture larger than the image it claims.
+    let want = |w: u32, h: u32| (w / 8, h / 8);
+    let mut scaled = RgbImage::default();
+    if let Ok((fw, fh)) = decode_image_with(data, &LIMITS, Idct::Fast, Some(&want), &mut scaled, |_, _| Ok(())) {
+        assert!(scaled.width <= fw && scaled.height <= fh);
+        assert_eq!(scaled.pixels.len(), scaled.width as usize * scaled.height as usize * 3);
     }
     // The same bytes as base64 text: never a panic either.
     let mut decoded = Vec::new();

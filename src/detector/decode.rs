@@ -159,15 +159,35 @@ pub enum Idct {
     Fast,
 }
 
-/// [`decode_image_into`] with the JPEG IDCT `idct`.
+/// How large a picture the caller needs, given the image's (oriented) width and height: a JPEG at
+/// least 4× as large on both sides is decoded at 1/4 or 1/8 scale in the DCT domain (libjpeg-turbo's
+/// scaled decompression), never below this size.
+pub type Want<'a> = &'a dyn Fn(u32, u32) -> (u32, u32);
+
+/// [`decode_image_into`] with the JPEG IDCT `idct` and, with `want`, DCT-scaled decoding of large
+/// JPEGs. Returns the image's full (oriented) width and height: `out` may be smaller.
 pub fn decode_image_with(
     bytes: &[u8],
     limits: &Limits,
     idct: Idct,
+    want: Option<Want<'_>>,
     out: &mut RgbImage,
     admit: impl FnOnce(u32, u32) -> Result<()>,
-) -> Result<()> {
-    decode(bytes, limits, idct, out, admit)
+) -> Result<(u32, u32)> {
+    decode(bytes, limits, idct, want, out, admit)
+}
+
+/// The DCT scale (n/8, n in 1, 2, 8) to decode a `w`×`h` (stored) JPEG at when `need` (in stored
+/// orientation) is enough: 1/8 or 1/4 only, so that photos up to 4× the input keep the full decode
+/// their reference implementation made (the scores of Ultralytics' predictor, say, follow it).
+pub fn dct_scale(w: u32, h: u32, need: (u32, u32)) -> u8 {
+    [1u8, 2]
+        .into_iter()
+        .find(|&n| {
+            let side = |v: u32| (u64::from(v) * u64::from(n)).div_ceil(8);
+            side(w) >= u64::from(need.0) && side(h) >= u64::from(need.1)
+        })
+        .unwrap_or(8)
 }
 
 /// Decodes JPEG/PNG/WebP bytes to RGB into a reusable image, refusing images over `limits` from
@@ -183,16 +203,17 @@ pub fn decode_image_into(
     out: &mut RgbImage,
     admit: impl FnOnce(u32, u32) -> Result<()>,
 ) -> Result<()> {
-    decode(bytes, limits, Idct::Accurate, out, admit)
+    decode(bytes, limits, Idct::Accurate, None, out, admit).map(|_| ())
 }
 
 fn decode(
     bytes: &[u8],
     limits: &Limits,
     idct: Idct,
+    want: Option<Want<'_>>,
     out: &mut RgbImage,
     admit: impl FnOnce(u32, u32) -> Result<()>,
-) -> Result<()> {
+) -> Result<(u32, u32)> {
     let format = sniff_format(bytes)?;
     // The guard runs on the header bytes alone (some decoders read far past the header on creation).
     if let Ok(size) = imagesize::blob_size(bytes) {
@@ -220,19 +241,27 @@ fn decode(
     admit(w, h)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     // Colour and grey JPEGs through libjpeg-turbo (CMYK, which it does not turn into RGB, below).
+    use image::metadata::Orientation::{NoTransforms, Rotate90, Rotate90FlipH, Rotate270, Rotate270FlipH};
+    let turned = matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH);
+    let full = if turned { (h, w) } else { (w, h) };
     if format == ImageFormat::Jpeg && matches!(decoder.color_type(), ColorType::Rgb8 | ColorType::L8) {
         drop(decoder);
-        decode_jpeg_into(bytes, w, h, idct, out)?;
-        if orientation != image::metadata::Orientation::NoTransforms {
+        // The size wanted is of the oriented picture; the JPEG is stored unturned.
+        let scale = want.map_or(8, |want| {
+            let need = want(full.0, full.1);
+            dct_scale(w, h, if turned { (need.1, need.0) } else { need })
+        });
+        decode_jpeg_into(bytes, w, h, idct, scale, out)?;
+        if orientation != NoTransforms {
             let pixels = std::mem::take(&mut out.pixels);
-            let buf = image::RgbImage::from_raw(w, h, pixels)
+            let buf = image::RgbImage::from_raw(out.width, out.height, pixels)
                 .ok_or_else(|| ImageError::Resize("the pixel buffer does not match its dimensions".into()))?;
             let mut img = DynamicImage::ImageRgb8(buf);
             img.apply_orientation(orientation);
             let rgb = img.into_rgb8();
             *out = RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() };
         }
-        return Ok(());
+        return Ok(full);
     }
     if decoder.color_type() == ColorType::Rgb8 && orientation == image::metadata::Orientation::NoTransforms {
         let len = usize::try_from(decoder.total_bytes()).map_err(|_| ImageError::TooLarge {
@@ -244,20 +273,27 @@ fn decode(
         out.pixels.resize(len, 0);
         decoder.read_image(&mut out.pixels).map_err(|e| body_error(e, w, h, limits))?;
         (out.width, out.height) = (w, h);
-        return Ok(());
+        return Ok(full);
     }
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| body_error(e, w, h, limits))?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
     *out = RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() };
-    Ok(())
+    Ok(full)
 }
 
 /// Decodes a JPEG whose header (`w`×`h`, checked against the limits) has been read, into `out` as
 /// RGB, with libjpeg-turbo's defaults (fancy upsampling; the accurate integer IDCT unless `idct`
 /// says otherwise) — the pixels OpenCV's `imread` and PIL give. libjpeg reports a fatal error by unwinding (MozJPEG's error
 /// manager), caught here as this image's error.
-fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, out: &mut RgbImage) -> Result<()> {
+fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, scale: u8, out: &mut RgbImage) -> Result<()> {
+    // libjpeg's scaled output size: ceil(side × scale / 8).
+    let (w, h) = if scale == 8 {
+        (w, h)
+    } else {
+        let side = |v: u32| (u64::from(v) * u64::from(scale)).div_ceil(8) as u32;
+        (side(w), side(h))
+    };
     let len =
         usize::try_from(u64::from(w) * u64::from(h) * 3).map_err(|_| ImageError::Truncated("too large".into()))?;
     out.pixels.clear();
@@ -267,6 +303,9 @@ fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, out: &mut RgbImage
         let mut decompress = mozjpeg::Decompress::new_mem(bytes)?;
         if idct == Idct::Fast {
             decompress.dct_method(mozjpeg::DctMethod::IntegerFast);
+        }
+        if scale != 8 {
+            decompress.scale(scale);
         }
         let mut started = decompress.rgb()?;
         let size = (started.width(), started.height());
@@ -453,6 +492,27 @@ mod tests {
         let err = decode_image(&liar, &LIMITS).unwrap_err();
         assert_eq!(err.code(), "truncated_image", "{err}");
         assert!(err.to_string().contains("cannot fill"), "{err}");
+    }
+
+    #[test]
+    fn large_jpegs_decode_at_a_dct_scale_never_below_what_is_wanted() {
+        assert_eq!(dct_scale(4032, 3024, (320, 240)), 1, "1/8: 504x378");
+        assert_eq!(dct_scale(4032, 3024, (640, 480)), 2, "1/4: 1008x756");
+        assert_eq!(dct_scale(4032, 3024, (1024, 768)), 8, "1/4 would be 1008 wide: full decode");
+        assert_eq!(dct_scale(768, 576, (320, 240)), 8, "1/2 is never used: reference parity");
+        let img = jpeg(2000, 1600);
+        let mut out = RgbImage::default();
+        let want = |w: u32, h: u32| (w / 5, h / 5);
+        let full = decode_image_with(&img, &LIMITS, Idct::Accurate, Some(&want), &mut out, |w, h| {
+            assert_eq!((w, h), (2000, 1600), "the budget counts the original pixels");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((full, out.width, out.height), ((2000, 1600), 500, 400));
+        assert_eq!(out.pixels.len(), 500 * 400 * 3);
+        // Without a wish, the full picture.
+        let full = decode_image_with(&img, &LIMITS, Idct::Accurate, None, &mut out, |_, _| Ok(())).unwrap();
+        assert_eq!((full, out.width), ((2000, 1600), 2000));
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub struct Model {
     outputs: Vec<(Vec<usize>, Vec<f32>)>,
     candidates: Vec<Candidate>,
     limits: Limits,
+    /// `JPEG_SCALED_DECODE`: large JPEGs decoded at a DCT scale (see [`decode::dct_scale`]).
+    scaled_jpeg: bool,
 }
 
 impl Model {
@@ -186,6 +188,7 @@ impl Model {
             outputs: Vec::new(),
             candidates: Vec::new(),
             limits: cfg.limits(),
+            scaled_jpeg: cfg.scaled_jpeg,
             spec,
         })
     }
@@ -217,13 +220,17 @@ impl Model {
         let t = Instant::now();
         let mut rgb = std::mem::take(&mut self.rgb);
         let admit = |w: u32, h: u32| budget.map_or(Ok(()), |b| b.take(u64::from(w) * u64::from(h)));
+        let spec = &self.spec.input;
+        let wanted = |w: u32, h: u32| preprocess::Geometry::wanted(spec, w, h);
+        let want: Option<decode::Want<'_>> = self.scaled_jpeg.then_some(&wanted);
+        let (limits, idct) = (&self.limits, spec.idct);
         let decoded = match input {
-            Input::Image(bytes) => decode_image_with(bytes, &self.limits, self.spec.input.idct, &mut rgb, admit),
+            Input::Image(bytes) => decode_image_with(bytes, limits, idct, want, &mut rgb, admit),
             Input::Base64(text) => decode_base64_into(text, &mut self.encoded)
-                .and_then(|()| decode_image_with(&self.encoded, &self.limits, self.spec.input.idct, &mut rgb, admit)),
+                .and_then(|()| decode_image_with(&self.encoded, limits, idct, want, &mut rgb, admit)),
         };
         times.decode_ms = ms_since(t);
-        let result = decoded.and_then(|()| self.detect_rgb_on(kind, &rgb, times));
+        let result = decoded.and_then(|full| self.detect_scaled_on(kind, &rgb, full, times));
         if rgb.pixels.capacity() <= KEEP_BUFFER_BYTES {
             self.rgb = rgb;
         }
@@ -246,18 +253,30 @@ impl Model {
         img: &RgbImage,
         times: &mut StageTimes,
     ) -> Result<Detections, ImageError> {
+        self.detect_scaled_on(kind, img, (img.width, img.height), times)
+    }
+
+    /// Detection on a picture of an image of size `full` (smaller when its JPEG was decoded at a
+    /// DCT scale); boxes and the reported size are the image's.
+    fn detect_scaled_on(
+        &mut self,
+        kind: SessionKind,
+        img: &RgbImage,
+        full: (u32, u32),
+        times: &mut StageTimes,
+    ) -> Result<Detections, ImageError> {
         let t = Instant::now();
-        let transform = self.pre.run(img, &mut self.tensor)?;
+        let transform = self.pre.run_from(img, full, &mut self.tensor)?;
         times.preprocess_ms = ms_since(t);
 
         let t = Instant::now();
-        self.run_on(kind, img.width, img.height)?;
+        self.run_on(kind, full.0, full.1)?;
         times.inference_ms = ms_since(t);
 
         let t = Instant::now();
         let objects = self.decode_outputs(&transform)?;
         times.postprocess_ms = ms_since(t);
-        Ok(Detections { width: img.width, height: img.height, objects })
+        Ok(Detections { width: full.0, height: full.1, objects })
     }
 
     /// The head, NMS and the mapping back, on the outputs of the last run.

@@ -76,6 +76,13 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The picture size the tensor takes from an image of `w`×`h` (what a scaled JPEG decode must
+    /// not go below); the image's own size when the input takes any size.
+    pub fn wanted(spec: &InputSpec, w: u32, h: u32) -> (u32, u32) {
+        let g = Geometry::of(spec, w, h);
+        (g.width, g.height)
+    }
+
     /// Where an image of `w`×`h` goes for `spec` (Ultralytics' `LetterBox` rounding for letterbox:
     /// Python's round-half-even, the padding split as `round(d/2 ∓ 0.1)`).
     pub fn of(spec: &InputSpec, w: u32, h: u32) -> Self {
@@ -243,7 +250,14 @@ impl Preprocessor {
 
     /// Brings `img` to the model's input in `out`, returning the transform back.
     pub fn run(&mut self, img: &RgbImage, out: &mut InputTensor) -> Result<Transform> {
-        let g = Geometry::of(&self.spec, img.width, img.height);
+        self.run_from(img, (img.width, img.height), out)
+    }
+
+    /// [`Preprocessor::run`] for a picture decoded smaller than the image (DCT-scaled JPEG
+    /// decoding): `full` is the image's own size, which the tensor's layout and the transform back
+    /// are computed from, as for a full decode; only the resize starts from fewer pixels.
+    pub fn run_from(&mut self, img: &RgbImage, full: (u32, u32), out: &mut InputTensor) -> Result<Transform> {
+        let g = Geometry::of(&self.spec, full.0, full.1);
         let pixels: &[u8] = if (g.width, g.height) == (img.width, img.height) {
             &img.pixels
         } else if self.spec.filter == Filter::Linear {
@@ -269,7 +283,7 @@ impl Preprocessor {
             _ => 0,
         };
         fill(&self.spec, &self.lut, &g, pixels, pad, out);
-        Ok(g.transform(img.width, img.height))
+        Ok(g.transform(full.0, full.1))
     }
 }
 

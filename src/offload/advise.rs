@@ -196,7 +196,7 @@ pub fn fit(rows: &[&Row], time: impl Fn(&Row) -> f64) -> Result<Fit, NoFit> {
 /// (round trip − upload) and the payload's transfer at that uplink is added back as a per-MB cost,
 /// so "what if my link were X" can be asked of measurements taken on another link.
 pub fn fit_all(rows: &[Row], uplink_mbps: Option<f64>) -> Vec<Result<Fit, NoFit>> {
-    let mut groups: Vec<(String, String)> = rows.iter().map(|r| (r.location.clone(), r.mode.clone())).collect();
+    let mut groups: Vec<Group> = rows.iter().map(|r| (r.location.clone(), r.mode.clone())).collect();
     groups.sort();
     groups.dedup();
     groups
@@ -307,9 +307,12 @@ fn crossing(a: &Fit, b: &Fit, a_name: &str, b_name: &str) -> (String, bool) {
     }
 }
 
+/// A group of rows: (location, mode).
+type Group = (String, String);
+
 /// The side that runs here (mode `local`, else a server on this machine) and the others, by group.
-fn sides(rows: &[Row]) -> Option<((String, String), Vec<(String, String)>)> {
-    let mut groups: Vec<(String, String)> = rows.iter().map(|r| (r.location.clone(), r.mode.clone())).collect();
+fn sides(rows: &[Row]) -> Option<(Group, Vec<Group>)> {
+    let mut groups: Vec<Group> = rows.iter().map(|r| (r.location.clone(), r.mode.clone())).collect();
     groups.sort();
     groups.dedup();
     let here = groups.iter().find(|g| g.1 == "local").or_else(|| groups.iter().find(|g| is_loopback(&g.0)))?.clone();
@@ -328,9 +331,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// (offloading pays below ~2.5 MB) holds in its rows.
 fn observed(rows: &[Row], fits: &[Result<Fit, NoFit>]) -> String {
     let Some((here, others)) = sides(rows) else { return String::new() };
-    let fit_of = |g: &(String, String)| {
-        fits.iter().filter_map(|f| f.as_ref().ok()).find(|f| f.location == g.0 && f.mode == g.1)
-    };
+    let fit_of =
+        |g: &(String, String)| fits.iter().filter_map(|f| f.as_ref().ok()).find(|f| f.location == g.0 && f.mode == g.1);
     let mut out = String::new();
     for there in &others {
         let at = |g: &(String, String), n: usize| -> Vec<&Row> {
@@ -355,8 +357,10 @@ fn observed(rows: &[Row], fits: &[Result<Fit, NoFit>]) -> String {
                 remote_faster.push(n);
             }
             if let (Some(fh), Some(fr)) = (fit_of(&here), fit_of(there)) {
-                let (mh, mr) =
-                    (median(h.iter().map(|x| x.payload_mb).collect()), median(r.iter().map(|x| x.payload_mb).collect()));
+                let (mh, mr) = (
+                    median(h.iter().map(|x| x.payload_mb).collect()),
+                    median(r.iter().map(|x| x.payload_mb).collect()),
+                );
                 let predicted_remote = fr.predict(mr, n as f64) < fh.predict(mh, n as f64);
                 if predicted_remote != remote_wins {
                     against_fits += 1;

@@ -78,3 +78,56 @@ pub fn make(from: &Path, count: usize, out: &Path, target_mb: f64) -> Result<Sum
     }
     Ok(Summary { count, total_bytes: total })
 }
+
+/// Phone-size photos: `count` JPEGs `phone-000.jpg`… of 12 MP (4032×3024, every third one
+/// portrait), 2–5 MB each, from crops of the photos in `from` enlarged with sensor-like noise (a
+/// smooth enlargement alone compresses far below a phone's file sizes). Deterministic.
+pub fn make_phone(from: &Path, count: usize, out: &Path) -> Result<Summary> {
+    let sources = super::load_images(from)?;
+    let decoded: Vec<image::RgbImage> = sources
+        .iter()
+        .map(|s| {
+            image::load_from_memory(&s.bytes).map(|i| i.into_rgb8()).with_context(|| format!("decoding {}", s.name))
+        })
+        .collect::<Result<_>>()?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut total = 0u64;
+    for i in 0..count {
+        let mut rng = Rng(0x0070_686f_6e65 ^ i as u64);
+        let src = &decoded[i % decoded.len()];
+        let (w, h) = src.dimensions();
+        let (ow, oh) = if i % 3 == 2 { (3024, 4032) } else { (4032, 3024) };
+        // A crop of the source with the output's aspect ratio, 60-100 % of what fits.
+        let fit = (w as f64 / ow as f64).min(h as f64 / oh as f64) * rng.range(0.6, 1.0);
+        let (cw, ch) = (((ow as f64 * fit) as u32).max(16), ((oh as f64 * fit) as u32).max(16));
+        let x = (rng.range(0.0, 1.0) * w.saturating_sub(cw) as f64) as u32;
+        let y = (rng.range(0.0, 1.0) * h.saturating_sub(ch) as f64) as u32;
+        let crop = image::imageops::crop_imm(src, x, y, cw, ch).to_image();
+        let mut img = image::imageops::resize(&crop, ow, oh, FilterType::Triangle);
+        let amplitude = rng.range(5.0, 9.0);
+        for p in img.pixels_mut() {
+            for c in p.0.iter_mut() {
+                let noise = (rng.range(-1.0, 1.0) * amplitude) as i32;
+                *c = (i32::from(*c) + noise).clamp(0, 255) as u8;
+            }
+        }
+        // Phone JPEGs are 2-5 MB: a quality that lands outside is stepped once or twice.
+        let mut quality = rng.range(88.0, 93.0).round() as u8;
+        let mut buf = Vec::new();
+        for _ in 0..4 {
+            buf.clear();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
+                .encode_image(&img)
+                .context("encoding a JPEG")?;
+            match buf.len() {
+                n if n < 2_100_000 && quality < 97 => quality += 3,
+                n if n > 4_900_000 && quality > 70 => quality -= 4,
+                _ => break,
+            }
+        }
+        let path = out.join(format!("phone-{i:03}.jpg"));
+        std::fs::write(&path, &buf).with_context(|| format!("writing {}", path.display()))?;
+        total += buf.len() as u64;
+    }
+    Ok(Summary { count, total_bytes: total })
+}
