@@ -75,7 +75,7 @@ pub enum ImageError {
     /// The image ends before its data does.
     #[error("truncated or corrupt image data: {0}")]
     Truncated(#[source] BoxError),
-    /// The JPEG's scan data cannot be the frame its header claims (see `decode::check_jpeg_scan`).
+    /// The JPEG's scan data cannot be the frame its header claims (see `decode::check_jpeg_scan` and `detector::jpeg_scan`).
     #[error("truncated or corrupt image data: {reason}")]
     TruncatedScan {
         /// What the bytes lack.

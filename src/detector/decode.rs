@@ -240,7 +240,7 @@ fn decode(
     limits.check(u64::from(w), u64::from(h))?;
     admit(w, h)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    // Colour and grey JPEGs through libjpeg-turbo (CMYK, which it does not turn into RGB, below).
+    // JPEGs through libjpeg-turbo (CMYK ones too, converted as the `image` crate does).
     use image::metadata::Orientation::{NoTransforms, Rotate90, Rotate90FlipH, Rotate270, Rotate270FlipH};
     let turned = matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH);
     let full = if turned { (h, w) } else { (w, h) };
@@ -251,7 +251,8 @@ fn decode(
             let need = want(full.0, full.1);
             dct_scale(w, h, if turned { (need.1, need.0) } else { need })
         });
-        decode_jpeg_into(bytes, w, h, idct, scale, out)?;
+        let cmyk = super::jpeg_scan::components(bytes) == Some(4);
+        decode_jpeg_into(bytes, w, h, idct, scale, cmyk, out)?;
         if orientation != NoTransforms {
             let pixels = std::mem::take(&mut out.pixels);
             let buf = image::RgbImage::from_raw(out.width, out.height, pixels)
@@ -286,7 +287,7 @@ fn decode(
 /// RGB, with libjpeg-turbo's defaults (fancy upsampling; the accurate integer IDCT unless `idct`
 /// says otherwise) — the pixels OpenCV's `imread` and PIL give. libjpeg reports a fatal error by unwinding (MozJPEG's error
 /// manager), caught here as this image's error.
-fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, scale: u8, out: &mut RgbImage) -> Result<()> {
+fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, scale: u8, cmyk: bool, out: &mut RgbImage) -> Result<()> {
     // libjpeg's scaled output size: ceil(side × scale / 8).
     let (w, h) = if scale == 8 {
         (w, h)
@@ -300,17 +301,24 @@ fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, scale: u8, out: &m
     out.pixels.resize(len, 0);
     let pixels = &mut out.pixels;
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::io::Result<(usize, usize)> {
-        let mut decompress = mozjpeg::Decompress::new_mem(bytes)?;
+        let mut decompress = mozjpeg::decompress::DecompressBuilder::new().with_err(error_manager()).from_mem(bytes)?;
         if idct == Idct::Fast {
             decompress.dct_method(mozjpeg::DctMethod::IntegerFast);
         }
         if scale != 8 {
             decompress.scale(scale);
         }
-        let mut started = decompress.rgb()?;
+        let mut started =
+            if cmyk { decompress.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)? } else { decompress.rgb()? };
         let size = (started.width(), started.height());
         if size == (w as usize, h as usize) {
-            started.read_scanlines_into::<u8>(pixels)?;
+            if cmyk {
+                let mut four = vec![0u8; w as usize * h as usize * 4];
+                started.read_scanlines_into::<u8>(&mut four)?;
+                cmyk_to_rgb(&four, pixels);
+            } else {
+                started.read_scanlines_into::<u8>(pixels)?;
+            }
         }
         started.finish()?;
         Ok(size)
@@ -333,6 +341,62 @@ fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, scale: u8, out: &m
         Ok(Err(e)) => Err(ImageError::Truncated(e.into())),
         Err(payload) => Err(ImageError::Truncated(message(payload).into())),
     }
+}
+
+/// Adobe's (inverted) CMYK, as libjpeg gives CMYK and YCCK files, to RGB: R = C × K / 255 (what
+/// the `image` crate's decoder computes, rounded the same way).
+fn cmyk_to_rgb(cmyk: &[u8], rgb: &mut [u8]) {
+    let blend = |a: u8, b: u8| {
+        let t = u32::from(a) * u32::from(b) + 0x80;
+        (((t >> 8) + t) >> 8) as u8
+    };
+    for (p, q) in cmyk.chunks_exact(4).zip(rgb.chunks_exact_mut(3)) {
+        q[0] = blend(p[0], p[3]);
+        q[1] = blend(p[1], p[3]);
+        q[2] = blend(p[2], p[3]);
+    }
+}
+
+/// libjpeg's error manager with its fatal errors unwinding (as MozJPEG's own) and its warnings
+/// that mean the scan data ended before the frame was full (premature end of a scan or of the file,
+/// a restart marker missing) unwinding too, at the moment they are met: a file cut short with an
+/// end-of-image marker put back is refused after decoding only the data it has, instead of
+/// becoming a picture with grey below the cut. Other warnings (extraneous bytes before a marker,
+/// odd JFIF versions: common in camera files that decode well) are ignored, as OpenCV and PIL do.
+fn error_manager() -> mozjpeg_sys::jpeg_error_mgr {
+    // SAFETY: jpeg_std_error only fills in the struct it is given (all fields are plain data or
+    // nullable function pointers, so zeroed is a valid value to start from).
+    let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(fatal);
+    err.emit_message = Some(warning);
+    err
+}
+
+extern "C-unwind" fn fatal(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    std::panic::resume_unwind(Box::new(format!("the JPEG data is corrupt (libjpeg error {})", message_code(cinfo))));
+}
+
+extern "C-unwind" fn warning(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: std::os::raw::c_int) {
+    use mozjpeg_sys::{JWRN_HIT_MARKER, JWRN_JPEG_EOF, JWRN_MUST_RESYNC};
+    if level >= 0 {
+        return; // trace messages
+    }
+    let code = message_code(cinfo);
+    let reason = match code {
+        JWRN_HIT_MARKER => "the JPEG's scan data ends before its frame is full",
+        JWRN_JPEG_EOF => "the JPEG data ends before its end-of-image marker",
+        JWRN_MUST_RESYNC => "the JPEG's scan data ends where a restart marker should be",
+        _ => return,
+    };
+    std::panic::resume_unwind(Box::new(reason.to_string()));
+}
+
+/// The code of the message libjpeg is reporting.
+fn message_code(cinfo: &mozjpeg_sys::jpeg_common_struct) -> i32 {
+    // SAFETY: libjpeg calls the error manager's hooks with `err` pointing at that manager, which
+    // the `Decompress` owning `cinfo` keeps alive.
+    unsafe { cinfo.err.as_ref() }.map_or(0, |e| e.msg_code)
 }
 
 /// Refuses a JPEG whose entropy-coded data cannot be the frame its header claims.
@@ -492,6 +556,51 @@ mod tests {
         let err = decode_image(&liar, &LIMITS).unwrap_err();
         assert_eq!(err.code(), "truncated_image", "{err}");
         assert!(err.to_string().contains("cannot fill"), "{err}");
+    }
+
+    #[test]
+    fn cmyk_jpegs_decode_to_the_colours_the_image_crate_gives() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg/cmyk.jpg");
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(crate::detector::jpeg_scan::components(&bytes), Some(4));
+        let ours = decode_image(&bytes, &LIMITS).unwrap();
+        let theirs = image::load_from_memory(&bytes).unwrap().into_rgb8();
+        assert_eq!((ours.width, ours.height), theirs.dimensions());
+        let diff: u64 = ours.pixels.iter().zip(theirs.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
+        let mean = diff as f64 / ours.pixels.len() as f64;
+        assert!(mean < 2.0, "mean difference {mean:.2} per channel");
+    }
+
+    #[test]
+    fn jpegs_cut_short_with_an_end_marker_put_back_are_truncated_at_every_scale() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut files: Vec<_> = ["images", "jpeg"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 14, "{}", files.len());
+        let eighth = |w: u32, h: u32| (w / 8, h / 8);
+        for path in files {
+            let bytes = std::fs::read(&path).unwrap();
+            for want in [None, Some(&eighth as Want<'_>)] {
+                let mut out = RgbImage::default();
+                decode_image_with(&bytes, &LIMITS, Idct::Accurate, want, &mut out, |_, _| Ok(()))
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                for fraction in [0.3, 0.6, 0.9, 0.98] {
+                    let mut cut = bytes[..(bytes.len() as f64 * fraction) as usize].to_vec();
+                    let without_end = cut.clone();
+                    cut.extend_from_slice(&[0xff, 0xd9]);
+                    for bad in [&cut, &without_end] {
+                        let err = decode_image_with(bad, &LIMITS, Idct::Accurate, want, &mut out, |_, _| Ok(()))
+                            .expect_err(&format!("{} cut at {fraction}", path.display()));
+                        assert_eq!(err.code(), "truncated_image", "{}: {err}", path.display());
+                    }
+                }
+            }
+        }
     }
 
     #[test]
