@@ -10,10 +10,13 @@
 //!    images: client and server time per image, over the floor;
 //! 3. cold start: process start → first answered 1-image request (with and without the solo
 //!    session, interleaved);
-//! 4. peak RSS after each request size (flat = not growing with the batch).
+//! 4. peak RSS after each request size (flat = not growing with the batch);
+//! 5. each model's server time against its own floor (`BENCH_MODELS=0` skips, `BENCH_ONLY_MODELS`);
+//! 6. 40 phone-size JPEGs against the floor and the Python peer with PIL's draft mode
+//!    (`BENCH_PHONE=0` skips, `BENCH_ONLY_PHONE` stops after it).
 //!
 //! Environment: `BENCH_ROUNDS` (5) rounds over the fixtures, `BENCH_BATCH` (200), `BENCH_REPS` (3),
-//! `BENCH_STARTS` (9) cold starts per configuration.
+//! `BENCH_STARTS` (9) cold starts per configuration, `BENCH_MODEL_REPS` (5), `BENCH_PHONE_REPS` (3).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -131,6 +134,11 @@ impl Server {
 
     /// The Python reference service (python/reference/app.py), installed by `scripts/setup.sh pyref`.
     fn python() -> Option<Server> {
+        Self::python_with(&[])
+    }
+
+    /// [`Server::python`] with `env` (`PIL_DRAFT=1`: DCT-scaled JPEG decoding).
+    fn python_with(env: &[(&str, &str)]) -> Option<Server> {
         let py = root().join(".cache/pyref/bin/python");
         if !py.exists() {
             return None;
@@ -138,6 +146,9 @@ impl Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let mut cmd = Command::new(py);
         cmd.arg(root().join("python/reference/app.py")).arg(port.to_string());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         Some(Server::spawn(cmd))
     }
 
@@ -319,6 +330,13 @@ fn main() {
     // 2. Every model: the server against the floor of its own model.
     if std::env::var("BENCH_MODELS").as_deref() != Ok("0") {
         model_ratios(&rt, &images[..40.min(images.len())], env_usize("BENCH_MODEL_REPS", 5));
+    }
+    // 3. Phone-size photos: DCT-scaled decoding against the floor and the Python peer.
+    if std::env::var("BENCH_PHONE").as_deref() != Ok("0") {
+        phone(&rt, env_usize("BENCH_PHONE_REPS", 3));
+    }
+    if std::env::var("BENCH_ONLY_PHONE").is_ok() {
+        return;
     }
     if std::env::var("BENCH_ONLY_MODELS").is_ok() {
         return;
@@ -518,6 +536,60 @@ fn model_ratios(rt: &tokio::runtime::Runtime, images: &[Vec<u8>], reps: usize) {
             spec.input.height,
             s / f
         );
+    }
+}
+
+/// 40 phone-size JPEGs (`objdet dataset --phone`: 12 MP, 2–5 MB) in one request: server time per
+/// image of `objdet serve` (DCT-scaled decoding on, and off), of the Python peer with PIL's draft
+/// mode and without, against the bundled model's floor, interleaved rep by rep.
+fn phone(rt: &tokio::runtime::Runtime, reps: usize) {
+    let dir = root().join("target/bench-phone");
+    let count = 40;
+    let names: Vec<PathBuf> = (0..count).map(|i| dir.join(format!("phone-{i:03}.jpg"))).collect();
+    if !names.iter().all(|p| p.exists()) {
+        let _ = std::fs::remove_dir_all(&dir);
+        objdet::offload::dataset::make_phone(&root().join("tests/fixtures/images"), count, &dir).expect("phone set");
+    }
+    let images: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).expect("phone photo")).collect();
+    let mb = images.iter().map(Vec::len).sum::<usize>() as f64 / 1e6 / count as f64;
+    let body = batch_body(&images, count);
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let model = root().join("models/centernet_mobilenetv3_coco.onnx");
+    let mut servers: Vec<(&str, Server)> = vec![
+        ("objdet (DCT-scaled decoding, default)", Server::objdet(&[])),
+        ("objdet, JPEG_SCALED_DECODE=false", Server::objdet(&[("JPEG_SCALED_DECODE", "false")])),
+    ];
+    for (name, env) in [("Python peer, PIL draft mode", &[("PIL_DRAFT", "1")][..]), ("Python peer, full decode", &[])] {
+        match Server::python_with(env) {
+            Some(s) => servers.push((name, s)),
+            None => println!("(no Python reference: run `scripts/setup.sh pyref`)"),
+        }
+    }
+    let client = reqwest::Client::new();
+    for (_, s) in &servers {
+        post(rt, &client, &s.base, &batch_body(&images, 2)); // warm
+    }
+    let (mut floors, mut served) = (vec![], vec![vec![]; servers.len()]);
+    for _ in 0..reps {
+        floors.push(floor_ms(&model, cores, count.div_ceil(cores)));
+        for (i, (_, s)) in servers.iter().enumerate() {
+            let (_, server_ms, v) = post(rt, &client, &s.base, &body);
+            let results = v["results"].as_array().expect("results");
+            assert_eq!(results.len(), count);
+            assert!(results.iter().all(|r| r["error"].is_null()), "an image failed: {v}");
+            served[i].push(server_ms / count as f64);
+        }
+    }
+    let floor = median(floors);
+    println!("\n## Phone-size photos: {count} JPEGs of 4032x3024 ({mb:.2} MB each) in one request, bundled model");
+    println!(
+        "(floor: {cores} single-thread sessions in parallel, no decoding: {floor:.2} ms/image; medians of {reps} interleaved reps)"
+    );
+    println!("| server | server ms/image | ÷ floor |");
+    println!("|---|---|---|");
+    for ((name, _), times) in servers.iter().zip(served) {
+        let t = median(times);
+        println!("| {name} | {t:.2} | {:.3} |", t / floor);
     }
 }
 

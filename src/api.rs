@@ -162,9 +162,10 @@ pub struct DetectResponse {
     pub timing: Timing,
 }
 
-/// What the S3 trigger writes to `results/<key>.json`.
+/// The result document the S3 trigger and the bulk handler write to `results/<key>.json`
+/// (`results::detect_and_write`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TriggerResult {
+pub struct ResultDocument {
     /// Bucket of the uploaded object.
     pub bucket: String,
     /// Key of the uploaded object.

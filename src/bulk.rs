@@ -12,15 +12,11 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{DetectResponse, TriggerResult};
 use crate::error::excerpt;
-use crate::s3::S3Error;
+use crate::results::{SOURCE_ETAG_METADATA, WriteError, detect_and_write, result_key};
+use crate::s3::{S3Error, normalize_etag};
 use crate::service::DetectService;
 use crate::telemetry::ms_since;
-use crate::trigger::result_key;
-
-/// The user-metadata key of a result object that records its source's ETag.
-pub const SOURCE_ETAG_METADATA: &str = "source-etag";
 
 /// What the bulk function is invoked with: a Distributed Map batch (with `ItemBatcher`), or one
 /// item (without it).
@@ -92,7 +88,7 @@ enum Done {
 
 /// Detects every item of `event`, at most `2 × sessions` at once; `Err` on an S3 failure retrying
 /// may mend (Step Functions then retries the batch; the items already done are skipped).
-pub async fn handle(service: &DetectService, event: BulkEvent) -> Result<BatchSummary, S3Error> {
+pub async fn handle(service: &DetectService, event: BulkEvent) -> Result<BatchSummary, WriteError> {
     let start = Instant::now();
     let s3 = service.s3().ok_or(S3Error::NotConfigured)?;
     let (items, shared) = match event {
@@ -101,7 +97,7 @@ pub async fn handle(service: &DetectService, event: BulkEvent) -> Result<BatchSu
     };
     let default_bucket = shared.or_else(|| s3.config().upload_bucket.clone()).ok_or(S3Error::NotConfigured)?;
     let parallel = 2 * service.detector().sessions();
-    let done: Vec<Result<Done, S3Error>> = futures::stream::iter(items.iter())
+    let done: Vec<Result<Done, WriteError>> = futures::stream::iter(items.iter())
         .map(|item| {
             let bucket = item.bucket.clone().unwrap_or_else(|| default_bucket.clone());
             async move { one(service, &bucket, item).await }
@@ -133,8 +129,8 @@ pub async fn handle(service: &DetectService, event: BulkEvent) -> Result<BatchSu
     Ok(summary)
 }
 
-async fn one(service: &DetectService, bucket: &str, item: &Item) -> Result<Done, S3Error> {
-    let Some(s3) = service.s3() else { return Err(S3Error::NotConfigured) };
+async fn one(service: &DetectService, bucket: &str, item: &Item) -> Result<Done, WriteError> {
+    let Some(s3) = service.s3() else { return Err(S3Error::NotConfigured.into()) };
     let cfg = s3.config();
     let key = item.key.as_str();
     // Folder markers, keys outside S3_READ_PREFIX (our own results among them) and buckets this
@@ -154,21 +150,10 @@ async fn one(service: &DetectService, bucket: &str, item: &Item) -> Result<Done,
     {
         return Ok(Done::Skipped);
     }
-    let DetectResponse { mut results, timing } = service.detect_object(bucket, key).await?;
-    let Some(result) = results.pop() else { return Ok(Done::Ignored) }; // one result per object, always
-    let failed = result.error.as_ref().map(|e| e.code.clone());
-    let doc =
-        TriggerResult { bucket: bucket.to_string(), key: key.to_string(), result, timing, source_etag: etag.clone() };
-    let body = serde_json::to_vec_pretty(&doc)
-        .map_err(|e| S3Error::Call { operation: "encoding a result", source: e.into() })?;
-    let metadata: Vec<(&str, &str)> = etag.as_deref().map(|e| (SOURCE_ETAG_METADATA, e)).into_iter().collect();
-    s3.put_json_with_metadata(bucket, &out_key, body, &metadata).await?;
-    Ok(failed.map_or(Done::Processed, Done::Failed))
-}
-
-/// An ETag without the quotes S3 lists it with.
-pub fn normalize_etag(etag: &str) -> String {
-    etag.trim().trim_matches('"').to_string()
+    Ok(match detect_and_write(service, bucket, key, out_key, etag).await? {
+        None => Done::Ignored,
+        Some(written) => written.error.map_or(Done::Processed, Done::Failed),
+    })
 }
 
 #[cfg(test)]

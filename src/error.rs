@@ -20,10 +20,160 @@ use crate::s3::S3Error;
 /// A boxed error kept as a cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The stable machine-readable codes clients switch on (`{"error": {"code", ...}}`, an image's
+/// `error.code`, a Lambda invocation's `errorType`). A front door maps each to its own signal
+/// (the HTTP status: `server::status`) with an exhaustive match, so a new code cannot slip
+/// through as a 500 unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// An image's base64 text does not decode.
+    InvalidBase64,
+    /// The bytes are not an image objdet reads.
+    NotAnImage,
+    /// The image data is cut short or corrupt.
+    TruncatedImage,
+    /// The image is over `MAX_PIXELS` or `MAX_IMAGE_SIDE`.
+    ImageTooLarge,
+    /// The request's images together are over `MAX_REQUEST_PIXELS`.
+    PixelBudgetExceeded,
+    /// The request's deadline passed before this image was done.
+    DeadlineExceeded,
+    /// ONNX Runtime failed, or the model's output does not fit its format.
+    InferenceFailed,
+    /// A bug or a stopped part of the service.
+    InternalError,
+    /// The body is not the JSON the endpoint expects.
+    InvalidJson,
+    /// Well-formed, but asks for something impossible (or the body broke off).
+    InvalidRequest,
+    /// No image in the request.
+    NoImages,
+    /// `names` does not have one name per image.
+    NamesMismatch,
+    /// A `Content-Type` the endpoint does not take.
+    UnsupportedMediaType,
+    /// A body, upload or object over its limit.
+    PayloadTooLarge,
+    /// More images than `MAX_IMAGES`.
+    TooManyImages,
+    /// The body stalled or the request ran past its deadline.
+    RequestTimeout,
+    /// The configuration is invalid.
+    InvalidConfig,
+    /// The service could not start.
+    StartupFailed,
+    /// S3 keys were sent but no bucket is configured.
+    S3NotConfigured,
+    /// The bucket is not in `ALLOWED_BUCKETS`.
+    BucketNotAllowed,
+    /// The key is outside `S3_READ_PREFIX`.
+    KeyNotAllowed,
+    /// No such S3 object.
+    NotFound,
+    /// S3 refused the read.
+    AccessDenied,
+    /// An S3 call failed.
+    S3Error,
+    /// No route for the method and path.
+    RouteNotFound,
+    /// The route exists, not for this method.
+    MethodNotAllowed,
+    /// No bearer token, or not the server's.
+    Unauthorized,
+}
+
+impl ErrorCode {
+    /// Every code, for exhaustive tests.
+    pub const ALL: [ErrorCode; 27] = {
+        use ErrorCode::*;
+        [
+            InvalidBase64,
+            NotAnImage,
+            TruncatedImage,
+            ImageTooLarge,
+            PixelBudgetExceeded,
+            DeadlineExceeded,
+            InferenceFailed,
+            InternalError,
+            InvalidJson,
+            InvalidRequest,
+            NoImages,
+            NamesMismatch,
+            UnsupportedMediaType,
+            PayloadTooLarge,
+            TooManyImages,
+            RequestTimeout,
+            InvalidConfig,
+            StartupFailed,
+            S3NotConfigured,
+            BucketNotAllowed,
+            KeyNotAllowed,
+            NotFound,
+            AccessDenied,
+            S3Error,
+            RouteNotFound,
+            MethodNotAllowed,
+            Unauthorized,
+        ]
+    };
+
+    /// The code as clients see it.
+    pub const fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidBase64 => "invalid_base64",
+            NotAnImage => "not_an_image",
+            TruncatedImage => "truncated_image",
+            ImageTooLarge => "image_too_large",
+            PixelBudgetExceeded => "pixel_budget_exceeded",
+            DeadlineExceeded => "deadline_exceeded",
+            InferenceFailed => "inference_failed",
+            InternalError => "internal_error",
+            InvalidJson => "invalid_json",
+            InvalidRequest => "invalid_request",
+            NoImages => "no_images",
+            NamesMismatch => "names_mismatch",
+            UnsupportedMediaType => "unsupported_media_type",
+            PayloadTooLarge => "payload_too_large",
+            TooManyImages => "too_many_images",
+            RequestTimeout => "request_timeout",
+            InvalidConfig => "invalid_config",
+            StartupFailed => "startup_failed",
+            S3NotConfigured => "s3_not_configured",
+            BucketNotAllowed => "bucket_not_allowed",
+            KeyNotAllowed => "key_not_allowed",
+            NotFound => "not_found",
+            AccessDenied => "access_denied",
+            S3Error => "s3_error",
+            RouteNotFound => "route_not_found",
+            MethodNotAllowed => "method_not_allowed",
+            Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// An error with a stable machine-readable code, sent to clients as `{"code", "message"}`.
 pub trait Coded: std::error::Error {
     /// The stable code clients switch on.
-    fn code(&self) -> &'static str;
+    fn code(&self) -> ErrorCode;
 
     /// The message fit to send or log: cut at [`MAX_MESSAGE_CHARS`], control characters escaped,
     /// whatever client input it quotes.
@@ -33,7 +183,7 @@ pub trait Coded: std::error::Error {
 
     /// The `{"code", "message"}` body of this error.
     fn body(&self) -> ErrorBody {
-        ErrorBody { code: self.code().to_string(), message: self.message() }
+        ErrorBody { code: self.code().as_str().to_string(), message: self.message() }
     }
 }
 
@@ -134,18 +284,18 @@ pub enum ImageError {
 }
 
 impl Coded for ImageError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         use ImageError::*;
         match self {
-            Base64NotText(_) | Base64Empty | Base64(_) => "invalid_base64",
-            Empty | UnsupportedFormat { .. } | Unrecognised | Header(_) | NoPixels { .. } => "not_an_image",
-            Truncated(_) | TruncatedScan { .. } => "truncated_image",
-            TooLarge { .. } => "image_too_large",
-            PixelBudgetExceeded { .. } => "pixel_budget_exceeded",
-            DeadlineExceeded { .. } => "deadline_exceeded",
+            Base64NotText(_) | Base64Empty | Base64(_) => ErrorCode::InvalidBase64,
+            Empty | UnsupportedFormat { .. } | Unrecognised | Header(_) | NoPixels { .. } => ErrorCode::NotAnImage,
+            Truncated(_) | TruncatedScan { .. } => ErrorCode::TruncatedImage,
+            TooLarge { .. } => ErrorCode::ImageTooLarge,
+            PixelBudgetExceeded { .. } => ErrorCode::PixelBudgetExceeded,
+            DeadlineExceeded { .. } => ErrorCode::DeadlineExceeded,
             Fetch(e) => e.code(),
-            Inference(_) | NoOutput(_) | Output(_) => "inference_failed",
-            Resize(_) | WorkerStopped | DecoderPanicked => "internal_error",
+            Inference(_) | NoOutput(_) | Output(_) => ErrorCode::InferenceFailed,
+            Resize(_) | WorkerStopped | DecoderPanicked => ErrorCode::InternalError,
         }
     }
 }
@@ -228,19 +378,19 @@ pub enum RequestError {
 }
 
 impl Coded for RequestError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         use RequestError::*;
         match self {
-            InvalidJson { .. } => "invalid_json",
-            Invalid(_) | BodyBroken(_) => "invalid_request",
-            NoImages => "no_images",
-            NamesMismatch { .. } => "names_mismatch",
-            UnsupportedMediaType(_) => "unsupported_media_type",
-            PayloadTooLarge { .. } | UploadTooLarge { .. } => "payload_too_large",
-            TooManyImages { .. } => "too_many_images",
-            BodyStalled | TimedOut { .. } => "request_timeout",
+            InvalidJson { .. } => ErrorCode::InvalidJson,
+            Invalid(_) | BodyBroken(_) => ErrorCode::InvalidRequest,
+            NoImages => ErrorCode::NoImages,
+            NamesMismatch { .. } => ErrorCode::NamesMismatch,
+            UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            PayloadTooLarge { .. } | UploadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            TooManyImages { .. } => ErrorCode::TooManyImages,
+            BodyStalled | TimedOut { .. } => ErrorCode::RequestTimeout,
             S3(e) => e.code(),
-            Internal(_) => "internal_error",
+            Internal(_) => ErrorCode::InternalError,
         }
     }
 }
@@ -326,10 +476,10 @@ pub enum StartupError {
 }
 
 impl Coded for StartupError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            StartupError::Config(_) => "invalid_config",
-            _ => "startup_failed",
+            StartupError::Config(_) => ErrorCode::InvalidConfig,
+            _ => ErrorCode::StartupFailed,
         }
     }
 }
@@ -396,6 +546,19 @@ pub struct ErrorResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_has_its_own_snake_case_name() {
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert!(
+            names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')),
+            "{names:?}"
+        );
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        assert_eq!(serde_json::to_string(&ErrorCode::TruncatedImage).unwrap(), "\"truncated_image\"");
+    }
 
     #[test]
     fn a_cause_is_kept_but_not_shown() {

@@ -74,12 +74,16 @@ pub enum UnknownHandler {
 }
 
 /// The trigger's failure as the invocation's error: `errorType` is the stable code, the message
-/// names what failed without the SDK's error chain (that is logged).
+/// names what failed without the SDK's error chain (that is logged by the handler).
 impl From<crate::trigger::TriggerError> for lambda_runtime::Diagnostic {
     fn from(e: crate::trigger::TriggerError) -> Self {
-        tracing::error!(code = e.code(), error = %crate::error::chain(&e), "trigger failed");
         lambda_runtime::Diagnostic { error_type: e.code().to_string(), error_message: e.message() }
     }
+}
+
+/// Logs an invocation's failure with its causes (the one place the event front doors log errors).
+fn log_failure<E: Coded + 'static>(what: &'static str) -> impl Fn(&E) {
+    move |e| tracing::error!(code = %e.code(), error = %crate::error::chain(e), "{what} failed")
 }
 
 /// Runs the HTTP front door: `lambda_http`'s runtime over `router`, behind [`EventGuardLayer`].
@@ -103,7 +107,12 @@ pub async fn run_http(router: Router) -> Result<(), lambda_runtime::Error> {
 pub async fn run_bulk(service: DetectService) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<crate::bulk::BulkEvent>| {
         let service = service.clone();
-        async move { crate::bulk::handle(&service, event.payload).await.map_err(BatchFailed) }
+        async move {
+            crate::bulk::handle(&service, event.payload)
+                .await
+                .inspect_err(log_failure("bulk batch"))
+                .map_err(BatchFailed)
+        }
     }))
     .await
 }
@@ -111,11 +120,10 @@ pub async fn run_bulk(service: DetectService) -> Result<(), lambda_runtime::Erro
 /// A failed bulk batch as the invocation's error (Step Functions retries it).
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct BatchFailed(crate::s3::S3Error);
+pub struct BatchFailed(crate::results::WriteError);
 
 impl From<BatchFailed> for lambda_runtime::Diagnostic {
     fn from(BatchFailed(e): BatchFailed) -> Self {
-        tracing::error!(code = e.code(), error = %crate::error::chain(&e), "bulk batch failed");
         lambda_runtime::Diagnostic { error_type: e.code().to_string(), error_message: e.message() }
     }
 }
@@ -124,7 +132,7 @@ impl From<BatchFailed> for lambda_runtime::Diagnostic {
 pub async fn run_s3(service: DetectService) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<S3Event>| {
         let service = service.clone();
-        async move { crate::trigger::handle(&service, event.payload).await }
+        async move { crate::trigger::handle(&service, event.payload).await.inspect_err(log_failure("trigger")) }
     }))
     .await
 }

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod model_source;
 #[cfg(feature = "cli")]
 pub mod offload;
+pub mod results;
 pub mod s3;
 pub mod selftest;
 pub mod server;

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::S3Config;
-use crate::error::{BoxError, Coded, excerpt};
+use crate::error::{BoxError, Coded, ErrorCode, excerpt};
 
 /// What went wrong with S3. The SDK's error is kept as the cause (logged, never sent to clients).
 #[derive(Debug, thiserror::Error)]
@@ -74,17 +74,17 @@ pub enum S3Error {
 }
 
 impl Coded for S3Error {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            S3Error::NotConfigured => "s3_not_configured",
-            S3Error::BucketNotAllowed(_) => "bucket_not_allowed",
-            S3Error::KeyNotAllowed { .. } => "key_not_allowed",
-            S3Error::NotFound { .. } => "not_found",
-            S3Error::AccessDenied { .. } => "access_denied",
-            S3Error::TooLarge { .. } => "payload_too_large",
-            S3Error::Call { .. } => "s3_error",
-            S3Error::Expiry(_) => "invalid_config",
-            S3Error::AllowanceClosed => "internal_error",
+            S3Error::NotConfigured => ErrorCode::S3NotConfigured,
+            S3Error::BucketNotAllowed(_) => ErrorCode::BucketNotAllowed,
+            S3Error::KeyNotAllowed { .. } => ErrorCode::KeyNotAllowed,
+            S3Error::NotFound { .. } => ErrorCode::NotFound,
+            S3Error::AccessDenied { .. } => ErrorCode::AccessDenied,
+            S3Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            S3Error::Call { .. } => ErrorCode::S3Error,
+            S3Error::Expiry(_) => ErrorCode::InvalidConfig,
+            S3Error::AllowanceClosed => ErrorCode::InternalError,
         }
     }
 }
@@ -343,7 +343,7 @@ impl S3Store {
 
     /// The ETag of an object (without quotes), `None` when it does not exist.
     pub async fn etag(&self, bucket: &str, key: &str) -> Result<Option<String>> {
-        Ok(self.head(bucket, key).await?.and_then(|h| h.e_tag().map(crate::bulk::normalize_etag)))
+        Ok(self.head(bucket, key).await?.and_then(|h| h.e_tag().map(normalize_etag)))
     }
 
     /// One user-metadata value of an object, `None` when it or the object does not exist.
@@ -395,4 +395,8 @@ impl S3Store {
             })?;
         Ok(())
     }
+}
+/// An ETag without the quotes S3 lists it with.
+pub fn normalize_etag(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_string()
 }

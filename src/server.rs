@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::api::{DetectResponse, UploadsRequest};
 use crate::config::{ApiToken, Config, ServerConfig};
-use crate::error::{Coded, ErrorResponse, RequestError, excerpt};
+use crate::error::{Coded, ErrorCode, ErrorResponse, RequestError, excerpt};
 use crate::service::{Arrival, DetectService};
 use crate::telemetry::ms_since;
 
@@ -101,6 +101,7 @@ pub fn app(service: DetectService, limits: RequestLimits) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(limits.timeout, deadline))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(log_errors))
 }
 
 /// A request the HTTP front door answers with an error: the service refused it, or no route fits.
@@ -126,50 +127,82 @@ pub enum HttpError {
 }
 
 impl Coded for HttpError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
             HttpError::Request(e) => e.code(),
-            HttpError::RouteNotFound { .. } => "route_not_found",
-            HttpError::MethodNotAllowed => "method_not_allowed",
-            HttpError::Unauthorized => "unauthorized",
+            HttpError::RouteNotFound { .. } => ErrorCode::RouteNotFound,
+            HttpError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            HttpError::Unauthorized => ErrorCode::Unauthorized,
         }
+    }
+}
+
+/// The HTTP status of an error code: the one place codes become statuses. Exhaustive: a new code
+/// must be given its status here. (Per-image codes reach HTTP only inside a 200 response's
+/// results; their statuses are what a request failing for that reason alone would get.)
+pub fn status(code: ErrorCode) -> StatusCode {
+    use ErrorCode::*;
+    match code {
+        InvalidJson | InvalidRequest | NoImages | NamesMismatch | InvalidBase64 | NotAnImage | TruncatedImage => {
+            StatusCode::BAD_REQUEST
+        }
+        BucketNotAllowed | KeyNotAllowed | AccessDenied => StatusCode::FORBIDDEN,
+        RequestTimeout | DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
+        RouteNotFound | NotFound => StatusCode::NOT_FOUND,
+        MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Unauthorized => StatusCode::UNAUTHORIZED,
+        UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        PayloadTooLarge | TooManyImages | ImageTooLarge | PixelBudgetExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+        S3NotConfigured => StatusCode::NOT_IMPLEMENTED,
+        S3Error => StatusCode::BAD_GATEWAY,
+        InferenceFailed | InternalError | InvalidConfig | StartupFailed => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl HttpError {
-    /// The HTTP status of the error: the one place codes become statuses.
+    /// The HTTP status of the error ([`status`] of its code).
     pub fn status(&self) -> StatusCode {
-        match self.code() {
-            "invalid_json" | "invalid_request" | "no_images" | "names_mismatch" => StatusCode::BAD_REQUEST,
-            "bucket_not_allowed" | "key_not_allowed" | "access_denied" => StatusCode::FORBIDDEN,
-            "request_timeout" => StatusCode::REQUEST_TIMEOUT,
-            "route_not_found" | "not_found" => StatusCode::NOT_FOUND,
-            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
-            "unauthorized" => StatusCode::UNAUTHORIZED,
-            "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "payload_too_large" | "too_many_images" => StatusCode::PAYLOAD_TOO_LARGE,
-            "s3_not_configured" => StatusCode::NOT_IMPLEMENTED,
-            "s3_error" => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        status(self.code())
     }
 }
 
-/// A JSON error response; a server error's causes are logged (never sent).
+/// What an error response carries to [`log_errors`], the one layer that logs refused and failed
+/// requests: building a response has no side effects.
+#[derive(Debug, Clone)]
+struct ErrorLog {
+    code: ErrorCode,
+    /// The message (4xx) or the whole cause chain (5xx; never sent to the client).
+    detail: String,
+    server_error: bool,
+}
+
+/// A JSON error response, with what [`log_errors`] logs of it.
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %crate::error::chain(&self), "request failed");
-        } else {
-            tracing::info!(code = self.code(), error = %self.message(), "request rejected");
-        }
+        let detail = if status.is_server_error() { crate::error::chain(&self) } else { self.message() };
+        let log = ErrorLog { code: self.code(), detail, server_error: status.is_server_error() };
         let mut res = (status, axum::Json(ErrorResponse { error: self.body() })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        res.extensions_mut().insert(log);
         res
     }
+}
+
+/// Logs every error response once (it takes the [`ErrorLog`] out, so an outer copy of this layer
+/// logs nothing again): server errors with their causes, refusals with their message.
+async fn log_errors(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if let Some(e) = res.extensions_mut().remove::<ErrorLog>() {
+        if e.server_error {
+            tracing::error!(code = %e.code, error = %e.detail, "request failed");
+        } else {
+            tracing::info!(code = %e.code, error = %e.detail, "request rejected");
+        }
+    }
+    res
 }
 
 impl IntoResponse for RequestError {
@@ -186,7 +219,7 @@ const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/openapi.json", "/", "/ui.js"];
 /// `API_TOKEN`; behind API Gateway, IAM authorizes instead). Unknown paths are refused too, so
 /// an unauthenticated client learns nothing of the routes.
 pub fn require_token(router: Router, token: ApiToken) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(token, check_token))
+    router.layer(axum::middleware::from_fn_with_state(token, check_token)).layer(axum::middleware::from_fn(log_errors))
 }
 
 async fn check_token(State(token): State<ApiToken>, req: Request, next: Next) -> Response {

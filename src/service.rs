@@ -359,7 +359,7 @@ impl DetectService {
             .into_iter()
             .map(|(name, outcome)| {
                 if let Err(e) = &outcome.result {
-                    tracing::info!(image = %crate::error::excerpt(&name), code = e.code(), error = %e.message(), "image failed");
+                    tracing::info!(image = %crate::error::excerpt(&name), code = %e.code(), error = %e.message(), "image failed");
                 }
                 ImageResult::of(name, outcome)
             })

@@ -7,8 +7,8 @@
 use aws_lambda_events::s3::S3Event;
 use serde::Serialize;
 
-use crate::api::{DetectResponse, TriggerResult};
 use crate::error::{Coded, excerpt};
+use crate::results::{WriteError, detect_and_write, result_key};
 use crate::s3::S3Error;
 
 /// Why an S3 notification failed (Lambda then retries it).
@@ -17,19 +17,20 @@ pub enum TriggerError {
     /// S3 failed (reading the upload or writing its result), or is not configured.
     #[error(transparent)]
     S3(#[from] S3Error),
-    /// The result document could not be encoded (a bug).
-    #[error("cannot encode the result document")]
-    Encode(#[source] serde_json::Error),
+    /// The result could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 impl Coded for TriggerError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> crate::error::ErrorCode {
         match self {
             TriggerError::S3(e) => e.code(),
-            TriggerError::Encode(_) => "internal_error",
+            TriggerError::Write(e) => e.code(),
         }
     }
 }
+
 use crate::service::DetectService;
 
 /// What one invocation did with each record.
@@ -72,20 +73,6 @@ pub fn decode_key(raw: &str) -> Result<String, std::str::Utf8Error> {
     percent_encoding::percent_decode_str(&plus).decode_utf8().map(|k| k.into_owned())
 }
 
-/// The result object key for an upload key: `RESULTS_PREFIX` + key + `.json`, or, when that would
-/// pass S3's 1,024-byte key limit, `RESULTS_PREFIX` + `_long/` + the key's SHA-256 + `.json`
-/// (the document names its key either way).
-pub fn result_key(results_prefix: &str, key: &str) -> String {
-    let plain = format!("{results_prefix}{key}.json");
-    if plain.len() <= crate::s3::MAX_KEY_BYTES {
-        return plain;
-    }
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{results_prefix}_long/{hex}.json")
-}
-
 /// Handles an S3 notification. Per-object image problems are written into that object's result;
 /// S3 failures fail the invocation so Lambda retries it (and then sends it to the on-failure destination).
 pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSummary, TriggerError> {
@@ -121,21 +108,16 @@ pub async fn handle(service: &DetectService, event: S3Event) -> Result<TriggerSu
 
         // A deleted, oversized or unreadable upload gets a result saying so and is acknowledged;
         // other S3 failures fail the invocation (Lambda retries it).
-        let DetectResponse { mut results, timing } = service.detect_object(&bucket, &key).await?;
-        let Some(result) = results.pop() else { continue }; // one result per object, always
         let out_key = result_key(&cfg.results_prefix, &key);
-        let processed = Processed {
-            bucket: bucket.clone(),
-            key: key.clone(),
-            result_key: out_key.clone(),
-            objects: result.objects.len(),
-            error: result.error.as_ref().map(|e| e.code.clone()),
-        };
-        let doc = TriggerResult { bucket: bucket.clone(), key, result, timing, source_etag: None };
-        let body = serde_json::to_vec_pretty(&doc).map_err(TriggerError::Encode)?;
-        s3.put_json(&bucket, &out_key, body).await?;
-        tracing::info!(%bucket, key = %excerpt(&processed.key), result_key = %excerpt(&out_key), objects = processed.objects, "trigger result written");
-        summary.processed.push(processed);
+        let Some(written) = detect_and_write(service, &bucket, &key, out_key, None).await? else { continue };
+        tracing::info!(%bucket, key = %excerpt(&key), result_key = %excerpt(&written.result_key), objects = written.objects, "trigger result written");
+        summary.processed.push(Processed {
+            bucket,
+            key,
+            result_key: written.result_key,
+            objects: written.objects,
+            error: written.error,
+        });
     }
     Ok(summary)
 }
@@ -150,12 +132,5 @@ mod tests {
         assert_eq!(decode_key("uploads/a%2Bb.jpg").unwrap(), "uploads/a+b.jpg");
         assert_eq!(decode_key("uploads/caf%C3%A9.jpg").unwrap(), "uploads/café.jpg");
         assert!(decode_key("uploads/%FF.jpg").is_err());
-        assert_eq!(result_key("results/", "uploads/a.jpg"), "results/uploads/a.jpg.json");
-        let longest = format!("uploads/{}", "k".repeat(1024 - "results/uploads/.json".len()));
-        assert_eq!(result_key("results/", &longest).len(), 1024);
-        let long = format!("uploads/{}", "é".repeat(508));
-        let hashed = result_key("results/", &long);
-        assert!(hashed.starts_with("results/_long/") && hashed.len() < 100, "{hashed}");
-        assert_ne!(hashed, result_key("results/", &format!("{long}x")));
     }
 }

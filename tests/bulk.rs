@@ -198,7 +198,7 @@ async fn result_etags(s3: &aws_sdk_s3::Client) -> BTreeMap<String, String> {
 }
 
 fn result_key(key: &str) -> String {
-    objdet::trigger::result_key("results/", key)
+    objdet::results::result_key("results/", key)
 }
 
 #[tokio::test(flavor = "multi_thread")]
