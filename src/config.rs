@@ -179,8 +179,8 @@ pub struct ModelSource {
     pub sha256: Option<String>,
     /// `MODEL_MAX_BYTES` (256 MiB): a larger object fails start-up before its body is read.
     pub max_bytes: u64,
-    /// `MODEL_DOWNLOAD_DIR` (`<temp dir>/objdet-model-<pid>`; `/tmp/...` on Lambda): where it
-    /// is written.
+    /// `MODEL_DOWNLOAD_DIR` (`<temp dir>/objdet-model-<hash of the URI>`; `/tmp/...` on Lambda):
+    /// where it is written (a restart writes over the last copy).
     pub dir: PathBuf,
 }
 
@@ -442,8 +442,17 @@ fn model_source(get: &impl Fn(&str) -> Option<String>) -> Result<Option<ModelSou
     };
     let dir = get("MODEL_DOWNLOAD_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("objdet-model-{}", std::process::id())));
+        .unwrap_or_else(|| std::env::temp_dir().join(download_dir_name(&model)));
     Ok(Some(ModelSource { uri: model, labels_uri, sha256, max_bytes, dir }))
+}
+
+/// `objdet-model-` + 16 hex digits of the URI's SHA-256: one directory per model object, so a
+/// restarted server downloads over its last copy instead of leaving one per process.
+fn download_dir_name(uri: &S3Uri) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(uri.to_string().as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("objdet-model-{hex}")
 }
 
 /// The `MODEL_*` overrides of the model's own description, and the thresholds.

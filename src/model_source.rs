@@ -65,19 +65,24 @@ pub async fn fetch(source: &ModelSource, s3: &S3Config) -> Result<Fetched, Fetch
     let t = Instant::now();
     std::fs::create_dir_all(&source.dir).map_err(|e| FetchError::Dir(source.dir.clone(), e))?;
     let store = S3Store::from_env(s3.clone()).await;
+    // Each file arrives under a name of this process's own and is renamed into place once whole
+    // (and checked): two processes sharing the directory never read each other's half file.
+    let part = |path: &std::path::Path| path.with_extension(format!("{}.part", std::process::id()));
     let model = source.dir.join(safe_name(&source.uri, "model.onnx"));
-    let (bytes, sha) = download(&store, &source.uri, "the model", "MODEL_URI", source.max_bytes, &model).await?;
+    let (bytes, sha) = download(&store, &source.uri, "the model", "MODEL_URI", source.max_bytes, &part(&model)).await?;
     let actual = hex(&sha);
     if let Some(expected) = &source.sha256
         && *expected != actual
     {
-        let _ = std::fs::remove_file(&model);
+        let _ = std::fs::remove_file(part(&model));
         return Err(FetchError::Checksum { uri: source.uri.to_string(), expected: expected.clone(), actual });
     }
+    std::fs::rename(part(&model), &model).map_err(|e| FetchError::Dir(model.clone(), e))?;
     let labels = match &source.labels_uri {
         Some(uri) => {
             let path = source.dir.join(safe_name(uri, "labels.txt"));
-            download(&store, uri, "the labels", "LABELS_URI", source.max_bytes, &path).await?;
+            download(&store, uri, "the labels", "LABELS_URI", source.max_bytes, &part(&path)).await?;
+            std::fs::rename(part(&path), &path).map_err(|e| FetchError::Dir(path.clone(), e))?;
             Some(path)
         }
         None => None,
