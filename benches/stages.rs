@@ -11,7 +11,9 @@
 //! 3. cold start: process start → first answered 1-image request (with and without the solo
 //!    session, interleaved);
 //! 4. peak RSS after each request size (flat = not growing with the batch);
-//! 5. each model's server time against its own floor (`BENCH_MODELS=0` skips, `BENCH_ONLY_MODELS`);
+//! 5. each model's server time against its own floor (`BENCH_MODELS=0` skips, `BENCH_ONLY_MODELS`;
+//!    `BENCH_EXTRA_MODELS=a.onnx,...` adds models, `BENCH_FIXTURES=0` leaves out the bundled and
+//!    fixture ones);
 //! 6. 40 phone-size JPEGs against the floor and the Python peer with PIL's draft mode
 //!    (`BENCH_PHONE=0` skips, `BENCH_ONLY_PHONE` stops after it).
 //!
@@ -461,7 +463,14 @@ fn bench_models() -> Vec<PathBuf> {
         std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     fixtures.retain(|p| p.extension().is_some_and(|e| e == "onnx") && p.with_extension("oracle.json").exists());
     fixtures.sort();
+    if std::env::var("BENCH_FIXTURES").as_deref() == Ok("0") {
+        models.clear();
+        fixtures.clear();
+    }
     models.extend(fixtures);
+    // `BENCH_EXTRA_MODELS=a.onnx,b.onnx`: models of a realistic size beside the tiny fixtures.
+    let extra = std::env::var("BENCH_EXTRA_MODELS").unwrap_or_default();
+    models.extend(extra.split(',').filter(|p| !p.is_empty()).map(PathBuf::from));
     models
 }
 

@@ -49,15 +49,14 @@ impl BulkRuns {
     /// Clients from the default AWS configuration (`AWS_ENDPOINT_URL_*` for local stand-ins,
     /// `S3_FORCE_PATH_STYLE=true` for path-style S3); an error saying how to give credentials when
     /// there are none.
-    pub async fn from_env() -> Result<Self> {
+    pub async fn from_env(cfg: &crate::config::BulkClientConfig) -> Result<Self> {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let provider = sdk.credentials_provider().context("no AWS credentials are configured")?;
         provider.provide_credentials().await.context(
             "objdet bulk needs AWS credentials and none were found (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, \
              AWS_PROFILE, SSO or an instance role)",
         )?;
-        let path_style = std::env::var("S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true" || v == "1");
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(cfg.force_path_style).build();
         Ok(Self { sfn: aws_sdk_sfn::Client::new(&sdk), s3: aws_sdk_s3::Client::from_conf(s3) })
     }
 

@@ -31,6 +31,54 @@ fn malformed(key: &str, value: &str, expected: &'static str) -> ConfigError {
     ConfigError::Malformed { key: key.to_string(), value: crate::error::excerpt(value), expected }
 }
 
+/// A number (`_` separators allowed), `default` when unset.
+fn num<T: FromStr>(k: &str, v: Option<String>, default: T) -> Result<T> {
+    match v {
+        None => Ok(default),
+        Some(s) => s.replace('_', "").parse::<T>().map_err(|_| malformed(k, &s, "number")),
+    }
+}
+
+/// objdet's one boolean grammar: `1/true/yes/on`, `0/false/no/off` (any case), unset = false.
+fn flag(k: &str, v: Option<String>) -> Result<bool> {
+    match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(other) => Err(malformed(k, other, "boolean")),
+    }
+}
+
+/// `get` with values trimmed and empty ones unset.
+fn trimmed(get: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> {
+    move |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// `LOG_FORMAT` (`text`): `json` for JSON logs outside Lambda too (Lambda always logs JSON). Read
+/// before the rest of the configuration, so that a configuration error is logged in that format.
+pub fn log_json(get: impl Fn(&str) -> Option<String>) -> bool {
+    trimmed(get)("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json"))
+}
+
+/// The settings of the `objdet bulk` client, which starts and watches runs (no model, no service).
+#[derive(Debug, Clone)]
+pub struct BulkClientConfig {
+    /// `S3_FORCE_PATH_STYLE` (false): path-style S3 URLs (moto, MinIO).
+    pub force_path_style: bool,
+    /// `OBJDET_BULK_POLL_MS` (2000): how often `objdet bulk` asks for the run's status.
+    pub poll: Duration,
+}
+
+impl BulkClientConfig {
+    /// Reads the client's variables through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = trimmed(get);
+        Ok(Self {
+            force_path_style: flag("S3_FORCE_PATH_STYLE", get("S3_FORCE_PATH_STYLE"))?,
+            poll: Duration::from_millis(num("OBJDET_BULK_POLL_MS", get("OBJDET_BULK_POLL_MS"), 2000u64)?.max(1)),
+        })
+    }
+}
+
 /// Default model, relative to the working directory.
 pub const DEFAULT_MODEL_PATH: &str = "models/centernet_mobilenetv3_coco.onnx";
 /// Default request body limit of the HTTP server (64 MiB).
@@ -283,20 +331,7 @@ impl Config {
 
     /// Reads configuration through `get` (used by tests with a map instead of the environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        fn num<T: FromStr>(k: &str, v: Option<String>, default: T) -> Result<T> {
-            match v {
-                None => Ok(default),
-                Some(s) => s.replace('_', "").parse::<T>().map_err(|_| malformed(k, &s, "number")),
-            }
-        }
-        fn flag(k: &str, v: Option<String>) -> Result<bool> {
-            match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None | Some("0" | "false" | "no" | "off") => Ok(false),
-                Some("1" | "true" | "yes" | "on") => Ok(true),
-                Some(other) => Err(malformed(k, other, "boolean")),
-            }
-        }
+        let get = trimmed(get);
 
         let secs = |k: &str, default: f64| -> Result<Duration> {
             let v: f64 = num(k, get(k), default)?;

@@ -261,7 +261,7 @@ struct Undecided(String);
 
 async fn run() -> anyhow::Result<()> {
     let cli = parse_cli();
-    telemetry::init(false);
+    telemetry::init(objdet::config::log_json(|k| std::env::var(k).ok()));
     let malloc_tuned = objdet::memory::tune_malloc();
     tracing::debug!(malloc_tuned, "malloc mmap threshold");
     let mut config = Config::from_env()?;
@@ -510,7 +510,8 @@ async fn detect(
 /// `objdet bulk start|status`.
 async fn bulk(action: BulkAction) -> anyhow::Result<()> {
     use objdet::bulk_run::{BulkRuns, Status};
-    let runs = BulkRuns::from_env().await?;
+    let client = objdet::config::BulkClientConfig::from_lookup(|k| std::env::var(k).ok())?;
+    let runs = BulkRuns::from_env(&client).await?;
     let status = match action {
         BulkAction::Start { state_machine, bucket, prefix, wait, quiet } => {
             let execution = runs.start(&state_machine, &bucket, &prefix).await?;
@@ -529,9 +530,7 @@ async fn bulk(action: BulkAction) -> anyhow::Result<()> {
                 );
                 b
             });
-            let every = std::time::Duration::from_millis(
-                std::env::var("OBJDET_BULK_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
-            );
+            let every = client.poll;
             let status = runs
                 .wait(&execution, every, |s: &Status| {
                     let n = |k: &str| s.items.get(k).copied().unwrap_or(0).max(0) as u64;

@@ -2,10 +2,10 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber once. `RUST_LOG` filters (default `info`); logs go to stderr.
+/// Installs the global subscriber once, JSON lines if `json` (Lambda; `config::log_json`), else
+/// text. `RUST_LOG` filters (default `info`); logs go to stderr.
 pub fn init(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let json = json || std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // Colours only on a terminal: in a file or a log collector they are raw ESC bytes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
