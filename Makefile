@@ -41,7 +41,8 @@ test: setup-test ## all tests: real model, real ORT, real HTTP, local S3 and the
 ui-test: build setup-test ## the browser page in Debian's chromium via playwright-core (installs both; screenshots in target/ui-artifacts)
 	scripts/ui-test.sh
 
-lint: setup ## rustfmt and clippy, warnings are errors
+lint: setup ## rustfmt, clippy (warnings are errors), no import cycle between the modules of src/
+	python3 scripts/import-cycles.py > /dev/null
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings

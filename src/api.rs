@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detector::Outcome;
 pub use crate::detector::postprocess::{BBox, Object};
-use crate::error::{Coded as _, ErrorBody};
+use crate::error::{Coded, ErrorBody};
 
 /// S3-keys mode: detect objects already uploaded to S3.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,7 +86,7 @@ pub struct ImageResult {
 
 impl ImageResult {
     /// One image's outcome as its result: detections, or the error with empty objects.
-    pub fn of(name: String, outcome: Outcome) -> ImageResult {
+    pub fn of<E: Coded>(name: String, outcome: Outcome<E>) -> ImageResult {
         let decode_ms = outcome.times.decode_ms + outcome.times.preprocess_ms;
         let (width, height, objects, error) = match outcome.result {
             Ok(d) => (Some(d.width), Some(d.height), d.objects, None),

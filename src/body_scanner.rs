@@ -14,7 +14,8 @@
 use serde::Deserialize;
 
 use crate::api::S3Keys;
-use crate::error::{RequestError, excerpt};
+use crate::error::excerpt;
+use crate::service::error::RequestError;
 
 type Result<T, E = RequestError> = std::result::Result<T, E>;
 

@@ -25,8 +25,9 @@ use bytes::Bytes;
 use lambda_runtime::{LambdaEvent, LambdaInvocation};
 use serde_json::{Map, Value};
 
-use crate::error::{Coded, RequestError};
+use crate::error::Coded;
 use crate::service::DetectService;
+use crate::service::error::RequestError;
 
 /// Header the event guard sets on a request whose event it had to empty; the Lambda Router
 /// answers such a request 400 `invalid_request` with the reason.

@@ -27,5 +27,5 @@ pub mod trigger;
 
 pub use config::Config;
 pub use detector::Detector;
-pub use error::{ImageError, RequestError, StartupError};
 pub use service::DetectService;
+pub use service::error::{ImageError, RequestError, StartupError};

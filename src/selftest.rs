@@ -11,8 +11,9 @@
 use std::time::Instant;
 
 use crate::config::DetectorConfig;
+use crate::detector::error::{DetectError, LoadError};
 use crate::detector::{Detector, Input};
-use crate::error::{ImageError, StartupError};
+use crate::service::error::StartupError;
 use crate::telemetry::ms_since;
 
 /// The bundled photo: a person in a street.
@@ -65,9 +66,12 @@ pub enum SelfTestError {
     /// The service cannot start.
     #[error("self-test: start-up failed")]
     Startup(#[from] StartupError),
+    /// The detector cannot start.
+    #[error("self-test: the detector cannot start")]
+    Load(#[from] LoadError),
     /// The photo could not be detected on.
     #[error("self-test: the bundled photo failed")]
-    Photo(#[source] ImageError),
+    Photo(#[source] DetectError),
     /// The detector ran but missed what the photo holds.
     #[error("self-test: expected a {expected} in the bundled photo, found {found:?} (SELFTEST_EXPECT)")]
     Missed {

@@ -24,7 +24,8 @@ use serde::Deserialize;
 
 use crate::api::{DetectResponse, UploadsRequest};
 use crate::config::{ApiToken, Config, ServerConfig};
-use crate::error::{Coded, ErrorCode, ErrorResponse, RequestError, excerpt};
+use crate::error::{Coded, ErrorCode, ErrorResponse, excerpt};
+use crate::service::error::RequestError;
 use crate::service::{Arrival, DetectService};
 use crate::telemetry::ms_since;
 

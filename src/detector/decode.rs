@@ -6,9 +6,10 @@ use std::io::{Cursor, ErrorKind};
 use base64::Engine as _;
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use crate::error::ImageError;
+use super::error::DetectError;
+pub use super::spec::Idct;
 
-type Result<T, E = ImageError> = std::result::Result<T, E>;
+type Result<T, E = DetectError> = std::result::Result<T, E>;
 
 /// An 8-bit RGB image, rows packed.
 #[derive(Debug, Clone, Default)]
@@ -42,10 +43,10 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>> {
 /// [`decode_base64`] into a reusable buffer (cleared first), so a worker allocates nothing per image.
 pub fn decode_base64_into(text: &[u8], out: &mut Vec<u8>) -> Result<()> {
     out.clear();
-    let text = std::str::from_utf8(text).map_err(ImageError::Base64NotText)?;
+    let text = std::str::from_utf8(text).map_err(DetectError::Base64NotText)?;
     let payload = strip_data_url(text);
     if payload.is_empty() {
-        return Err(ImageError::Base64Empty);
+        return Err(DetectError::Base64Empty);
     }
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
@@ -59,7 +60,7 @@ pub fn decode_base64_into(text: &[u8], out: &mut Vec<u8>) -> Result<()> {
     } else {
         engine.decode_vec(payload, out)
     };
-    result.map_err(ImageError::Base64)
+    result.map_err(DetectError::Base64)
 }
 
 /// One image format objdet reads.
@@ -80,8 +81,7 @@ pub const FORMATS: &[Format] = &[
     Format { format: ImageFormat::WebP, media_type: "image/webp", extensions: &["webp"] },
 ];
 
-/// The formats for messages: "JPEG, PNG or WebP".
-pub const FORMAT_NAMES: &str = "JPEG, PNG or WebP";
+pub use super::error::FORMAT_NAMES;
 
 impl Format {
     /// The format of a media type (lower case, no parameters; `image/jpg` is taken for JPEG).
@@ -107,16 +107,16 @@ impl Format {
 pub fn sniff_format(bytes: &[u8]) -> Result<ImageFormat> {
     match (Format::of_bytes(bytes), image::guess_format(bytes)) {
         (Some(f), _) => Ok(f.format),
-        (None, Ok(other)) => Err(ImageError::UnsupportedFormat { format: format!("{other:?}") }),
-        (None, Err(_)) if bytes.is_empty() => Err(ImageError::Empty),
-        (None, Err(_)) => Err(ImageError::Unrecognised),
+        (None, Ok(other)) => Err(DetectError::UnsupportedFormat { format: format!("{other:?}") }),
+        (None, Err(_)) if bytes.is_empty() => Err(DetectError::Empty),
+        (None, Err(_)) => Err(DetectError::Unrecognised),
     }
 }
 
 /// Reads only the header: `(width, height)` before orientation.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
     sniff_format(bytes)?;
-    let size = imagesize::blob_size(bytes).map_err(|e| ImageError::Header(e.into()))?;
+    let size = imagesize::blob_size(bytes).map_err(|e| DetectError::Header(e.into()))?;
     let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     Ok((clamp(size.width), clamp(size.height)))
 }
@@ -132,11 +132,16 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The error for an image of `width`×`height` over these limits.
+    pub fn too_large(&self, width: u32, height: u32) -> DetectError {
+        DetectError::TooLarge { width, height, max_pixels: self.max_pixels, max_side: self.max_side }
+    }
+
     /// Refuses `w`×`h` when either side or the area is over the limits.
     pub fn check(&self, w: u64, h: u64) -> Result<()> {
         if w > u64::from(self.max_side) || h > u64::from(self.max_side) || w.saturating_mul(h) > self.max_pixels {
             let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-            return Err(ImageError::TooLarge { width: clamp(w), height: clamp(h), limits: *self });
+            return Err(self.too_large(clamp(w), clamp(h)));
         }
         Ok(())
     }
@@ -147,16 +152,6 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     let mut out = RgbImage::default();
     decode_image_into(bytes, limits, &mut out, |_, _| Ok(()))?;
     Ok(out)
-}
-
-/// The IDCT a JPEG is decoded with: the one the model's reference implementation decodes with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Idct {
-    /// libjpeg's accurate integer IDCT (OpenCV's and PIL's default).
-    #[default]
-    Accurate,
-    /// libjpeg's fast integer IDCT (TensorFlow's `decode_jpeg` default).
-    Fast,
 }
 
 /// How large a picture the caller needs, given the image's (oriented) width and height: a JPEG at
@@ -222,7 +217,7 @@ fn decode(
     // The JPEG decoder fills missing scan data with grey instead of failing.
     if format == ImageFormat::Jpeg {
         check_jpeg_scan(bytes)?;
-        super::jpeg_scan::check(bytes).map_err(|reason| ImageError::TruncatedScan { reason })?;
+        super::jpeg_scan::check(bytes).map_err(|reason| DetectError::TruncatedScan { reason })?;
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = image::Limits::default();
@@ -235,7 +230,7 @@ fn decode(
 
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
-        return Err(ImageError::NoPixels { width: w, height: h });
+        return Err(DetectError::NoPixels { width: w, height: h });
     }
     limits.check(u64::from(w), u64::from(h))?;
     admit(w, h)?;
@@ -256,7 +251,7 @@ fn decode(
         if orientation != NoTransforms {
             let pixels = std::mem::take(&mut out.pixels);
             let buf = image::RgbImage::from_raw(out.width, out.height, pixels)
-                .ok_or_else(|| ImageError::Resize("the pixel buffer does not match its dimensions".into()))?;
+                .ok_or_else(|| DetectError::Resize("the pixel buffer does not match its dimensions".into()))?;
             let mut img = DynamicImage::ImageRgb8(buf);
             img.apply_orientation(orientation);
             let rgb = img.into_rgb8();
@@ -265,11 +260,7 @@ fn decode(
         return Ok(full);
     }
     if decoder.color_type() == ColorType::Rgb8 && orientation == image::metadata::Orientation::NoTransforms {
-        let len = usize::try_from(decoder.total_bytes()).map_err(|_| ImageError::TooLarge {
-            width: w,
-            height: h,
-            limits: *limits,
-        })?;
+        let len = usize::try_from(decoder.total_bytes()).map_err(|_| limits.too_large(w, h))?;
         out.pixels.clear();
         out.pixels.resize(len, 0);
         decoder.read_image(&mut out.pixels).map_err(|e| body_error(e, w, h, limits))?;
@@ -296,7 +287,7 @@ fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, scale: u8, cmyk: b
         (side(w), side(h))
     };
     let len =
-        usize::try_from(u64::from(w) * u64::from(h) * 3).map_err(|_| ImageError::Truncated("too large".into()))?;
+        usize::try_from(u64::from(w) * u64::from(h) * 3).map_err(|_| DetectError::Truncated("too large".into()))?;
     out.pixels.clear();
     out.pixels.resize(len, 0);
     let pixels = &mut out.pixels;
@@ -336,10 +327,10 @@ fn decode_jpeg_into(bytes: &[u8], w: u32, h: u32, idct: Idct, scale: u8, cmyk: b
             Ok(())
         }
         Ok(Ok((dw, dh))) => {
-            Err(ImageError::Truncated(format!("libjpeg decoded {dw}x{dh}, the header says {w}x{h}").into()))
+            Err(DetectError::Truncated(format!("libjpeg decoded {dw}x{dh}, the header says {w}x{h}").into()))
         }
-        Ok(Err(e)) => Err(ImageError::Truncated(e.into())),
-        Err(payload) => Err(ImageError::Truncated(message(payload).into())),
+        Ok(Err(e)) => Err(DetectError::Truncated(e.into())),
+        Err(payload) => Err(DetectError::Truncated(message(payload).into())),
     }
 }
 
@@ -407,7 +398,7 @@ fn message_code(cinfo: &mozjpeg_sys::jpeg_common_struct) -> i32 {
 /// DC coefficient, in baseline and progressive scans alike, so less data cannot fill the frame:
 /// the decoder would paint the rest grey at the full frame's cost (docs/reliability.md, finding 4).
 pub fn check_jpeg_scan(bytes: &[u8]) -> Result<()> {
-    let truncated = |reason: String| Err(ImageError::TruncatedScan { reason });
+    let truncated = |reason: String| Err(DetectError::TruncatedScan { reason });
     let mut pos = 2; // after SOI
     let mut blocks: Option<u64> = None;
     let scan_start = loop {
@@ -462,19 +453,19 @@ fn frame_blocks(sof: &[u8]) -> Option<u64> {
 }
 
 /// An error while reading the header: the data is not a usable image.
-fn header_error(e: image::ImageError, limits: &Limits) -> ImageError {
+fn header_error(e: image::ImageError, limits: &Limits) -> DetectError {
     match e {
-        image::ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => ImageError::Truncated(io.into()),
-        image::ImageError::Limits(_) => ImageError::TooLarge { width: 0, height: 0, limits: *limits },
-        other => ImageError::Header(other.into()),
+        image::ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => DetectError::Truncated(io.into()),
+        image::ImageError::Limits(_) => limits.too_large(0, 0),
+        other => DetectError::Header(other.into()),
     }
 }
 
 /// An error after the header was accepted: the pixel data is cut short or corrupt.
-fn body_error(e: image::ImageError, w: u32, h: u32, limits: &Limits) -> ImageError {
+fn body_error(e: image::ImageError, w: u32, h: u32, limits: &Limits) -> DetectError {
     match e {
-        image::ImageError::Limits(_) => ImageError::TooLarge { width: w, height: h, limits: *limits },
-        other => ImageError::Truncated(other.into()),
+        image::ImageError::Limits(_) => limits.too_large(w, h),
+        other => DetectError::Truncated(other.into()),
     }
 }
 
@@ -503,7 +494,7 @@ mod tests {
         let mut seen = None;
         let err = decode_image_into(&jpeg, &LIMITS, &mut RgbImage::default(), |w, h| {
             seen = Some((w, h));
-            Err(ImageError::PixelBudgetExceeded { budget: 1 })
+            Err(DetectError::PixelBudgetExceeded { budget: 1 })
         })
         .unwrap_err();
         assert_eq!(seen, Some((64, 48)));

@@ -2,8 +2,39 @@
 //! head's frame ([`Frame`]), with no ONNX Runtime in them (unit-tested on hand-made tensors).
 //! [`super::postprocess`] then applies NMS, maps the boxes back to the image and names them.
 
-use super::postprocess::BBox;
+use serde::{Deserialize, Serialize};
+
 use super::spec::Head;
+
+/// A box (x1, y1, x2, y2): in the head's frame in a [`Candidate`], in original-image pixels in
+/// an `Object`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BBox {
+    /// Left.
+    pub x1: f32,
+    /// Top.
+    pub y1: f32,
+    /// Right.
+    pub x2: f32,
+    /// Bottom.
+    pub y2: f32,
+}
+
+impl BBox {
+    /// Area in square pixels (0 for degenerate boxes).
+    pub fn area(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
+    }
+
+    /// Intersection over union with `other`.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let iw = (self.x2.min(other.x2) - self.x1.max(other.x1)).max(0.0);
+        let ih = (self.y2.min(other.y2) - self.y1.max(other.y1)).max(0.0);
+        let inter = iw * ih;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+}
 
 /// One output tensor, its elements as f32 (integer outputs such as labels converted).
 #[derive(Debug, Clone, Copy)]

@@ -10,6 +10,7 @@
 
 pub mod decode;
 pub mod dispatch;
+pub mod error;
 pub mod graph_cache;
 pub mod heads;
 pub mod jpeg_scan;
@@ -32,9 +33,9 @@ use ort::session::{OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 
 use crate::config::DetectorConfig;
-use crate::error::{ImageError, StartupError};
 use crate::telemetry::ms_since;
 use decode::{Limits, RgbImage, decode_base64_into, decode_image_with};
+use error::{DetectError, LoadError};
 use heads::Candidate;
 pub use postprocess::{BBox, Object, Transform};
 use preprocess::{InputTensor, Preprocessor, TensorData};
@@ -73,21 +74,27 @@ pub struct Detections {
     pub objects: Vec<Object>,
 }
 
-/// The outcome for one image: detections or the image's error, with stage times either way.
+/// The outcome for one image: detections or the image's error (the detector's, or a caller's
+/// wrapping it), with stage times either way.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Outcome<E = DetectError> {
     /// Detections, or why there are none.
-    pub result: Result<Detections, ImageError>,
+    pub result: Result<Detections, E>,
     /// Where this image's time went.
     pub times: StageTimes,
     /// The session that ran it (`None` if it never reached one).
     pub ran_on: Option<SessionKind>,
 }
 
-impl Outcome {
+impl<E> Outcome<E> {
     /// An image that failed before reaching a session.
-    pub fn failed(e: ImageError) -> Self {
+    pub fn failed(e: E) -> Self {
         Outcome { result: Err(e), times: StageTimes::default(), ran_on: None }
+    }
+
+    /// The same outcome with the error converted (a caller's error type wrapping the detector's).
+    pub fn err_into<F: From<E>>(self) -> Outcome<F> {
+        Outcome { result: self.result.map_err(F::from), times: self.times, ran_on: self.ran_on }
     }
 }
 
@@ -95,7 +102,7 @@ impl Outcome {
 ///
 /// Each image takes its width × height from the budget once its header is read and before its
 /// pixels are decoded; an image that no longer fits fails with
-/// [`ImageError::PixelBudgetExceeded`] and the others go on. This bounds the decoding CPU one request
+/// [`DetectError::PixelBudgetExceeded`] and the others go on. This bounds the decoding CPU one request
 /// can cost whatever its images' sizes and count.
 #[derive(Debug)]
 pub struct PixelBudget {
@@ -110,20 +117,20 @@ impl PixelBudget {
     }
 
     /// Takes `pixels` from the budget, or refuses without taking anything.
-    pub fn take(&self, pixels: u64) -> Result<(), ImageError> {
+    pub fn take(&self, pixels: u64) -> Result<(), DetectError> {
         self.left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(pixels))
             .map(|_| ())
-            .map_err(|_| ImageError::PixelBudgetExceeded { budget: self.total })
+            .map_err(|_| DetectError::PixelBudgetExceeded { budget: self.total })
     }
 }
 
 /// Reads the model's interface and describes it ([`spec::probe`]) with the configured overrides;
 /// nothing is built or written. A graph objdet cannot interpret is refused here, naming what it saw.
-pub fn describe(cfg: &DetectorConfig) -> Result<ModelSpec, StartupError> {
+pub fn describe(cfg: &DetectorConfig) -> Result<ModelSpec, LoadError> {
     let path = &cfg.model_path;
-    let info = onnx::ModelInfo::read(path).map_err(|e| StartupError::Model { path: path.clone(), source: e.into() })?;
-    spec::probe(path, &info, &cfg.model).map_err(|source| StartupError::Spec { path: path.clone(), source })
+    let info = onnx::ModelInfo::read(path).map_err(|e| LoadError::Model { path: path.clone(), source: e.into() })?;
+    spec::probe(path, &info, &cfg.model).map_err(|source| LoadError::Spec { path: path.clone(), source })
 }
 
 /// Per-image buffers larger than this (an image over ~5 MP) are not kept for the next image.
@@ -153,7 +160,7 @@ pub struct Model {
 
 impl Model {
     /// Loads one session of the configured model.
-    pub fn load(cfg: &DetectorConfig) -> Result<Self, StartupError> {
+    pub fn load(cfg: &DetectorConfig) -> Result<Self, LoadError> {
         let spec = Arc::new(describe(cfg)?);
         // ONNX Runtime first: the weights container and cached tensors below call into it (ort
         // panics on a library it has not been told where to find).
@@ -168,14 +175,14 @@ impl Model {
         weights: &ort::session::builder::PrepackedWeights,
         source: &graph_cache::GraphSource,
         arena: runtime::Arena,
-    ) -> Result<Self, StartupError> {
+    ) -> Result<Self, LoadError> {
         let session = runtime::session_in(cfg, &spec, weights, source, arena)?;
         let mut selector = OutputSelector::no_default();
         for name in spec.head.outputs() {
             selector = selector.with(name);
         }
         let run_options = RunOptions::new()
-            .map_err(|source| StartupError::Options { what: "run options", source })?
+            .map_err(|source| LoadError::Options { what: "run options", source })?
             .with_outputs(selector);
         Ok(Self {
             session,
@@ -199,7 +206,7 @@ impl Model {
     }
 
     /// Detects objects in one input, recording the time of each stage.
-    pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections, ImageError> {
+    pub fn detect(&mut self, input: &Input, times: &mut StageTimes) -> Result<Detections, DetectError> {
         self.detect_on(SessionKind::Pool, input, None, times)
     }
 
@@ -216,7 +223,7 @@ impl Model {
         input: &Input,
         budget: Option<&PixelBudget>,
         times: &mut StageTimes,
-    ) -> Result<Detections, ImageError> {
+    ) -> Result<Detections, DetectError> {
         let t = Instant::now();
         let mut rgb = std::mem::take(&mut self.rgb);
         let admit = |w: u32, h: u32| budget.map_or(Ok(()), |b| b.take(u64::from(w) * u64::from(h)));
@@ -243,7 +250,7 @@ impl Model {
     }
 
     /// Detects objects in already-decoded pixels.
-    pub fn detect_rgb(&mut self, img: &RgbImage, times: &mut StageTimes) -> Result<Detections, ImageError> {
+    pub fn detect_rgb(&mut self, img: &RgbImage, times: &mut StageTimes) -> Result<Detections, DetectError> {
         self.detect_rgb_on(SessionKind::Pool, img, times)
     }
 
@@ -252,7 +259,7 @@ impl Model {
         kind: SessionKind,
         img: &RgbImage,
         times: &mut StageTimes,
-    ) -> Result<Detections, ImageError> {
+    ) -> Result<Detections, DetectError> {
         self.detect_scaled_on(kind, img, (img.width, img.height), times)
     }
 
@@ -264,7 +271,7 @@ impl Model {
         img: &RgbImage,
         full: (u32, u32),
         times: &mut StageTimes,
-    ) -> Result<Detections, ImageError> {
+    ) -> Result<Detections, DetectError> {
         let t = Instant::now();
         let transform = self.pre.run_from(img, full, &mut self.tensor)?;
         times.preprocess_ms = ms_since(t);
@@ -280,17 +287,17 @@ impl Model {
     }
 
     /// The head, NMS and the mapping back, on the outputs of the last run.
-    fn decode_outputs(&mut self, transform: &Transform) -> Result<Vec<Object>, ImageError> {
+    fn decode_outputs(&mut self, transform: &Transform) -> Result<Vec<Object>, DetectError> {
         let views: Vec<heads::Output<'_>> =
             self.outputs.iter().map(|(dims, data)| heads::Output { dims, data }).collect();
         heads::decode(&self.spec.head, &views, self.spec.score_threshold, &mut self.candidates)
-            .map_err(|e| ImageError::Output(e.into()))?;
+            .map_err(|e| DetectError::Output(e.into()))?;
         Ok(postprocess::finish(&mut self.candidates, &self.spec, transform))
     }
 
     /// The bare `session.run` on the current input tensor (the benchmark times this against the
     /// whole pipeline). An image of `width`×`height` is what an original-size input is told.
-    pub fn run_session(&mut self) -> Result<(), ImageError> {
+    pub fn run_session(&mut self) -> Result<(), DetectError> {
         if self.tensor.shape == [0; 4] {
             // Not filled yet: a grey image of the input's size.
             let (w, h) = (self.spec.input.width, self.spec.input.height);
@@ -301,29 +308,29 @@ impl Model {
     }
 
     /// Fills the input tensor from `img` (benchmarks time the stages one by one).
-    pub fn preprocess(&mut self, img: &RgbImage) -> Result<Transform, ImageError> {
+    pub fn preprocess(&mut self, img: &RgbImage) -> Result<Transform, DetectError> {
         self.pre.run(img, &mut self.tensor)
     }
 
     /// Decodes the outputs of the last run for an image mapped by `transform` (benchmarks).
-    pub fn postprocess(&mut self, transform: &Transform) -> Result<Vec<Object>, ImageError> {
+    pub fn postprocess(&mut self, transform: &Transform) -> Result<Vec<Object>, DetectError> {
         self.decode_outputs(transform)
     }
 
-    fn run_on(&mut self, kind: SessionKind, width: u32, height: u32) -> Result<(), ImageError> {
+    fn run_on(&mut self, kind: SessionKind, width: u32, height: u32) -> Result<(), DetectError> {
         let image: SessionInputValue<'_> = match &self.tensor.data {
             TensorData::F32(v) => {
-                TensorRef::from_array_view((self.tensor.shape, v.as_slice())).map_err(ImageError::Inference)?.into()
+                TensorRef::from_array_view((self.tensor.shape, v.as_slice())).map_err(DetectError::Inference)?.into()
             }
             TensorData::U8(v) => {
-                TensorRef::from_array_view((self.tensor.shape, v.as_slice())).map_err(ImageError::Inference)?.into()
+                TensorRef::from_array_view((self.tensor.shape, v.as_slice())).map_err(DetectError::Inference)?.into()
             }
         };
         let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =
             vec![(self.spec.input.name.as_str().into(), image)];
         if let Some(name) = &self.spec.input.sizes_input {
             let sizes = Tensor::from_array(([1usize, 2], vec![i64::from(width), i64::from(height)]))
-                .map_err(ImageError::Inference)?;
+                .map_err(DetectError::Inference)?;
             inputs.push((name.as_str().into(), sizes.into()));
         }
         // The lead's pool session is `lead_pool`; every other session is `session`.
@@ -331,11 +338,11 @@ impl Model {
             (SessionKind::Pool, Some(pool)) => pool,
             _ => &mut self.session,
         };
-        let outputs = session.run_with_options(inputs, &self.run_options).map_err(ImageError::Inference)?;
+        let outputs = session.run_with_options(inputs, &self.run_options).map_err(DetectError::Inference)?;
         let names = self.spec.head.outputs();
         self.outputs.resize_with(names.len(), Default::default);
         for (name, (dims, data)) in names.into_iter().zip(self.outputs.iter_mut()) {
-            let value = outputs.get(name).ok_or_else(|| ImageError::NoOutput(crate::error::excerpt(name)))?;
+            let value = outputs.get(name).ok_or_else(|| DetectError::NoOutput(crate::error::excerpt(name)))?;
             read_output(value, dims, data)?;
         }
         Ok(())
@@ -349,15 +356,15 @@ impl Model {
 
 /// Copies an output tensor into `dims` and `data` as f32, whatever its numeric element type
 /// (labels and class ids often come as int64).
-fn read_output(value: &ort::value::DynValue, dims: &mut Vec<usize>, data: &mut Vec<f32>) -> Result<(), ImageError> {
+fn read_output(value: &ort::value::DynValue, dims: &mut Vec<usize>, data: &mut Vec<f32>) -> Result<(), DetectError> {
     use ort::value::{TensorElementType as T, ValueType};
     fn copy<E: ort::value::PrimitiveTensorElementType + Copy>(
         value: &ort::value::DynValue,
         dims: &mut Vec<usize>,
         data: &mut Vec<f32>,
         f: impl Fn(E) -> f32,
-    ) -> Result<(), ImageError> {
-        let (shape, elems) = value.try_extract_tensor::<E>().map_err(ImageError::Inference)?;
+    ) -> Result<(), DetectError> {
+        let (shape, elems) = value.try_extract_tensor::<E>().map_err(DetectError::Inference)?;
         dims.clear();
         dims.extend(shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)));
         data.clear();
@@ -370,6 +377,6 @@ fn read_output(value: &ort::value::DynValue, dims: &mut Vec<usize>, data: &mut V
         ValueType::Tensor { ty: T::Int64, .. } => copy::<i64>(value, dims, data, |e| e as f32),
         ValueType::Tensor { ty: T::Int32, .. } => copy::<i32>(value, dims, data, |e| e as f32),
         ValueType::Tensor { ty: T::Uint8, .. } => copy::<u8>(value, dims, data, f32::from),
-        other => Err(ImageError::Output(format!("an output of type {other:?}, not a number tensor").into())),
+        other => Err(DetectError::Output(format!("an output of type {other:?}, not a number tensor").into())),
     }
 }

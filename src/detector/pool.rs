@@ -29,13 +29,13 @@ use ort::session::Session;
 use ort::session::builder::PrepackedWeights;
 
 use super::dispatch::{Queue, SessionKind};
+use super::error::{DetectError, LoadError};
 use super::graph_cache::{self, GraphSource};
 use super::{Input, Model, ModelSpec, Outcome, PixelBudget, StageTimes, describe, runtime};
 use crate::config::DetectorConfig;
-use crate::error::{ImageError, StartupError};
 use crate::telemetry::ms_since;
 
-type Result<T, E = StartupError> = std::result::Result<T, E>;
+type Result<T, E = LoadError> = std::result::Result<T, E>;
 
 /// With a solo session, the pool is built after the first answered image, as soon as images
 /// queue up, or after this long without requests, whichever comes first.
@@ -173,7 +173,7 @@ impl Detector {
         let env = runtime::environment(cfg.ort_dylib_path.as_deref());
         tracing::debug!(ms = ms_since(t), "ONNX Runtime loaded");
         let plan = match reader {
-            Some(reader) => reader.join().map_err(|_| StartupError::ThreadExited("graph-cache reader"))?,
+            Some(reader) => reader.join().map_err(|_| LoadError::ThreadExited("graph-cache reader"))?,
             None => graph_cache::plan(cfg),
         };
         env?;
@@ -215,7 +215,7 @@ impl Detector {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(StartupError::ThreadExited("worker")),
+                Err(_) => return Err(LoadError::ThreadExited("worker")),
             }
         }
         for build in later {
@@ -278,7 +278,7 @@ impl Detector {
     }
 
     fn outcome(r: std::result::Result<Outcome, tokio::sync::oneshot::error::RecvError>) -> Outcome {
-        r.unwrap_or_else(|_| Outcome::failed(ImageError::WorkerStopped))
+        r.unwrap_or_else(|_| Outcome::failed(DetectError::WorkerStopped))
     }
 }
 
@@ -318,7 +318,7 @@ impl Builders {
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn(move || this.run(build, &cfg, &source, background, ready))
-            .map_err(StartupError::Thread)?;
+            .map_err(LoadError::Thread)?;
         self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
         Ok(())
     }
@@ -374,7 +374,7 @@ impl Builders {
         // The first run of a session allocates its buffers and is slower; with ORT_WARMUP
         // it is paid during start-up (e.g. provisioned concurrency) instead.
         if cfg.warmup {
-            model.run_session().map_err(StartupError::Warmup)?;
+            model.run_session().map_err(LoadError::Warmup)?;
         }
         Ok(Made::Model(Box::new(model)))
     }
@@ -389,9 +389,9 @@ fn at_idle_priority<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> 
                 crate::memory::lower_thread_priority();
                 f()
             })
-            .map_err(StartupError::Thread)?
+            .map_err(LoadError::Thread)?
             .join()
-            .map_err(|_| StartupError::ThreadExited("background build"))?
+            .map_err(|_| LoadError::ThreadExited("background build"))?
     })
 }
 
@@ -423,7 +423,7 @@ fn serve(mut model: Model, lead: bool, shared: &Shared) {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             model.detect_on(kind, &job.input, job.budget.as_deref(), &mut times)
         }))
-        .unwrap_or_else(|_| Err(ImageError::DecoderPanicked));
+        .unwrap_or_else(|_| Err(DetectError::DecoderPanicked));
         // Free before replying, so the caller's next image sees this session idle.
         shared.update(|s| s.queue.done(kind));
         let _ = job.reply.send(Outcome { result, times, ran_on: Some(kind) });

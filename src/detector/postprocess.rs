@@ -4,37 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::heads::BBox;
 use super::heads::Candidate;
 use super::spec::{Frame, ModelSpec, Nms};
-
-/// A box in original-image pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct BBox {
-    /// Left.
-    pub x1: f32,
-    /// Top.
-    pub y1: f32,
-    /// Right.
-    pub x2: f32,
-    /// Bottom.
-    pub y2: f32,
-}
-
-impl BBox {
-    /// Area in square pixels (0 for degenerate boxes).
-    pub fn area(&self) -> f32 {
-        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
-    }
-
-    /// Intersection over union with `other`.
-    pub fn iou(&self, other: &BBox) -> f32 {
-        let iw = (self.x2.min(other.x2) - self.x1.max(other.x1)).max(0.0);
-        let ih = (self.y2.min(other.y2) - self.y1.max(other.y1)).max(0.0);
-        let inter = iw * ih;
-        let union = self.area() + other.area() - inter;
-        if union <= 0.0 { 0.0 } else { inter / union }
-    }
-}
 
 /// One detected object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

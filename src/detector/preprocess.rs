@@ -5,11 +5,11 @@
 use fast_image_resize as fr;
 
 use super::decode::RgbImage;
+use super::error::DetectError;
 use super::postprocess::Transform;
 use super::spec::{Filter, InputSpec, InputType, Layout, Resize};
-use crate::error::ImageError;
 
-type Result<T, E = ImageError> = std::result::Result<T, E>;
+type Result<T, E = DetectError> = std::result::Result<T, E>;
 
 /// The input tensor's elements.
 #[derive(Debug, Clone, PartialEq)]
@@ -268,13 +268,13 @@ impl Preprocessor {
             &self.resized
         } else {
             let src = fr::images::ImageRef::new(img.width, img.height, &img.pixels, fr::PixelType::U8x3)
-                .map_err(|e| ImageError::Resize(e.into()))?;
+                .map_err(|e| DetectError::Resize(e.into()))?;
             let mut buf = std::mem::take(&mut self.resized);
             buf.clear();
             buf.resize(g.width as usize * g.height as usize * 3, 0);
             let mut dst = fr::images::Image::from_vec_u8(g.width, g.height, buf, fr::PixelType::U8x3)
-                .map_err(|e| ImageError::Resize(e.into()))?;
-            self.resizer.resize(&src, &mut dst, &self.options).map_err(|e| ImageError::Resize(e.into()))?;
+                .map_err(|e| DetectError::Resize(e.into()))?;
+            self.resizer.resize(&src, &mut dst, &self.options).map_err(|e| DetectError::Resize(e.into()))?;
             self.resized = dst.into_vec();
             &self.resized
         };

@@ -8,11 +8,11 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 
 use super::ModelSpec;
+use super::error::LoadError;
 use super::graph_cache::{self, GraphSource};
 use crate::config::DetectorConfig;
-use crate::error::StartupError;
 
-type Result<T, E = StartupError> = std::result::Result<T, E>;
+type Result<T, E = LoadError> = std::result::Result<T, E>;
 
 /// A failure cached for the process (the environment and the shared arena are made once).
 type Failed = (&'static str, Option<Arc<dyn std::error::Error + Send + Sync>>);
@@ -21,15 +21,15 @@ fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Option<Arc<dyn st
     Some(Arc::new(e))
 }
 
-fn failed((reason, source): &Failed) -> StartupError {
-    StartupError::Runtime { reason: (*reason).to_string(), source: source.clone() }
+fn failed((reason, source): &Failed) -> LoadError {
+    LoadError::Runtime { reason: (*reason).to_string(), source: source.clone() }
 }
 
 static ENVIRONMENT: OnceLock<std::result::Result<Environment, Failed>> = OnceLock::new();
 
 /// Loads the ONNX Runtime library from `path` (once per process) and returns the environment.
 ///
-/// A missing or incompatible library is a [`StartupError::Runtime`], never a panic.
+/// A missing or incompatible library is a [`LoadError::Runtime`], never a panic.
 pub fn environment(path: Option<&Path>) -> Result<&'static Environment> {
     ENVIRONMENT
         .get_or_init(|| {
@@ -134,15 +134,15 @@ fn build_session(
     }
     if !cfg.model_path.exists() {
         let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        return Err(StartupError::Model { path: cfg.model_path.clone(), source: missing.into() });
+        return Err(LoadError::Model { path: cfg.model_path.clone(), source: missing.into() });
     }
-    let map = |e: ort::Error<_>| StartupError::Options { what: "session options", source: e.into() };
+    let map = |e: ort::Error<_>| LoadError::Options { what: "session options", source: e.into() };
     let level = match source {
         GraphSource::Cached(_) => GraphOptimizationLevel::Disable,
         _ => GraphOptimizationLevel::All,
     };
     let mut builder = Session::builder(env)
-        .map_err(|e| StartupError::Options { what: "session builder", source: e })?
+        .map_err(|e| LoadError::Options { what: "session builder", source: e })?
         .with_optimization_level(level)
         .map_err(map)?
         .with_intra_threads(cfg.intra_threads)
@@ -171,7 +171,7 @@ fn build_session(
             cached.graph.clone()
         }
         GraphSource::ModelSavingTo(id) => {
-            let (graph, weights_file) = graph_cache::build_paths(cfg, id).map_err(StartupError::Cache)?;
+            let (graph, weights_file) = graph_cache::build_paths(cfg, id).map_err(LoadError::Cache)?;
             builder = builder
                 .with_optimized_model_path(graph)
                 .map_err(map)?
@@ -184,7 +184,7 @@ fn build_session(
     let t = std::time::Instant::now();
     let session = builder
         .commit_from_file(&model_file)
-        .map_err(|e| StartupError::Model { path: model_file.clone(), source: Box::new(e) })?;
+        .map_err(|e| LoadError::Model { path: model_file.clone(), source: Box::new(e) })?;
     tracing::debug!(ms = crate::telemetry::ms_since(t), source = source.name(), "session created");
     if let GraphSource::ModelSavingTo(id) = source {
         graph_cache::publish(cfg, id);
@@ -199,7 +199,7 @@ fn build_session(
             crate::error::excerpt(&spec.input.name),
             spec.head.outputs()
         );
-        return Err(StartupError::Model { path: model_file.clone(), source: reason.into() });
+        return Err(LoadError::Model { path: model_file.clone(), source: reason.into() });
     }
     Ok(session)
 }

@@ -21,6 +21,16 @@ use std::sync::Arc;
 
 use super::onnx::{Dim, ModelInfo, Tensor, dtype};
 
+/// The IDCT a JPEG is decoded with: the one the model's reference implementation decodes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idct {
+    /// libjpeg's accurate integer IDCT (OpenCV's and PIL's default).
+    #[default]
+    Accurate,
+    /// libjpeg's fast integer IDCT (TensorFlow's `decode_jpeg` default).
+    Fast,
+}
+
 /// How the picture is laid out in the input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -102,7 +112,7 @@ pub struct InputSpec {
     /// (`orig_target_sizes` of RT-DETRv2 / D-FINE / DEIM exports).
     pub sizes_input: Option<String>,
     /// The JPEG IDCT of the family's reference (TensorFlow decodes with the fast one).
-    pub idct: super::decode::Idct,
+    pub idct: Idct,
 }
 
 /// The frame the head's boxes come in.
@@ -592,7 +602,7 @@ pub fn probe(model_path: &Path, info: &ModelInfo, o: &Overrides) -> Result<Model
         std: o.std.unwrap_or([1.0; 3]),
         bgr: o.bgr.unwrap_or(false),
         sizes_input,
-        idct: if format == Format::TfOd { super::decode::Idct::Fast } else { super::decode::Idct::Accurate },
+        idct: if format == Format::TfOd { Idct::Fast } else { Idct::Accurate },
     };
 
     // Class names: metadata, LABELS_PATH, <model>.labels.txt, the TF-OD label map, class_<i>.

@@ -211,7 +211,7 @@ struct State {
     remote_requests_done: usize,
     /// Images in the request out (0: none).
     remote_in_flight: usize,
-    local_error: Option<crate::error::RequestError>,
+    local_error: Option<crate::service::error::RequestError>,
 }
 
 impl State {

@@ -1,6 +1,8 @@
 //! The request service: a request's images (inline base64, a raw body or S3 keys) → per-image
 //! results with timing. Knows nothing of HTTP servers or Lambda; every front door calls it.
 
+pub mod error;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,11 +12,15 @@ use futures::StreamExt;
 use crate::api::{DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse};
 use crate::config::Config;
 use crate::detector::{Detector, Input, Outcome, PixelBudget};
-use crate::error::{Coded as _, RequestError, StartupError};
+use crate::error::Coded as _;
 use crate::s3::{S3Error, S3Store};
 use crate::telemetry::ms_since;
+pub use error::{ImageError, RequestError, StartupError};
 
 type Result<T, E = RequestError> = std::result::Result<T, E>;
+
+/// One image's outcome as the service answers it.
+type ItemOutcome = Outcome<ImageError>;
 
 /// When and how a request body arrived (measured by the front door).
 #[derive(Debug, Clone, Copy)]
@@ -67,8 +73,8 @@ impl DetectService {
         };
         let t = Instant::now();
         let detector = Detector::load(&config.detector).map_err(|e| match &config.model_source {
-            Some(source) => StartupError::FromUri { uri: source.uri.to_string(), source: Box::new(e) },
-            None => e,
+            Some(source) => StartupError::FromUri { uri: source.uri.to_string(), source: Box::new(e.into()) },
+            None => e.into(),
         })?;
         let detector = Arc::new(detector);
         crate::memory::release_free_memory();
@@ -100,18 +106,19 @@ impl DetectService {
 
     /// `outcome`, or `deadline_exceeded` once the request's deadline has passed (dropping the
     /// image's job, which takes it off the queue).
-    fn within<F: std::future::Future<Output = Outcome>>(
-        &self,
-        start: Instant,
-        outcome: F,
-    ) -> impl std::future::Future<Output = Outcome> + use<F> {
+    fn within<E, F>(&self, start: Instant, outcome: F) -> impl std::future::Future<Output = ItemOutcome> + use<E, F>
+    where
+        F: std::future::Future<Output = Outcome<E>>,
+        ImageError: From<E>,
+    {
         let deadline = self.image_deadline;
         async move {
             match deadline {
-                None => outcome.await,
-                Some(after) => tokio::time::timeout_at((start + after).into(), outcome).await.unwrap_or_else(|_| {
-                    Outcome::failed(crate::error::ImageError::DeadlineExceeded { secs: after.as_secs_f64() })
-                }),
+                None => outcome.await.err_into(),
+                Some(after) => tokio::time::timeout_at((start + after).into(), outcome).await.map_or_else(
+                    |_| Outcome::failed(ImageError::DeadlineExceeded { secs: after.as_secs_f64() }),
+                    Outcome::err_into,
+                ),
             }
         }
     }
@@ -151,7 +158,7 @@ impl DetectService {
         let mut pending: std::collections::VecDeque<(futures::future::BoxFuture<'static, Outcome>, usize)> =
             Default::default();
         let mut pending_bytes = 0usize;
-        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut outcomes: Vec<ItemOutcome> = Vec::new();
         let (mut names, mut s3) = (None, None);
         let (mut received, mut images, mut wait) = (0usize, 0usize, std::time::Duration::ZERO);
         loop {
@@ -263,13 +270,13 @@ impl DetectService {
                 let job = async move {
                     let fetched = match s3.get(&bucket, &key, max_object, Some(&in_flight)).await {
                         Ok(fetched) => fetched,
-                        Err(e) => return Outcome::failed(e.into()),
+                        Err(e) => return Outcome::failed(ImageError::Fetch(e)),
                     };
                     let _ = at.set(Instant::now());
                     let (bytes, permit) = fetched.into_parts();
                     let outcome = detector.start_within(Input::Image(bytes), Some(budget)).await;
                     drop(permit); // the image's bytes went with its job
-                    outcome
+                    outcome.err_into()
                 };
                 let job = self.within(arrival.start, job);
                 async move { (job.await, fetched_at.get().copied()) }
@@ -354,7 +361,7 @@ impl DetectService {
         Ok(())
     }
 
-    fn respond(&self, items: Vec<(String, Outcome)>, arrival: Arrival, s3_fetch_ms: Option<f64>) -> DetectResponse {
+    fn respond(&self, items: Vec<(String, ItemOutcome)>, arrival: Arrival, s3_fetch_ms: Option<f64>) -> DetectResponse {
         let results: Vec<ImageResult> = items
             .into_iter()
             .map(|(name, outcome)| {
@@ -381,9 +388,10 @@ impl DetectService {
         let (payload_bytes, outcome) = match fetched {
             Ok(fetched) => {
                 let (bytes, _) = fetched.into_parts();
-                (bytes.len() as u64, self.detector.start_within(Input::Image(bytes), Some(self.pixel_budget())).await)
+                let len = bytes.len() as u64;
+                (len, self.detector.start_within(Input::Image(bytes), Some(self.pixel_budget())).await.err_into())
             }
-            Err(e) if e.is_permanent() => (0, Outcome::failed(e.into())),
+            Err(e) if e.is_permanent() => (0, Outcome::failed(ImageError::Fetch(e))),
             Err(e) => return Err(e),
         };
         let arrival = Arrival { start, receive_ms: 0.0, payload_bytes };
