@@ -59,6 +59,104 @@ pub fn log_json(get: impl Fn(&str) -> Option<String>) -> bool {
     trimmed(get)("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json"))
 }
 
+/// What the binaries read besides [`Config`], from the same lookup: settings of the process
+/// itself, read before the service's configuration (so that its errors are logged as configured).
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// `LOG_FORMAT` ([`log_json`]).
+    pub log_json: bool,
+    /// glibc's malloc configured through its own variables (`MALLOC_MMAP_THRESHOLD_`, or
+    /// `glibc.malloc.*` in `GLIBC_TUNABLES`): objdet then leaves malloc alone (`memory`).
+    pub malloc_tuned_by_env: bool,
+    /// `SELFTEST_EXPECT` (`auto`): what `self-test` expects in the bundled photo.
+    pub selftest_expect: Expect,
+    /// `_HANDLER` (the function's `ImageConfig.Command`): the front door the Lambda bootstrap runs.
+    pub handler: std::result::Result<Handler, UnknownHandler>,
+}
+
+impl ProcessConfig {
+    /// Reads the process's variables from the environment.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the process's variables through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let raw = &get;
+        let get = trimmed(raw);
+        Self {
+            log_json: log_json(raw),
+            malloc_tuned_by_env: raw("MALLOC_MMAP_THRESHOLD_").is_some()
+                || raw("GLIBC_TUNABLES").is_some_and(|t| t.contains("glibc.malloc.")),
+            selftest_expect: Expect::from_env_value(get("SELFTEST_EXPECT").as_deref()),
+            handler: Handler::from_env_value(get("_HANDLER").as_deref()),
+        }
+    }
+}
+
+/// What the photo must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// `selftest::EXPECTED` if the model is the bundled one, else nothing.
+    Auto,
+    /// Nothing: the model loads, runs and its output decodes.
+    Nothing,
+    /// This class.
+    Label(String),
+}
+
+impl Expect {
+    /// From `SELFTEST_EXPECT` (unset or empty: `auto`).
+    pub fn from_env_value(v: Option<&str>) -> Self {
+        match v.map(str::trim) {
+            None | Some("" | "auto") => Expect::Auto,
+            Some("none") => Expect::Nothing,
+            Some(label) => Expect::Label(label.to_string()),
+        }
+    }
+}
+
+/// Which front door a function runs (`_HANDLER`, from the function's `ImageConfig.Command`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// HTTP events (API Gateway, function URL, ALB) through the Router.
+    Http,
+    /// S3 upload notifications through the trigger.
+    S3,
+    /// Step Functions Distributed Map batches of an S3 prefix.
+    Bulk,
+}
+
+impl Handler {
+    /// The names `_HANDLER` may hold.
+    pub const CHOICES: &'static str = "http, s3, bulk";
+
+    /// Parses `_HANDLER`; `None` or an unknown name is an error naming the choices.
+    pub fn from_env_value(value: Option<&str>) -> Result<Self, UnknownHandler> {
+        match value.map(str::trim) {
+            Some("http") => Ok(Handler::Http),
+            Some("s3") => Ok(Handler::S3),
+            Some("bulk") => Ok(Handler::Bulk),
+            Some(other) => Err(UnknownHandler::Unknown(crate::error::excerpt(other))),
+            None => Err(UnknownHandler::Missing),
+        }
+    }
+}
+
+/// `_HANDLER` is missing or names no entry point.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UnknownHandler {
+    /// Not set.
+    #[error("_HANDLER is not set (choices: {}); set the function's ImageConfig.Command", Handler::CHOICES)]
+    Missing,
+    /// Set to no known name (an excerpt).
+    #[error(
+        "_HANDLER={0:?} names no entry point (choices: {choices}); set the function's ImageConfig.Command",
+        choices = Handler::CHOICES
+    )]
+    Unknown(String),
+}
+
 /// The settings of the `objdet bulk` client, which starts and watches runs (no model, no service).
 #[derive(Debug, Clone)]
 pub struct BulkClientConfig {
@@ -628,6 +726,34 @@ mod tests {
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn handler_names() {
+        assert_eq!(Handler::from_env_value(Some("http")).unwrap(), Handler::Http);
+        assert_eq!(Handler::from_env_value(Some("s3")).unwrap(), Handler::S3);
+        let err = Handler::from_env_value(Some("bootstrap")).unwrap_err().to_string();
+        assert!(err.contains("http, s3") && err.contains("ImageConfig.Command"), "{err}");
+        assert!(Handler::from_env_value(None).unwrap_err().to_string().contains("_HANDLER is not set"));
+    }
+
+    #[test]
+    fn process_settings_parse() {
+        let process = |pairs: &[(&str, &str)]| {
+            let map: std::collections::HashMap<String, String> =
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            ProcessConfig::from_lookup(|k| map.get(k).cloned())
+        };
+        let p = process(&[("_HANDLER", " s3 "), ("SELFTEST_EXPECT", "dog"), ("LOG_FORMAT", "JSON")]);
+        assert_eq!(p.handler.unwrap(), Handler::S3);
+        assert_eq!(p.selftest_expect, Expect::Label("dog".into()));
+        assert!(p.log_json && !p.malloc_tuned_by_env);
+        let p = process(&[("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")]);
+        assert!(p.malloc_tuned_by_env && !p.log_json);
+        assert_eq!(p.selftest_expect, Expect::Auto);
+        assert!(p.handler.unwrap_err().to_string().contains("_HANDLER is not set"));
+        assert!(process(&[("MALLOC_MMAP_THRESHOLD_", "1")]).malloc_tuned_by_env);
+        assert_eq!(process(&[("SELFTEST_EXPECT", "none")]).selftest_expect, Expect::Nothing);
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The Lambda front doors, one per event source, all in the one container image: the function's
 //! `ImageConfig.Command` (handed to `bootstrap` as `_HANDLER`) picks which one runs.
 //!
-//! - [`Handler::Http`]: API Gateway REST v1 / HTTP API v2, function URLs and ALB, through
+//! - [`Handler::Http`](crate::config::Handler::Http): API Gateway REST v1 / HTTP API v2, function URLs and ALB, through
 //!   `lambda_http`'s runtime and the *same* [`Router`] `objdet serve` runs. The stage prefix of
 //!   the path is dropped by `lambda_http` itself (`AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true`).
-//! - [`Handler::S3`]: S3 `ObjectCreated` notifications, typed as [`S3Event`], to the
+//! - [`Handler::S3`](crate::config::Handler::S3): S3 `ObjectCreated` notifications, typed as [`S3Event`], to the
 //!   [`trigger`](crate::trigger).
 //!
 //! `lambda_http` converts an API Gateway event into an HTTP request with `expect`s: a body marked
@@ -32,47 +32,6 @@ use crate::service::error::RequestError;
 /// Header the event guard sets on a request whose event it had to empty; the Lambda Router
 /// answers such a request 400 `invalid_request` with the reason.
 pub const REJECTED_EVENT_HEADER: &str = "x-objdet-rejected-event";
-
-/// Which front door a function runs (`_HANDLER`, from the function's `ImageConfig.Command`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handler {
-    /// HTTP events (API Gateway, function URL, ALB) through the Router.
-    Http,
-    /// S3 upload notifications through the trigger.
-    S3,
-    /// Step Functions Distributed Map batches of an S3 prefix.
-    Bulk,
-}
-
-impl Handler {
-    /// The names `_HANDLER` may hold.
-    pub const CHOICES: &'static str = "http, s3, bulk";
-
-    /// Parses `_HANDLER`; `None` or an unknown name is an error naming the choices.
-    pub fn from_env_value(value: Option<&str>) -> Result<Self, UnknownHandler> {
-        match value.map(str::trim) {
-            Some("http") => Ok(Handler::Http),
-            Some("s3") => Ok(Handler::S3),
-            Some("bulk") => Ok(Handler::Bulk),
-            Some(other) => Err(UnknownHandler::Unknown(crate::error::excerpt(other))),
-            None => Err(UnknownHandler::Missing),
-        }
-    }
-}
-
-/// `_HANDLER` is missing or names no entry point.
-#[derive(Debug, thiserror::Error)]
-pub enum UnknownHandler {
-    /// Not set.
-    #[error("_HANDLER is not set (choices: {}); set the function's ImageConfig.Command", Handler::CHOICES)]
-    Missing,
-    /// Set to no known name (an excerpt).
-    #[error(
-        "_HANDLER={0:?} names no entry point (choices: {choices}); set the function's ImageConfig.Command",
-        choices = Handler::CHOICES
-    )]
-    Unknown(String),
-}
 
 /// The trigger's failure as the invocation's error: `errorType` is the stable code, the message
 /// names what failed without the SDK's error chain (that is logged by the handler).
@@ -330,15 +289,6 @@ pub fn http_request(raw: &[u8]) -> Result<lambda_http::Request, serde_json::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn handler_names() {
-        assert_eq!(Handler::from_env_value(Some("http")).unwrap(), Handler::Http);
-        assert_eq!(Handler::from_env_value(Some("s3")).unwrap(), Handler::S3);
-        let err = Handler::from_env_value(Some("bootstrap")).unwrap_err().to_string();
-        assert!(err.contains("http, s3") && err.contains("ImageConfig.Command"), "{err}");
-        assert!(Handler::from_env_value(None).unwrap_err().to_string().contains("_HANDLER is not set"));
-    }
 
     #[test]
     fn hosts_and_uri_text() {

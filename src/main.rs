@@ -261,8 +261,9 @@ struct Undecided(String);
 
 async fn run() -> anyhow::Result<()> {
     let cli = parse_cli();
-    telemetry::init(objdet::config::log_json(|k| std::env::var(k).ok()));
-    let malloc_tuned = objdet::memory::tune_malloc();
+    let process = objdet::config::ProcessConfig::from_env();
+    telemetry::init(process.log_json);
+    let malloc_tuned = objdet::memory::tune_malloc(process.malloc_tuned_by_env);
     tracing::debug!(malloc_tuned, "malloc mmap threshold");
     let mut config = Config::from_env()?;
     match cli.command {
@@ -283,6 +284,7 @@ async fn run() -> anyhow::Result<()> {
             );
             let config = Arc::new(config);
             let service = DetectService::from_config(config.clone()).await?;
+            let detector = service.detector().clone();
             let mut router = server::app(service, server::RequestLimits::server(&config));
             if let Some(token) = config.api_token.clone() {
                 router = server::require_token(router, token);
@@ -296,20 +298,19 @@ async fn run() -> anyhow::Result<()> {
             // A machine-readable line for scripts that start the server on port 0.
             println!("listening on http://{local}");
             server::serve(listener, router, config.server).await?;
+            // No thread of the detector may be inside ONNX Runtime when the process exits (its
+            // static destructors run then): stop it, waiting for a session still being built.
+            if !detector.shutdown(config.server.shutdown_grace) {
+                tracing::warn!("a model session was still being built after SHUTDOWN_GRACE_SECS; exiting anyway");
+            }
             tracing::info!("stopped");
-            server::exit_now(0);
         }
         Command::Bulk { action } => bulk(action).await?,
         Command::SelfTest => {
-            let report = tokio::task::block_in_place(|| {
-                objdet::selftest::run(
-                    &config.detector,
-                    &objdet::selftest::Expect::from_env_value(std::env::var("SELFTEST_EXPECT").ok().as_deref()),
-                )
-            })
-            .map_err(|e| anyhow::anyhow!("{}", objdet::error::chain(&e)))?;
+            let report =
+                tokio::task::block_in_place(|| objdet::selftest::run(&config.detector, &process.selftest_expect))
+                    .map_err(|e| anyhow::anyhow!("{}", objdet::error::chain(&e)))?;
             println!("{}", serde_json::to_string(&report)?);
-            server::exit_now(0);
         }
         Command::Health { url } => {
             let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}", config.port));

@@ -11,11 +11,9 @@
 pub const MMAP_THRESHOLD: i32 = 128 * 1024;
 
 /// Fixes glibc's mmap threshold, unless the operator configured malloc through glibc's own
-/// variables (`MALLOC_MMAP_THRESHOLD_`, or `glibc.malloc.*` in `GLIBC_TUNABLES`), which win.
+/// variables (`tuned_by_env`: `config::ProcessConfig::malloc_tuned_by_env`), which win.
 /// Returns whether it changed anything. A no-op on non-glibc targets.
-pub fn tune_malloc() -> bool {
-    let tuned_by_env = std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
-        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
+pub fn tune_malloc(tuned_by_env: bool) -> bool {
     if tuned_by_env {
         return false;
     }

@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use crate::config::DetectorConfig;
+pub use crate::config::Expect;
 use crate::detector::error::{DetectError, LoadError};
 use crate::detector::{Detector, Input};
 use crate::service::error::StartupError;
@@ -24,28 +25,6 @@ pub const EXPECTED: &str = "person";
 
 /// The bundled model's SHA-256 (models/SHA256SUMS): `auto` expects [`EXPECTED`] of it only.
 pub const BUNDLED_MODEL_SHA256: &str = "5076c7504cf91c638c70c94b02847585162f06c0958c0c7db24f130fa1aaa459";
-
-/// What the photo must hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expect {
-    /// [`EXPECTED`] if the model is the bundled one, else nothing.
-    Auto,
-    /// Nothing: the model loads, runs and its output decodes.
-    Nothing,
-    /// This class.
-    Label(String),
-}
-
-impl Expect {
-    /// From `SELFTEST_EXPECT` (unset or empty: `auto`).
-    pub fn from_env_value(v: Option<&str>) -> Self {
-        match v.map(str::trim) {
-            None | Some("" | "auto") => Expect::Auto,
-            Some("none") => Expect::Nothing,
-            Some(label) => Expect::Label(label.to_string()),
-        }
-    }
-}
 
 /// What the self-test found.
 #[derive(Debug, serde::Serialize)]

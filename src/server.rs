@@ -501,23 +501,6 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, limits: Se
     Ok(())
 }
 
-/// Ends the process right away, once [`serve`] has returned: stdout and stderr flushed, then
-/// `_exit`, without running exit handlers or static destructors.
-///
-/// The shutdown deadline must hold for the whole process, and some work cannot be cut short: a
-/// pool session being built in the background, at idle priority, is inside ONNX Runtime until it
-/// is done (docs/reliability.md, finding 6). Joining it would make shutdown as long as
-/// it; a normal `exit` would run ONNX Runtime's static destructors under it and crash. Nothing of
-/// the server's needs tearing down: connections are closed or abandoned by then, and the kernel
-/// frees the rest.
-pub fn exit_now(code: i32) -> ! {
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    // SAFETY: `_exit` ends the process; it touches no memory of ours and cannot return.
-    unsafe { libc::_exit(code) }
-}
-
 fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
     if e.is_timeout() {
         tracing::info!(%peer, "connection closed: the client sent no complete request headers in time");

@@ -5,29 +5,27 @@
 
 use std::sync::Arc;
 
-use objdet::lambda::{self, Handler};
+use objdet::config::{Handler, ProcessConfig};
+use objdet::lambda;
 use objdet::server::{self, RequestLimits};
 use objdet::{Config, DetectService, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(true);
+    let process = ProcessConfig::from_env();
     // `bootstrap --self-test`: the Dockerfile's build step (see objdet::selftest).
     if std::env::args().nth(1).as_deref() == Some("--self-test") {
         let config = init(Config::from_env())?;
-        let report = init(tokio::task::block_in_place(|| {
-            objdet::selftest::run(
-                &config.detector,
-                &objdet::selftest::Expect::from_env_value(std::env::var("SELFTEST_EXPECT").ok().as_deref()),
-            )
-        }))?;
+        let report =
+            init(tokio::task::block_in_place(|| objdet::selftest::run(&config.detector, &process.selftest_expect)))?;
         println!("{}", serde_json::to_string(&report)?);
-        objdet::server::exit_now(0);
+        return Ok(());
     }
-    let malloc_tuned = objdet::memory::tune_malloc();
+    let malloc_tuned = objdet::memory::tune_malloc(process.malloc_tuned_by_env);
     tracing::debug!(malloc_tuned, "malloc mmap threshold");
     // An unknown entry point fails Init before the model is loaded.
-    let handler = init(Handler::from_env_value(std::env::var("_HANDLER").ok().as_deref()))?;
+    let handler = init(process.handler)?;
     let config = Arc::new(init(Config::from_env())?);
     // Init phase: ORT, the model and the S3 client are ready before the first invocation.
     let service = init(DetectService::from_config(config.clone()).await)?;

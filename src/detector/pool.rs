@@ -59,6 +59,8 @@ struct Shared {
 struct State {
     queue: Queue<Job>,
     closed: bool,
+    /// Builder and worker threads not yet ended (see [`Detector::shutdown`]).
+    live_threads: usize,
     /// The lead worker's pool session, built in the background, until the lead picks it up.
     lead_pool: Option<Session>,
 }
@@ -277,6 +279,37 @@ impl Detector {
         Self::outcome(self.submit(input, None).blocking_recv())
     }
 
+    /// Stops the detector: queued images are answered `WorkerStopped`, builders that have not
+    /// started a session never do, and workers end after their current image. Waits up to
+    /// `within` for every thread to end (a session being built is inside ONNX Runtime until it is
+    /// done) and returns whether they all did. Once it returns true no thread of the detector is
+    /// inside ONNX Runtime, so the process can exit normally (ORT's static destructors then run
+    /// alone). Dropping the last handle does the same without a deadline.
+    pub fn shutdown(&self, within: Duration) -> bool {
+        self.stop(Some(within))
+    }
+
+    fn stop(&self, within: Option<Duration>) -> bool {
+        self.shared.close();
+        let s = self.shared.lock();
+        let running = |s: &mut State| s.live_threads > 0;
+        let all_ended = match within {
+            Some(within) => {
+                let (s, _) =
+                    self.shared.changed.wait_timeout_while(s, within, running).unwrap_or_else(|p| p.into_inner());
+                s.live_threads == 0
+            }
+            None => self.shared.changed.wait_while(s, running).unwrap_or_else(|p| p.into_inner()).live_threads == 0,
+        };
+        if all_ended {
+            // Every thread has returned: joining takes no time.
+            for t in std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner())) {
+                let _ = t.join();
+            }
+        }
+        all_ended
+    }
+
     fn outcome(r: std::result::Result<Outcome, tokio::sync::oneshot::error::RecvError>) -> Outcome {
         r.unwrap_or_else(|_| Outcome::failed(DetectError::WorkerStopped))
     }
@@ -284,17 +317,16 @@ impl Detector {
 
 impl Drop for Detector {
     fn drop(&mut self) {
-        self.shared.close();
-        // Builder threads may start workers while this joins: join until none is left.
-        loop {
-            let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-            if threads.is_empty() {
-                break;
-            }
-            for t in threads {
-                let _ = t.join();
-            }
-        }
+        self.stop(None);
+    }
+}
+
+/// Counts a builder or worker thread as ended when it returns or unwinds.
+struct LiveThread(Arc<Shared>);
+
+impl Drop for LiveThread {
+    fn drop(&mut self) {
+        self.0.update(|s| s.live_threads -= 1);
     }
 }
 
@@ -315,9 +347,14 @@ impl Builders {
             Build::LeadPool => "objdet-build-lead".to_string(),
             Build::Pool(n) => format!("objdet-infer-{n}"),
         };
+        self.shared.update(|s| s.live_threads += 1);
+        let live = LiveThread(self.shared.clone());
         let handle = std::thread::Builder::new()
             .name(name)
-            .spawn(move || this.run(build, &cfg, &source, background, ready))
+            .spawn(move || {
+                let _live = live;
+                this.run(build, &cfg, &source, background, ready)
+            })
             .map_err(LoadError::Thread)?;
         self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
         Ok(())

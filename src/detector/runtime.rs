@@ -1,7 +1,7 @@
 //! ONNX Runtime: loading the shared library once per process, and building sessions.
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -14,7 +14,7 @@ use crate::config::DetectorConfig;
 
 type Result<T, E = LoadError> = std::result::Result<T, E>;
 
-/// A failure cached for the process (the environment and the shared arena are made once).
+/// A failure cached for the process (the shared arena is registered once).
 type Failed = (&'static str, Option<Arc<dyn std::error::Error + Send + Sync>>);
 
 fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
@@ -22,31 +22,48 @@ fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Option<Arc<dyn st
 }
 
 fn failed((reason, source): &Failed) -> LoadError {
-    LoadError::Runtime { reason: (*reason).to_string(), source: source.clone() }
+    fail(reason, source.clone())
 }
 
-static ENVIRONMENT: OnceLock<std::result::Result<Environment, Failed>> = OnceLock::new();
+fn fail(reason: &str, source: Option<Arc<dyn std::error::Error + Send + Sync>>) -> LoadError {
+    LoadError::Runtime { reason: reason.to_string(), source }
+}
 
-/// Loads the ONNX Runtime library from `path` (once per process) and returns the environment.
+/// The environment, once loaded, and the library it was loaded from. Only a success is kept: a
+/// library that failed to load can be fixed and loaded by a later call.
+static ENVIRONMENT: OnceLock<(PathBuf, Environment)> = OnceLock::new();
+static LOADING: Mutex<()> = Mutex::new(());
+
+/// Loads the ONNX Runtime library from `path` (once per process: ORT's API is process-wide) and
+/// returns the environment.
 ///
-/// A missing or incompatible library is a [`LoadError::Runtime`], never a panic.
+/// A missing or incompatible library is a [`LoadError::Runtime`], never a panic; so is a second
+/// call naming another library than the one loaded.
 pub fn environment(path: Option<&Path>) -> Result<&'static Environment> {
-    ENVIRONMENT
-        .get_or_init(|| {
-            let path =
-                path.ok_or(("library not found: run `make setup` or set ORT_DYLIB_PATH to libonnxruntime.so", None))?;
-            if !path.exists() {
-                return Err(("the library ORT_DYLIB_PATH names does not exist", None));
-            }
-            let builder = ort::init_from(path).map_err(|e| ("cannot load the library (ORT_DYLIB_PATH)", cause(e)))?;
-            builder
-                .with_name("objdet")
-                .with_telemetry(false)
-                .build()
-                .map_err(|e| ("cannot create the environment", cause(e)))
-        })
-        .as_ref()
-        .map_err(failed)
+    let path = path
+        .ok_or_else(|| fail("library not found: run `make setup` or set ORT_DYLIB_PATH to libonnxruntime.so", None))?;
+    if !path.exists() {
+        return Err(fail("the library ORT_DYLIB_PATH names does not exist", None));
+    }
+    let _loading = LOADING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((loaded, env)) = ENVIRONMENT.get() {
+        return if same_file(loaded, path) {
+            Ok(env)
+        } else {
+            Err(fail("another library is already loaded in this process (ORT_DYLIB_PATH differs)", None))
+        };
+    }
+    let builder = ort::init_from(path).map_err(|e| fail("cannot load the library (ORT_DYLIB_PATH)", cause(e)))?;
+    let env = builder
+        .with_name("objdet")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| fail("cannot create the environment", cause(e)))?;
+    Ok(&ENVIRONMENT.get_or_init(|| (path.to_path_buf(), env)).1)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Where a session's activations live.
