@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::join_all;
 
@@ -274,9 +274,14 @@ pub async fn detect_split(
         local_error: None,
     });
     let sessions = local.config().detector.sessions.max(1);
+    // Woken whenever an image is done on either side: a worker waiting for images the remote side
+    // may give back, and the remote side waiting for the local side to move on, look again then.
+    let changed = tokio::sync::Notify::new();
     // Local workers: one image each, until nothing is queued and nothing can come back.
     let worker = || async {
         loop {
+            // Registered before the state is read, so a change in between is not missed.
+            let wake = changed.notified();
             let next = {
                 let mut s = lock(&state);
                 match s.queue.pop_front() {
@@ -292,7 +297,7 @@ pub async fn detect_split(
                 }
             };
             let Some(i) = next else {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                wake.await;
                 continue;
             };
             let img = &images[i];
@@ -311,12 +316,15 @@ pub async fn detect_split(
             s.local_done += 1;
             s.local_busy_s = s.local_started.elapsed().as_secs_f64();
             s.local_finish_s = start.elapsed().as_secs_f64();
+            drop(s);
+            changed.notify_waiters();
         }
     };
     let mut remote_requests = 0;
     let mut remote_error = None;
     let remote_side = async {
         loop {
+            let wake = changed.notified();
             let (chunk, chunk_wire): (Vec<usize>, Vec<usize>) = {
                 let mut s = lock(&state);
                 if s.queue.is_empty() {
@@ -344,7 +352,7 @@ pub async fn detect_split(
             };
             if chunk.is_empty() {
                 // Not worth a request now: look again when the local side has moved on.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                wake.await;
                 continue;
             }
             let batch: Vec<Image> = chunk.iter().map(|&i| images[i].clone()).collect();
@@ -352,6 +360,8 @@ pub async fn detect_split(
             remote_requests += 1;
             let outcome = remote.detect_inline(&batch).await;
             let took_s = sent.elapsed().as_secs_f64();
+            // However this request ends, the workers may have something to do (or to stop).
+            let _notify = NotifyOnDrop(&changed);
             let mut s = lock(&state);
             s.remote_in_flight = 0;
             match outcome {
@@ -413,6 +423,15 @@ pub async fn detect_split(
         remote_finish_s: s.remote_finish_s,
         remote_error,
     })
+}
+
+/// Wakes every waiter of a `Notify` when dropped (after the state's lock, declared before it).
+struct NotifyOnDrop<'a>(&'a tokio::sync::Notify);
+
+impl Drop for NotifyOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
 }
 
 #[cfg(test)]

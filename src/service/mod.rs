@@ -11,6 +11,7 @@ use futures::StreamExt;
 
 use crate::api::{DetectResponse, ImageResult, S3Keys, Timing, Upload, UploadsRequest, UploadsResponse};
 use crate::config::Config;
+use crate::detector::error::LoadError;
 use crate::detector::{Detector, Input, Outcome, PixelBudget};
 use crate::error::Coded as _;
 use crate::s3::{S3Error, S3Store};
@@ -56,7 +57,7 @@ pub struct DetectService {
 pub const READ_AHEAD_BYTES: usize = 8 << 20;
 
 impl DetectService {
-    /// Loads the detector (blocking: call before serving) and, when a bucket is configured, the S3
+    /// Loads the detector (on a blocking thread, off the async runtime) and, when a bucket is configured, the S3
     /// client. With `MODEL_URI`, the model is first downloaded (see [`crate::model_source`]).
     pub async fn from_config(config: Arc<Config>) -> Result<Self, StartupError> {
         let config = match &config.model_source {
@@ -72,7 +73,12 @@ impl DetectService {
             }
         };
         let t = Instant::now();
-        let detector = Detector::load(&config.detector).map_err(|e| match &config.model_source {
+        // Loading is blocking work (file reads, ORT): off the async runtime's threads.
+        let detector_config = config.detector.clone();
+        let loaded = tokio::task::spawn_blocking(move || Detector::load(&detector_config))
+            .await
+            .unwrap_or(Err(LoadError::ThreadExited("model loader")));
+        let detector = loaded.map_err(|e| match &config.model_source {
             Some(source) => StartupError::FromUri { uri: source.uri.to_string(), source: Box::new(e.into()) },
             None => e.into(),
         })?;
