@@ -159,19 +159,6 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
 /// scaled decompression), never below this size.
 pub type Want<'a> = &'a dyn Fn(u32, u32) -> (u32, u32);
 
-/// [`decode_image_into`] with the JPEG IDCT `idct` and, with `want`, DCT-scaled decoding of large
-/// JPEGs. Returns the image's full (oriented) width and height: `out` may be smaller.
-pub fn decode_image_with(
-    bytes: &[u8],
-    limits: &Limits,
-    idct: Idct,
-    want: Option<Want<'_>>,
-    out: &mut RgbImage,
-    admit: impl FnOnce(u32, u32) -> Result<()>,
-) -> Result<(u32, u32)> {
-    decode(bytes, limits, idct, want, out, admit)
-}
-
 /// The DCT scale (n/8, n in 1, 2, 8) to decode a `w`×`h` (stored) JPEG at when `need` (in stored
 /// orientation) is enough: 1/8 or 1/4 only, so that photos up to 4× the input keep the full decode
 /// their reference implementation made (the scores of Ultralytics' predictor, say, follow it).
@@ -198,10 +185,12 @@ pub fn decode_image_into(
     out: &mut RgbImage,
     admit: impl FnOnce(u32, u32) -> Result<()>,
 ) -> Result<()> {
-    decode(bytes, limits, Idct::Accurate, None, out, admit).map(|_| ())
+    decode_image_with(bytes, limits, Idct::Accurate, None, out, admit).map(|_| ())
 }
 
-fn decode(
+/// [`decode_image_into`] with the JPEG IDCT `idct` and, with `want`, DCT-scaled decoding of large
+/// JPEGs. Returns the image's full (oriented) width and height: `out` may be smaller.
+pub fn decode_image_with(
     bytes: &[u8],
     limits: &Limits,
     idct: Idct,
@@ -469,6 +458,20 @@ fn body_error(e: image::ImageError, w: u32, h: u32, limits: &Limits) -> DetectEr
     }
 }
 
+/// The test fixtures' JPEGs (tests/fixtures/images and tests/fixtures/jpeg), sorted.
+#[cfg(test)]
+pub(crate) fn fixture_jpegs() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<_> = ["images", "jpeg"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,14 +567,7 @@ mod tests {
 
     #[test]
     fn jpegs_cut_short_with_an_end_marker_put_back_are_truncated_at_every_scale() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut files: Vec<_> = ["images", "jpeg"]
-            .iter()
-            .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-            .collect();
-        files.sort();
+        let files = fixture_jpegs();
         assert!(files.len() >= 14, "{}", files.len());
         let eighth = |w: u32, h: u32| (w / 8, h / 8);
         for path in files {

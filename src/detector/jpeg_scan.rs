@@ -111,15 +111,10 @@ mod tests {
     use super::*;
 
     fn encodings() -> Vec<(String, Vec<u8>)> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut files: Vec<_> = ["images", "jpeg"]
-            .iter()
-            .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-            .collect();
-        files.sort();
-        files.into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap())).collect()
+        super::super::decode::fixture_jpegs()
+            .into_iter()
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect()
     }
 
     #[test]

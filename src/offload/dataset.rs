@@ -34,16 +34,21 @@ pub struct Summary {
     pub total_bytes: u64,
 }
 
-/// Writes `count` JPEGs `img-000.jpg`… to `out` from the photos in `from`, averaging `target_mb` MB.
-pub fn make(from: &Path, count: usize, out: &Path, target_mb: f64) -> Result<Summary> {
-    let sources = super::load_images(from)?;
-    let decoded: Vec<image::RgbImage> = sources
+/// The photos in `from`, decoded, once `out` exists.
+fn sources_and_out_dir(from: &Path, out: &Path) -> Result<Vec<image::RgbImage>> {
+    let decoded = super::load_images(from)?
         .iter()
         .map(|s| {
             image::load_from_memory(&s.bytes).map(|i| i.into_rgb8()).with_context(|| format!("decoding {}", s.name))
         })
         .collect::<Result<_>>()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(decoded)
+}
+
+/// Writes `count` JPEGs `img-000.jpg`… to `out` from the photos in `from`, averaging `target_mb` MB.
+pub fn make(from: &Path, count: usize, out: &Path, target_mb: f64) -> Result<Summary> {
+    let decoded = sources_and_out_dir(from, out)?;
     let target = target_mb * 1e6;
     let mut bytes_per_pixel = 0.25; // first guess for a JPEG photo at q≈85; refined as we go
     let mut total = 0u64;
@@ -83,14 +88,7 @@ pub fn make(from: &Path, count: usize, out: &Path, target_mb: f64) -> Result<Sum
 /// portrait), 2–5 MB each, from crops of the photos in `from` enlarged with sensor-like noise (a
 /// smooth enlargement alone compresses far below a phone's file sizes). Deterministic.
 pub fn make_phone(from: &Path, count: usize, out: &Path) -> Result<Summary> {
-    let sources = super::load_images(from)?;
-    let decoded: Vec<image::RgbImage> = sources
-        .iter()
-        .map(|s| {
-            image::load_from_memory(&s.bytes).map(|i| i.into_rgb8()).with_context(|| format!("decoding {}", s.name))
-        })
-        .collect::<Result<_>>()?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let decoded = sources_and_out_dir(from, out)?;
     let mut total = 0u64;
     for i in 0..count {
         let mut rng = Rng(0x0070_686f_6e65 ^ i as u64);
