@@ -210,6 +210,48 @@ enum Command {
         #[arg(long)]
         phone: bool,
     },
+    /// Choose a Lambda memory size (power tuning, emulated): for each size the Lambda bootstrap runs
+    /// under AWS's Lambda emulator in Linux cgroups with that size's CPU share, visible cores and
+    /// memory limit; a cold and `--warm` invocations of one batch each. Prints the table and the
+    /// cheapest, fastest and balanced size; writes a CSV (and an SVG plot). Needs root and cgroup v1.
+    Tune {
+        /// Memory sizes, MB, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = objdet::offload::tune::DEFAULT_SIZES.to_vec())]
+        memory: Vec<u32>,
+        /// Directory of photos; an invocation sends the first `--batch` of them inline.
+        #[arg(long)]
+        images: PathBuf,
+        /// Images per invocation.
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+        /// Warm invocations per size.
+        #[arg(long, default_value_t = 5)]
+        warm: usize,
+        /// Lambda prices: x86_64 or arm64 (documented us-east-1 prices).
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        /// Price per GB-second instead of the architecture's.
+        #[arg(long)]
+        price_gb_s: Option<f64>,
+        /// Price per request instead of $0.0000002.
+        #[arg(long)]
+        price_request: Option<f64>,
+        /// The CSV to write.
+        #[arg(long, default_value = "tune.csv")]
+        out: PathBuf,
+        /// An SVG plot of cost per 1,000 images against time per image.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// AWS's Lambda Runtime Interface Emulator (make setup-test installs it).
+        #[arg(long, default_value = ".cache/test/bin/aws-lambda-rie")]
+        rie: PathBuf,
+        /// The Lambda bootstrap (default: `bootstrap` beside this executable).
+        #[arg(long)]
+        bootstrap: Option<PathBuf>,
+        /// Seconds a start or an invocation may take before its size is reported as hung.
+        #[arg(long, default_value_t = 120.0)]
+        timeout_secs: f64,
+    },
     /// Fit the benchmark rows and say when offloading pays. Exit 0 with a verdict (a break-even,
     /// or none within the measured sizes), 2 when the data cannot decide, 1 on an error.
     Advise {
@@ -225,6 +267,9 @@ enum Command {
         /// Lambda memory for the cost estimate, MB.
         #[arg(long, default_value_t = 3538.0)]
         memory_mb: f64,
+        /// The cost estimate at the balanced size an `objdet tune` CSV measured (instead of --memory-mb).
+        #[arg(long)]
+        tune: Option<PathBuf>,
     },
 }
 
@@ -356,7 +401,43 @@ async fn run() -> anyhow::Result<()> {
                 s.total_bytes as f64 / 1e6 / s.count.max(1) as f64
             );
         }
-        Command::Advise { from, payload_mb, uplink_mbps, memory_mb } => {
+        Command::Tune {
+            memory,
+            images,
+            batch,
+            warm,
+            arch,
+            price_gb_s,
+            price_request,
+            out,
+            plot,
+            rie,
+            bootstrap,
+            timeout_secs,
+        } => {
+            tune(
+                TuneArgs {
+                    memory,
+                    images,
+                    batch,
+                    warm,
+                    arch,
+                    price_gb_s,
+                    price_request,
+                    out,
+                    plot,
+                    rie,
+                    bootstrap,
+                    timeout_secs,
+                },
+                &config,
+            )
+            .await?
+        }
+        Command::Advise { from, payload_mb, uplink_mbps, mut memory_mb, tune } => {
+            if let Some(tune) = tune {
+                memory_mb = f64::from(measured_memory_size(&tune)?);
+            }
             let rows = read_results(&from)?;
             let (text, ok) = advise::report(&rows, payload_mb, uplink_mbps, memory_mb);
             println!("{text}");
@@ -375,6 +456,108 @@ async fn run() -> anyhow::Result<()> {
 
 /// The command line. `objdet detect --help` also says which model a local run would load (read
 /// from the model file's interface, without ONNX Runtime), or why it cannot.
+/// The balanced memory size of an `objdet tune` CSV.
+fn measured_memory_size(path: &std::path::Path) -> anyhow::Result<u32> {
+    use objdet::offload::tune;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (results, prices) = tune::read_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let rec = tune::recommend(&results, &prices).with_context(|| format!("{}: no memory size ran", path.display()))?;
+    eprintln!("Lambda cost at {} MB: the balanced size {} measured", rec.balanced, path.display());
+    Ok(rec.balanced)
+}
+
+/// The arguments of `objdet tune`.
+struct TuneArgs {
+    memory: Vec<u32>,
+    images: PathBuf,
+    batch: usize,
+    warm: usize,
+    arch: String,
+    price_gb_s: Option<f64>,
+    price_request: Option<f64>,
+    out: PathBuf,
+    plot: Option<PathBuf>,
+    rie: PathBuf,
+    bootstrap: Option<PathBuf>,
+    timeout_secs: f64,
+}
+
+async fn tune(args: TuneArgs, config: &Config) -> anyhow::Result<()> {
+    use objdet::offload::tune::{self, Prices, emulated};
+    let mut prices = match args.arch.as_str() {
+        "x86_64" => Prices::X86_64,
+        "arm64" => Prices::ARM64,
+        other => bail!("--arch {} is not x86_64 or arm64", objdet::error::excerpt(other)),
+    };
+    prices.gb_second = args.price_gb_s.unwrap_or(prices.gb_second);
+    prices.request = args.price_request.unwrap_or(prices.request);
+    if args.memory.is_empty() || args.memory.iter().any(|&mb| !(128..=10_240).contains(&mb)) {
+        bail!("--memory takes sizes from 128 to 10240 MB");
+    }
+    let bootstrap = match args.bootstrap {
+        Some(b) => b,
+        None => std::env::current_exe()?.with_file_name("bootstrap"),
+    };
+    for (what, path) in [("the Lambda emulator (--rie)", &args.rie), ("the bootstrap (--bootstrap)", &bootstrap)] {
+        if !path.exists() {
+            bail!("{what} {} does not exist", path.display());
+        }
+    }
+    let images: Vec<(String, Vec<u8>)> = offload::load_images(&args.images)?
+        .into_iter()
+        .take(args.batch.max(1))
+        .map(|i| (i.name, i.bytes.to_vec()))
+        .collect();
+    let log_dir = std::env::temp_dir().join(format!("objdet-tune-{}", std::process::id()));
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let absolute = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    // The bootstrap gets this process's settings (model, overrides), not its Lambda or AWS ones,
+    // and a graph cache written once before the sizes (as the image's build step does).
+    let mut env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| !k.starts_with("AWS_") && !k.starts_with("_") && k != "PATH").collect();
+    env.push(("MODEL_PATH".into(), absolute(&config.detector.model_path).display().to_string()));
+    if let Some(ort) = &config.detector.ort_dylib_path {
+        env.push(("ORT_DYLIB_PATH".into(), absolute(ort).display().to_string()));
+    }
+    env.push(("ORT_OPTIMIZED_MODEL_PATH".into(), log_dir.join("optimized.onnx").display().to_string()));
+    env.push(("AWS_REGION".into(), "us-east-1".into()));
+    env.push(("LOG_FORMAT".into(), "json".into()));
+    env.push(("SELFTEST_EXPECT".into(), "none".into()));
+    let primed = std::process::Command::new(&bootstrap)
+        .arg("--self-test")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .with_context(|| format!("running {} --self-test", bootstrap.display()))?;
+    if !primed.status.success() {
+        bail!(
+            "the bootstrap cannot run the model: {}",
+            objdet::error::excerpt(String::from_utf8_lossy(&primed.stderr).trim())
+        );
+    }
+    let opts = emulated::Options {
+        sizes: args.memory,
+        rie: args.rie,
+        bootstrap,
+        env,
+        images,
+        warm: args.warm,
+        timeout: std::time::Duration::from_secs_f64(args.timeout_secs.max(1.0)),
+        log_dir: log_dir.clone(),
+    };
+    let results = emulated::run(&opts, std::path::Path::new(emulated::CGROUP_ROOT)).await?;
+    println!("{}", tune::table(&results, &prices));
+    std::fs::write(&args.out, tune::csv(&results, &prices))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {} (emulator logs in {})", args.out.display(), log_dir.display());
+    if let Some(plot) = args.plot {
+        std::fs::write(&plot, tune::svg(&results, &prices)).with_context(|| format!("writing {}", plot.display()))?;
+        println!("wrote {}", plot.display());
+    }
+    Ok(())
+}
+
 fn parse_cli() -> Cli {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let asks_detect_help =

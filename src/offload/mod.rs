@@ -8,6 +8,7 @@ pub mod csv;
 pub mod dataset;
 pub mod plot;
 pub mod split;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
