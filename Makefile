@@ -9,7 +9,7 @@ ORT_DYLIB_PATH ?= $(CACHE)/ort/libonnxruntime.so
 export ORT_DYLIB_PATH
 CARGO        ?= cargo
 
-.PHONY: help setup setup-test setup-lint setup-tools build run test ui-test lint fmt bench load-test split-experiment int8-experiment test-models \
+.PHONY: help setup setup-test setup-lint setup-tools build run test ui-test lint fmt bench tune load-test split-experiment int8-experiment test-models \
         contract-test fuzz fuzz-smoke soak
 
 help: ## list targets
@@ -54,6 +54,13 @@ fmt:
 bench: setup ## stage timings vs bare session.run, thread layouts, Python reference, cold start, peak RSS
 	@scripts/setup.sh pyref
 	$(CARGO) bench --bench stages
+
+TUNE_MEMORY ?= 512,1024,1536,1769,2048,3008,3538,5307
+tune: build setup-test ## Lambda memory sizes emulated (root, cgroup v1): 10 study-size photos per invocation, table + tune.csv + tune.svg in target/tune
+	@mkdir -p target/tune
+	@test -f target/tune/images/img-009.jpg || target/release/objdet dataset --count 10 --out target/tune/images > /dev/null
+	target/release/objdet tune --memory $(TUNE_MEMORY) --images target/tune/images --batch 10 --warm 5 \
+	  --out target/tune/tune.csv --plot target/tune/tune.svg --bootstrap target/release/bootstrap
 
 split-experiment: build ## split offloading, one core per side, 20/50/200 images at 8 and 80 Mbit/s (docs/split-this-machine.*)
 	bash scripts/split-experiment.sh

@@ -345,8 +345,13 @@ async fn run() -> anyhow::Result<()> {
             server::serve(listener, router, config.server).await?;
             // No thread of the detector may be inside ONNX Runtime when the process exits (its
             // static destructors run then): stop it, waiting for a session still being built.
-            if !detector.shutdown(config.server.shutdown_grace) {
-                tracing::warn!("a model session was still being built after SHUTDOWN_GRACE_SECS; exiting anyway");
+            // The grace period is spent: the workers end after their current image; a pool
+            // session still being built at idle priority may need longer (then: exit_now).
+            if !detector.shutdown(std::time::Duration::from_millis(500)) {
+                tracing::warn!(
+                    "a model session was still being built after the shutdown grace period: ending the process without it"
+                );
+                server::exit_now(0);
             }
             tracing::info!("stopped");
         }

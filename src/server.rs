@@ -501,6 +501,24 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, limits: Se
     Ok(())
 }
 
+/// Ends the process right away: stdout and stderr flushed, then `_exit`, without running exit
+/// handlers or static destructors. Only for when [`Detector::shutdown`](crate::detector::Detector::shutdown)
+/// ran out of time.
+///
+/// The shutdown deadline must hold for the whole process, and one piece of work cannot be cut
+/// short: a pool session being built in the background, at idle priority, is inside ONNX Runtime
+/// until it is done — on a busy machine an idle-priority thread may not run for seconds
+/// (docs/reliability.md, finding 6). A normal `exit` would run ONNX Runtime's static destructors
+/// under it. Nothing of the server's needs tearing down then: connections are closed or abandoned,
+/// and the kernel frees the rest.
+pub fn exit_now(code: i32) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` ends the process; it touches no memory of ours and cannot return.
+    unsafe { libc::_exit(code) }
+}
+
 fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
     if e.is_timeout() {
         tracing::info!(%peer, "connection closed: the client sent no complete request headers in time");
