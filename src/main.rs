@@ -251,6 +251,11 @@ enum Command {
         /// Seconds a start or an invocation may take before its size is reported as hung.
         #[arg(long, default_value_t = 120.0)]
         timeout_secs: f64,
+        /// Measure a deployed function (name or ARN) instead: each size applied with
+        /// UpdateFunctionConfiguration, invoked with LogType=Tail, the original size restored at
+        /// the end, on an error and on Ctrl-C or SIGTERM. Uses the default AWS credentials and region.
+        #[arg(long)]
+        function: Option<String>,
     },
     /// Fit the benchmark rows and say when offloading pays. Exit 0 with a verdict (a break-even,
     /// or none within the measured sizes), 2 when the data cannot decide, 1 on an error.
@@ -419,25 +424,24 @@ async fn run() -> anyhow::Result<()> {
             rie,
             bootstrap,
             timeout_secs,
+            function,
         } => {
-            tune(
-                TuneArgs {
-                    memory,
-                    images,
-                    batch,
-                    warm,
-                    arch,
-                    price_gb_s,
-                    price_request,
-                    out,
-                    plot,
-                    rie,
-                    bootstrap,
-                    timeout_secs,
-                },
-                &config,
-            )
-            .await?
+            let args = TuneArgs {
+                memory,
+                images,
+                batch,
+                warm,
+                arch,
+                price_gb_s,
+                price_request,
+                out,
+                plot,
+                rie,
+                bootstrap,
+                timeout_secs,
+                function,
+            };
+            tune(args, &config).await?
         }
         Command::Advise { from, payload_mb, uplink_mbps, mut memory_mb, tune } => {
             if let Some(tune) = tune {
@@ -485,10 +489,11 @@ struct TuneArgs {
     rie: PathBuf,
     bootstrap: Option<PathBuf>,
     timeout_secs: f64,
+    function: Option<String>,
 }
 
 async fn tune(args: TuneArgs, config: &Config) -> anyhow::Result<()> {
-    use objdet::offload::tune::{self, Prices, emulated};
+    use objdet::offload::tune::{self, Prices};
     let mut prices = match args.arch.as_str() {
         "x86_64" => Prices::X86_64,
         "arm64" => Prices::ARM64,
@@ -499,7 +504,67 @@ async fn tune(args: TuneArgs, config: &Config) -> anyhow::Result<()> {
     if args.memory.is_empty() || args.memory.iter().any(|&mb| !(128..=10_240).contains(&mb)) {
         bail!("--memory takes sizes from 128 to 10240 MB");
     }
-    let bootstrap = match args.bootstrap {
+    let images: Vec<(String, Vec<u8>)> = offload::load_images(&args.images)?
+        .into_iter()
+        .take(args.batch.max(1))
+        .map(|i| (i.name, i.bytes.to_vec()))
+        .collect();
+    let results = match &args.function {
+        Some(function) => tune_deployed(function, &args, &images).await?,
+        None => tune_emulated(&args, images, config).await?,
+    };
+    println!("{}", tune::table(&results, &prices));
+    std::fs::write(&args.out, tune::csv(&results, &prices))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    if let Some(plot) = &args.plot {
+        std::fs::write(plot, tune::svg(&results, &prices)).with_context(|| format!("writing {}", plot.display()))?;
+        println!("wrote {}", plot.display());
+    }
+    Ok(())
+}
+
+async fn tune_deployed(
+    function: &str,
+    args: &TuneArgs,
+    images: &[(String, Vec<u8>)],
+) -> anyhow::Result<Vec<objdet::offload::tune::SizeResult>> {
+    use objdet::offload::tune::{aws, emulated};
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_lambda::Client::new(&sdk);
+    let opts = aws::Options {
+        function: function.to_string(),
+        sizes: args.memory.clone(),
+        payload: emulated::http_event(images).to_string().into_bytes(),
+        batch: images.len(),
+        warm: args.warm,
+        update_timeout: std::time::Duration::from_secs_f64(args.timeout_secs.max(1.0)),
+        poll: std::time::Duration::from_secs(1),
+    };
+    let interrupted = async {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    term.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+    };
+    Ok(aws::run(&client, &opts, interrupted).await?)
+}
+
+async fn tune_emulated(
+    args: &TuneArgs,
+    images: Vec<(String, Vec<u8>)>,
+    config: &Config,
+) -> anyhow::Result<Vec<objdet::offload::tune::SizeResult>> {
+    use objdet::offload::tune::emulated;
+    let bootstrap = match args.bootstrap.clone() {
         Some(b) => b,
         None => std::env::current_exe()?.with_file_name("bootstrap"),
     };
@@ -508,11 +573,6 @@ async fn tune(args: TuneArgs, config: &Config) -> anyhow::Result<()> {
             bail!("{what} {} does not exist", path.display());
         }
     }
-    let images: Vec<(String, Vec<u8>)> = offload::load_images(&args.images)?
-        .into_iter()
-        .take(args.batch.max(1))
-        .map(|i| (i.name, i.bytes.to_vec()))
-        .collect();
     let log_dir = std::env::temp_dir().join(format!("objdet-tune-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let absolute = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -542,8 +602,8 @@ async fn tune(args: TuneArgs, config: &Config) -> anyhow::Result<()> {
         );
     }
     let opts = emulated::Options {
-        sizes: args.memory,
-        rie: args.rie,
+        sizes: args.memory.clone(),
+        rie: args.rie.clone(),
         bootstrap,
         env,
         images,
@@ -552,15 +612,8 @@ async fn tune(args: TuneArgs, config: &Config) -> anyhow::Result<()> {
         log_dir: log_dir.clone(),
     };
     let results = emulated::run(&opts, std::path::Path::new(emulated::CGROUP_ROOT)).await?;
-    println!("{}", tune::table(&results, &prices));
-    std::fs::write(&args.out, tune::csv(&results, &prices))
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    println!("wrote {} (emulator logs in {})", args.out.display(), log_dir.display());
-    if let Some(plot) = args.plot {
-        std::fs::write(&plot, tune::svg(&results, &prices)).with_context(|| format!("writing {}", plot.display()))?;
-        println!("wrote {}", plot.display());
-    }
-    Ok(())
+    println!("emulator logs in {}", log_dir.display());
+    Ok(results)
 }
 
 fn parse_cli() -> Cli {

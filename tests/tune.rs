@@ -112,3 +112,126 @@ fn a_size_too_small_is_reported_out_of_memory() {
     assert!(stdout.contains("cheapest 1024 MB, fastest 1024 MB, balanced 1024 MB"), "{stdout}");
     assert!(our_cgroups().is_empty(), "left behind: {:?}", our_cgroups());
 }
+
+/// A Lambda API call to moto (it routes by the credential scope's service and checks no signature).
+async fn moto_call(
+    moto: &common::aws::Moto,
+    service: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: String,
+    content_type: &str,
+) -> serde_json::Value {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20261202/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let res = reqwest::Client::new()
+        .request(method, format!("{}{path}", moto.endpoint))
+        .header("authorization", auth)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    assert!(status.is_success(), "{service} {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+/// moto with a function `objdet-api` of 3,538 MB; moto's Docker-less Lambda answers every
+/// invocation at once, without a log tail.
+async fn moto_with_function() -> common::aws::Moto {
+    let moto = common::aws::Moto::start();
+    let config = r#"{"lambda": {"use_docker": false}}"#.to_string();
+    moto_call(&moto, "lambda", reqwest::Method::POST, "/moto-api/config", config, "application/json").await;
+    let role = "Action=CreateRole&Version=2010-05-08&RoleName=objdet-tune&AssumeRolePolicyDocument=%7B%7D".to_string();
+    moto_call(&moto, "iam", reqwest::Method::POST, "/", role, "application/x-www-form-urlencoded").await;
+    let function = serde_json::json!({
+        "FunctionName": "objdet-api",
+        "Role": "arn:aws:iam::123456789012:role/objdet-tune",
+        "Runtime": "provided.al2023",
+        "Handler": "bootstrap",
+        // An empty zip archive.
+        "Code": {"ZipFile": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="},
+        "MemorySize": 3538
+    });
+    moto_call(
+        &moto,
+        "lambda",
+        reqwest::Method::POST,
+        "/2015-03-31/functions",
+        function.to_string(),
+        "application/json",
+    )
+    .await;
+    moto
+}
+
+async fn memory_size(moto: &common::aws::Moto) -> u64 {
+    let path = "/2015-03-31/functions/objdet-api/configuration";
+    let c = moto_call(moto, "lambda", reqwest::Method::GET, path, String::new(), "application/json").await;
+    c["MemorySize"].as_u64().unwrap_or_else(|| panic!("{c}"))
+}
+
+fn tune_deployed(moto: &common::aws::Moto, dir: &std::path::Path, memory: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_objdet"));
+    common::hermetic(&mut c);
+    c.current_dir(common::root())
+        .env("RUST_LOG", "info")
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["tune", "--function", "objdet-api", "--batch", "1", "--warm", "1", "--memory", memory])
+        .arg("--images")
+        .arg(dir.join("images"))
+        .arg("--out")
+        .arg(dir.join("tune.csv"));
+    c
+}
+
+#[tokio::test]
+async fn a_deployed_function_is_measured_and_restored() {
+    let dir = fresh_dir("tune-deployed");
+    std::fs::write(dir.join("images/dog.jpg"), common::fixture("dog.jpg")).unwrap();
+    let moto = moto_with_function().await;
+    let out = tune_deployed(&moto, &dir, "1024,2048").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // moto's invocations carry no log tail: each size says so in its row, and none is recommended.
+    let csv = std::fs::read_to_string(dir.join("tune.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows.iter().all(|r| r.ends_with("no REPORT line in the invocation's log tail")), "{csv}");
+    assert!(stdout.contains("no size ran"), "{stdout}");
+    assert_eq!(memory_size(&moto).await, 3538);
+}
+
+#[tokio::test]
+async fn an_interrupted_run_restores_the_memory_size() {
+    use std::io::BufRead as _;
+    let dir = fresh_dir("tune-interrupted");
+    std::fs::write(dir.join("images/dog.jpg"), common::fixture("dog.jpg")).unwrap();
+    let moto = moto_with_function().await;
+    // Enough sizes that the run is still changing the function when the signal comes.
+    let sizes: Vec<String> = (0..2000).map(|i| (128 + i * 4).to_string()).collect();
+    let mut child = tune_deployed(&moto, &dir, &sizes.join(",")).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    // Wait until it has begun changing sizes ("tuning a deployed function", then moto's calls).
+    while !log.contains("tuning a deployed function") {
+        assert!(stderr.read_line(&mut log).unwrap() > 0, "{log}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_ne!(memory_size(&moto).await, 3538, "not changing sizes yet");
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    log.push_str(&rest);
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("interrupted; the function's memory size was restored to 3538 MB"), "{log}");
+    assert_eq!(memory_size(&moto).await, 3538);
+}

@@ -4,8 +4,10 @@
 //! The pure parts live here: Lambda's `REPORT` log lines parsed ([`ReportLine`]), a size's
 //! measurements ([`SizeResult`]) and their price ([`Prices`]), the choice ([`Recommendation`]), the
 //! table, the CSV and the plot. Where the sizes run is [`emulated`] (the bootstrap under AWS's
-//! Runtime Interface Emulator in a Linux cgroup with Lambda's share of CPU and its memory limit).
+//! Runtime Interface Emulator in a Linux cgroup with Lambda's share of CPU and its memory limit)
+//! or [`aws`] (a deployed function, reconfigured and restored).
 
+pub mod aws;
 pub mod emulated;
 
 use std::fmt::Write as _;

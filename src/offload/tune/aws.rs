@@ -1,0 +1,193 @@
+//! Memory sizes measured on a deployed function: each size applied with
+//! `UpdateFunctionConfiguration` (waiting until Lambda reports the update done, which also gives
+//! the next invocation a fresh, cold execution environment), one cold and `warm` invocations with
+//! `LogType=Tail`, the durations read from the `REPORT` line of each log tail. The function's
+//! original memory size is put back when the run ends, fails or is interrupted (Ctrl-C, SIGTERM).
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{LastUpdateStatus, LogType};
+use base64::Engine as _;
+
+use super::{MB_PER_VCPU, ReportLine, SizeResult};
+use crate::error::BoxError;
+
+/// Why tuning a deployed function stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsTuneError {
+    /// A Lambda API call failed.
+    #[error("Lambda {call} failed")]
+    Call {
+        /// The API call.
+        call: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The function has no memory size to restore.
+    #[error("the function reports no memory size")]
+    NoMemorySize,
+    /// An update did not finish in time, or failed.
+    #[error("the configuration update to {memory_mb} MB {what}")]
+    Update {
+        /// The size asked for.
+        memory_mb: u32,
+        /// What happened.
+        what: String,
+    },
+    /// Interrupted (the original size was restored).
+    #[error("interrupted; the function's memory size was restored to {restored_mb} MB")]
+    Interrupted {
+        /// The size put back.
+        restored_mb: u32,
+    },
+    /// The original size could not be put back: the function is left at another size.
+    #[error("could not restore the function's memory size to {original_mb} MB: set it back by hand")]
+    Restore {
+        /// The size it had.
+        original_mb: u32,
+        /// Why.
+        #[source]
+        source: Box<AwsTuneError>,
+    },
+}
+
+fn call<E: std::error::Error + Send + Sync + 'static>(call: &'static str) -> impl FnOnce(E) -> AwsTuneError {
+    move |e| AwsTuneError::Call { call, source: Box::new(e) }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Function name or ARN.
+    pub function: String,
+    /// Memory sizes, MB.
+    pub sizes: Vec<u32>,
+    /// The invocation's payload (an API Gateway event).
+    pub payload: Vec<u8>,
+    /// Images per invocation.
+    pub batch: usize,
+    /// Warm invocations per size.
+    pub warm: usize,
+    /// How long an update may take.
+    pub update_timeout: Duration,
+    /// How often an update's status is asked for.
+    pub poll: Duration,
+}
+
+/// Measures every size, then restores the original size — also when a call fails or the
+/// process is asked to stop (`interrupted` resolves).
+pub async fn run(
+    client: &aws_sdk_lambda::Client,
+    opts: &Options,
+    interrupted: impl std::future::Future<Output = ()>,
+) -> Result<Vec<SizeResult>, AwsTuneError> {
+    let original = client
+        .get_function_configuration()
+        .function_name(&opts.function)
+        .send()
+        .await
+        .map_err(call("GetFunctionConfiguration"))?;
+    let original_mb = original.memory_size().and_then(|m| u32::try_from(m).ok()).ok_or(AwsTuneError::NoMemorySize)?;
+    tracing::info!(function = %crate::error::excerpt(&opts.function), original_mb, "tuning a deployed function");
+    let outcome = tokio::select! {
+        r = measure(client, opts) => r,
+        () = interrupted => Err(AwsTuneError::Interrupted { restored_mb: original_mb }),
+    };
+    if let Err(e) = set_memory(client, opts, original_mb).await {
+        return Err(AwsTuneError::Restore { original_mb, source: Box::new(e) });
+    }
+    tracing::info!(original_mb, "memory size restored");
+    outcome
+}
+
+async fn measure(client: &aws_sdk_lambda::Client, opts: &Options) -> Result<Vec<SizeResult>, AwsTuneError> {
+    let mut results = vec![];
+    for &mb in &opts.sizes {
+        set_memory(client, opts, mb).await?;
+        let mut result = SizeResult {
+            memory_mb: mb,
+            vcpus: f64::from(mb) / MB_PER_VCPU,
+            visible_cores: ((f64::from(mb) / MB_PER_VCPU).ceil() as usize).clamp(2, 6),
+            batch: opts.batch,
+            ..Default::default()
+        };
+        for i in 0..=opts.warm {
+            match invoke(client, opts).await {
+                Ok(report) => {
+                    result.peak_mb = Some(result.peak_mb.unwrap_or(0.0).max(f64::from(report.max_memory_used_mb)));
+                    if i == 0 {
+                        result.init_ms = report.init_ms;
+                        result.cold_ms = Some(report.duration_ms);
+                    } else {
+                        result.warm_ms.push(report.duration_ms);
+                    }
+                }
+                Err(why) => {
+                    result.failure = Some(why);
+                    break;
+                }
+            }
+        }
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// Sets the memory size and waits until Lambda reports the update done.
+async fn set_memory(client: &aws_sdk_lambda::Client, opts: &Options, mb: u32) -> Result<(), AwsTuneError> {
+    let size = i32::try_from(mb).map_err(|_| AwsTuneError::Update { memory_mb: mb, what: "is out of range".into() })?;
+    client
+        .update_function_configuration()
+        .function_name(&opts.function)
+        .memory_size(size)
+        .send()
+        .await
+        .map_err(call("UpdateFunctionConfiguration"))?;
+    let start = Instant::now();
+    loop {
+        let c = client
+            .get_function_configuration()
+            .function_name(&opts.function)
+            .send()
+            .await
+            .map_err(call("GetFunctionConfiguration"))?;
+        match c.last_update_status() {
+            None | Some(LastUpdateStatus::Successful) if c.memory_size() == Some(size) => return Ok(()),
+            Some(LastUpdateStatus::Failed) => {
+                let reason = c.last_update_status_reason().unwrap_or("no reason given");
+                return Err(AwsTuneError::Update {
+                    memory_mb: mb,
+                    what: format!("failed: {}", crate::error::excerpt(reason)),
+                });
+            }
+            _ if start.elapsed() > opts.update_timeout => {
+                return Err(AwsTuneError::Update { memory_mb: mb, what: "did not finish in time".into() });
+            }
+            // Lambda offers no notification for this; its documentation polls.
+            _ => tokio::time::sleep(opts.poll).await,
+        }
+    }
+}
+
+/// One invocation; its REPORT line, or why there is none (a function error, no log tail).
+async fn invoke(client: &aws_sdk_lambda::Client, opts: &Options) -> Result<ReportLine, String> {
+    let out = client
+        .invoke()
+        .function_name(&opts.function)
+        .log_type(LogType::Tail)
+        .payload(Blob::new(opts.payload.clone()))
+        .send()
+        .await
+        .map_err(|e| format!("Invoke failed: {}", crate::error::chain(&e)))?;
+    if let Some(error) = out.function_error() {
+        return Err(format!("the function failed ({})", crate::error::excerpt(error)));
+    }
+    let tail = out.log_result().unwrap_or_default();
+    let log = base64::engine::general_purpose::STANDARD.decode(tail).unwrap_or_default();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .find_map(ReportLine::parse)
+        .ok_or_else(|| "no REPORT line in the invocation's log tail".to_string())
+}
