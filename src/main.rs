@@ -210,53 +210,12 @@ enum Command {
         #[arg(long)]
         phone: bool,
     },
-    /// Choose a Lambda memory size (power tuning, emulated): for each size the Lambda bootstrap runs
-    /// under AWS's Lambda emulator in Linux cgroups with that size's CPU share, visible cores and
-    /// memory limit; a cold and `--warm` invocations of one batch each. Prints the table and the
-    /// cheapest, fastest and balanced size; writes a CSV (and an SVG plot). Needs root and cgroup v1.
-    Tune {
-        /// Memory sizes, MB, comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = objdet::offload::tune::DEFAULT_SIZES.to_vec())]
-        memory: Vec<u32>,
-        /// Directory of photos; an invocation sends the first `--batch` of them inline.
-        #[arg(long)]
-        images: PathBuf,
-        /// Images per invocation.
-        #[arg(long, default_value_t = 10)]
-        batch: usize,
-        /// Warm invocations per size.
-        #[arg(long, default_value_t = 5)]
-        warm: usize,
-        /// Lambda prices: x86_64 or arm64 (documented us-east-1 prices).
-        #[arg(long, default_value = "x86_64")]
-        arch: String,
-        /// Price per GB-second instead of the architecture's.
-        #[arg(long)]
-        price_gb_s: Option<f64>,
-        /// Price per request instead of $0.0000002.
-        #[arg(long)]
-        price_request: Option<f64>,
-        /// The CSV to write.
-        #[arg(long, default_value = "tune.csv")]
-        out: PathBuf,
-        /// An SVG plot of cost per 1,000 images against time per image.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// AWS's Lambda Runtime Interface Emulator (make setup-test installs it).
-        #[arg(long, default_value = ".cache/test/bin/aws-lambda-rie")]
-        rie: PathBuf,
-        /// The Lambda bootstrap (default: `bootstrap` beside this executable).
-        #[arg(long)]
-        bootstrap: Option<PathBuf>,
-        /// Seconds a start or an invocation may take before its size is reported as hung.
-        #[arg(long, default_value_t = 120.0)]
-        timeout_secs: f64,
-        /// Measure a deployed function (name or ARN) instead: each size applied with
-        /// UpdateFunctionConfiguration, invoked with LogType=Tail, the original size restored at
-        /// the end, on an error and on Ctrl-C or SIGTERM. Uses the default AWS credentials and region.
-        #[arg(long)]
-        function: Option<String>,
-    },
+    /// Choose a Lambda memory size (power tuning): for each size the Lambda bootstrap runs under
+    /// AWS's Lambda emulator in Linux cgroups with that size's CPU share, visible cores and memory
+    /// limit (root, cgroup v1), or a deployed function is set to it (--function); a cold and
+    /// `--warm` invocations of one batch each. Prints the table and the cheapest, fastest and
+    /// balanced size; writes a CSV (and an SVG plot).
+    Tune(TuneArgs),
     /// Fit the benchmark rows and say when offloading pays. Exit 0 with a verdict (a break-even,
     /// or none within the measured sizes), 2 when the data cannot decide, 1 on an error.
     Advise {
@@ -411,38 +370,7 @@ async fn run() -> anyhow::Result<()> {
                 s.total_bytes as f64 / 1e6 / s.count.max(1) as f64
             );
         }
-        Command::Tune {
-            memory,
-            images,
-            batch,
-            warm,
-            arch,
-            price_gb_s,
-            price_request,
-            out,
-            plot,
-            rie,
-            bootstrap,
-            timeout_secs,
-            function,
-        } => {
-            let args = TuneArgs {
-                memory,
-                images,
-                batch,
-                warm,
-                arch,
-                price_gb_s,
-                price_request,
-                out,
-                plot,
-                rie,
-                bootstrap,
-                timeout_secs,
-                function,
-            };
-            tune(args, &config).await?
-        }
+        Command::Tune(args) => tune(args, &config).await?,
         Command::Advise { from, payload_mb, uplink_mbps, mut memory_mb, tune } => {
             if let Some(tune) = tune {
                 memory_mb = f64::from(measured_memory_size(&tune)?);
@@ -476,19 +404,48 @@ fn measured_memory_size(path: &std::path::Path) -> anyhow::Result<u32> {
 }
 
 /// The arguments of `objdet tune`.
+#[derive(clap::Args, Debug)]
 struct TuneArgs {
+    /// Memory sizes, MB, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = objdet::offload::tune::DEFAULT_SIZES.to_vec())]
     memory: Vec<u32>,
+    /// Directory of photos; an invocation sends the first `--batch` of them inline.
+    #[arg(long)]
     images: PathBuf,
+    /// Images per invocation.
+    #[arg(long, default_value_t = 10)]
     batch: usize,
+    /// Warm invocations per size.
+    #[arg(long, default_value_t = 5)]
     warm: usize,
+    /// Lambda prices: x86_64 or arm64 (documented us-east-1 prices).
+    #[arg(long, default_value = "x86_64")]
     arch: String,
+    /// Price per GB-second instead of the architecture's.
+    #[arg(long)]
     price_gb_s: Option<f64>,
+    /// Price per request instead of $0.0000002.
+    #[arg(long)]
     price_request: Option<f64>,
+    /// The CSV to write.
+    #[arg(long, default_value = "tune.csv")]
     out: PathBuf,
+    /// An SVG plot of cost per 1,000 images against time per image.
+    #[arg(long)]
     plot: Option<PathBuf>,
+    /// AWS's Lambda Runtime Interface Emulator (make setup-test installs it).
+    #[arg(long, default_value = ".cache/test/bin/aws-lambda-rie")]
     rie: PathBuf,
+    /// The Lambda bootstrap (default: `bootstrap` beside this executable).
+    #[arg(long)]
     bootstrap: Option<PathBuf>,
+    /// Seconds a start or an invocation may take before its size is reported as hung.
+    #[arg(long, default_value_t = 120.0)]
     timeout_secs: f64,
+    /// Measure a deployed function (name or ARN) instead: each size applied with
+    /// UpdateFunctionConfiguration, invoked with LogType=Tail, the original size restored at
+    /// the end, on an error and on Ctrl-C or SIGTERM. Uses the default AWS credentials and region.
+    #[arg(long)]
     function: Option<String>,
 }
 
