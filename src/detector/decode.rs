@@ -344,10 +344,13 @@ fn cmyk_to_rgb(cmyk: &[u8], rgb: &mut [u8]) {
 /// becoming a picture with grey below the cut. Other warnings (extraneous bytes before a marker,
 /// odd JFIF versions: common in camera files that decode well) are ignored, as OpenCV and PIL do.
 fn error_manager() -> mozjpeg_sys::jpeg_error_mgr {
-    // SAFETY: jpeg_std_error only fills in the struct it is given (all fields are plain data or
-    // nullable function pointers, so zeroed is a valid value to start from).
-    let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
-    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    // SAFETY: all fields are plain data or nullable function pointers, so zeroed is a valid value
+    // to start from; jpeg_std_error only fills in the struct it is given and keeps no pointer to it.
+    let mut err = unsafe {
+        let mut err: mozjpeg_sys::jpeg_error_mgr = std::mem::zeroed();
+        mozjpeg_sys::jpeg_std_error(&mut err);
+        err
+    };
     err.error_exit = Some(fatal);
     err.emit_message = Some(warning);
     err
