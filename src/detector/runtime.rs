@@ -99,15 +99,16 @@ pub fn session_in(
     source: &GraphSource,
     arena: Arena,
 ) -> Result<Session> {
-    match build_session(cfg, spec, weights, source, arena) {
+    let parts = Parts { cfg, spec, weights, arena };
+    match build_session(parts, source) {
         Err(e) if matches!(source, GraphSource::Cached(_)) => {
             tracing::warn!(error = %crate::error::chain(&e), "cached optimized graph refused; optimizing the model");
-            build_session(cfg, spec, weights, &GraphSource::Model, arena)
+            build_session(parts, &GraphSource::Model)
         }
         // An unwritable cache (a read-only path, a full disk) costs the cache, not the start-up.
         Err(e) if matches!(source, GraphSource::ModelSavingTo(_)) => {
             tracing::warn!(error = %crate::error::chain(&e), "cannot write the optimized-graph cache (ORT_OPTIMIZED_MODEL_PATH); running without it");
-            build_session(cfg, spec, weights, &GraphSource::Model, arena)
+            build_session(parts, &GraphSource::Model)
         }
         built => built,
     }
@@ -138,13 +139,17 @@ fn register_shared_arena(env: &Environment) -> Result<()> {
         .map_err(failed)
 }
 
-fn build_session(
-    cfg: &DetectorConfig,
-    spec: &ModelSpec,
-    weights: &PrepackedWeights,
-    source: &GraphSource,
+/// What a session is built from, besides its graph source.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    cfg: &'a DetectorConfig,
+    spec: &'a ModelSpec,
+    weights: &'a PrepackedWeights,
     arena: Arena,
-) -> Result<Session> {
+}
+
+fn build_session(parts: Parts<'_>, source: &GraphSource) -> Result<Session> {
+    let Parts { cfg, spec, weights, arena } = parts;
     let env = environment(cfg.ort_dylib_path.as_deref())?;
     if arena == Arena::Shared {
         register_shared_arena(env)?;

@@ -180,32 +180,34 @@ pub fn recommend(results: &[SizeResult], prices: &Prices) -> Option<Recommendati
 }
 
 /// The CSV header of [`csv`].
-pub const CSV_HEADER: &str = "memory_mb,vcpus,visible_cores,batch,init_ms,cold_ms,p50_ms,p95_ms,ms_per_image,\
-                              cost_per_1000_usd,arch,peak_mb,failure";
+pub const CSV_HEADER: &str = "memory_mb,vcpus,visible_cores,batch,arch,init_ms,cold_ms,p50_ms,p95_ms,ms_per_image,\
+                              cost_per_1000_usd,peak_mb,failure";
+
+/// A size's measured values, in the CSV's and the table's column order (from `init_ms`), each
+/// with its digits in the CSV and in the table.
+fn measured(r: &SizeResult, prices: &Prices) -> [(Option<f64>, usize, usize); 7] {
+    [
+        (r.init_ms, 1, 0),
+        (r.cold_ms, 1, 0),
+        (r.p50_ms(), 1, 0),
+        (r.p95_ms(), 1, 0),
+        (r.ms_per_image(), 2, 1),
+        (r.cost_per_1000(prices), 6, 5),
+        (r.peak_mb, 0, 0),
+    ]
+}
 
 /// The results as CSV, one row per size.
 pub fn csv(results: &[SizeResult], prices: &Prices) -> String {
-    let opt = |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
     let mut out = format!("{CSV_HEADER}\n");
     for r in results {
+        let cells: Vec<String> = measured(r, prices)
+            .iter()
+            .map(|&(v, digits, _)| v.map_or(String::new(), |v| format!("{v:.digits$}")))
+            .collect();
         let failure = r.failure.as_deref().unwrap_or("").replace([',', '\n', '"'], " ");
-        let _ = writeln!(
-            out,
-            "{},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
-            r.memory_mb,
-            r.vcpus,
-            r.visible_cores,
-            r.batch,
-            opt(r.init_ms, 1),
-            opt(r.cold_ms, 1),
-            opt(r.p50_ms(), 1),
-            opt(r.p95_ms(), 1),
-            opt(r.ms_per_image(), 2),
-            opt(r.cost_per_1000(prices), 6),
-            prices.arch,
-            opt(r.peak_mb, 0),
-            failure
-        );
+        let (mb, vcpus, cores, batch, arch) = (r.memory_mb, r.vcpus, r.visible_cores, r.batch, prices.arch);
+        let _ = writeln!(out, "{mb},{vcpus:.3},{cores},{batch},{arch},{},{failure}", cells.join(","));
     }
     out
 }
@@ -242,27 +244,18 @@ pub fn read_csv(text: &str) -> Result<(Vec<SizeResult>, Prices), String> {
 
 /// The results as a Markdown table, with the recommendation line under it.
 pub fn table(results: &[SizeResult], prices: &Prices) -> String {
-    let opt = |v: Option<f64>, digits: usize| v.map_or("—".to_string(), |v| format!("{v:.digits$}"));
     let mut out = String::from(
         "| memory MB | vCPU share | cores | Init ms | cold ms | p50 ms | p95 ms | ms/image | $ per 1,000 images | peak MB | |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
-        let _ = writeln!(
-            out,
-            "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.memory_mb,
-            r.vcpus,
-            r.visible_cores,
-            opt(r.init_ms, 0),
-            opt(r.cold_ms, 0),
-            opt(r.p50_ms(), 0),
-            opt(r.p95_ms(), 0),
-            opt(r.ms_per_image(), 1),
-            opt(r.cost_per_1000(prices), 5),
-            opt(r.peak_mb, 0),
-            r.failure.as_deref().unwrap_or("")
-        );
+        let cells: Vec<String> = measured(r, prices)
+            .iter()
+            .map(|&(v, _, digits)| v.map_or("—".to_string(), |v| format!("{v:.digits$}")))
+            .collect();
+        let failure = r.failure.as_deref().unwrap_or("");
+        let (mb, vcpus, cores) = (r.memory_mb, r.vcpus, r.visible_cores);
+        let _ = writeln!(out, "| {mb} | {vcpus:.2} | {cores} | {} | {failure} |", cells.join(" | "));
     }
     match recommend(results, prices) {
         Some(rec) => {
