@@ -505,6 +505,37 @@ fn floor_ms(model: &std::path::Path, cores: usize, runs: usize) -> f64 {
     ms_since(t) / (cores * runs) as f64
 }
 
+/// The decode floor of `images` for a model taking `input`: the photos decoded and nothing else,
+/// one thread per core in parallel, in ms per image of throughput; the faster of two decoders:
+/// libjpeg-turbo as objdet calls it (DCT-scaled where the input allows) and the `image` crate's
+/// own decoders (zune-jpeg for JPEG, always a full decode). The work any server must do before the
+/// model runs: `floor_ms + decode_floor_ms` is what a pipeline with no overhead would take.
+fn decode_floor_ms(input: &objdet::detector::spec::InputSpec, images: &[Vec<u8>], cores: usize) -> f64 {
+    use objdet::detector::decode::{RgbImage, decode_image_with};
+    use objdet::detector::preprocess::Geometry;
+    let limits = config().detector.limits();
+    let wanted = |w: u32, h: u32| Geometry::wanted(input, w, h);
+    let objdet = |bytes: &Vec<u8>, out: &mut RgbImage| {
+        decode_image_with(bytes, &limits, input.idct, Some(&wanted), out, |_, _| Ok(())).expect("decode");
+    };
+    let crate_decoder = |bytes: &Vec<u8>, _: &mut RgbImage| {
+        std::hint::black_box(image::load_from_memory(bytes).expect("decode").into_rgb8());
+    };
+    let parallel = |decode: &(dyn Fn(&Vec<u8>, &mut RgbImage) + Sync)| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for share in images.chunks(images.len().div_ceil(cores)) {
+                s.spawn(move || {
+                    let mut out = RgbImage::default();
+                    share.iter().for_each(|b| decode(b, &mut out));
+                });
+            }
+        });
+        ms_since(t) / images.len() as f64
+    };
+    parallel(&objdet).min(parallel(&crate_decoder))
+}
+
 /// For each model: `objdet serve` (defaults) on a 40-image mixed batch, server time per image,
 /// against the model's floor measured in the same run, interleaved rep by rep.
 fn model_ratios(rt: &tokio::runtime::Runtime, images: &[Vec<u8>], reps: usize) {
@@ -516,34 +547,41 @@ fn model_ratios(rt: &tokio::runtime::Runtime, images: &[Vec<u8>], reps: usize) {
 ## Each model: server time per image on a {}-image mixed batch ÷ its floor",
         images.len()
     );
-    println!("(floor: {cores} single-thread sessions in parallel, no decoding; medians of {reps} interleaved reps)");
-    println!("| model | format, input | floor ms/image | server ms/image | ÷ floor |");
-    println!("|---|---|---|---|---|");
+    println!("(floor: {cores} single-thread sessions in parallel, no decoding; decode: the same photos decoded alone,");
+    println!(
+        " the faster decoder of libjpeg-turbo and zune-jpeg, {cores} threads; medians of {reps} interleaved reps)"
+    );
+    println!(
+        "| model | format, input | floor ms/image | decode ms/image | server ms/image | ÷ floor | ÷ (floor + decode) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for model in bench_models() {
+        let mut cfg = config().detector;
+        cfg.model_path = model.clone();
+        let spec = objdet::detector::describe(&cfg).expect("model");
         let path = model.display().to_string();
         let server = Server::objdet(&[("MODEL_PATH", &path), ("ORT_OPTIMIZED_MODEL_PATH", "off")]);
         post(rt, &client, &server.base, &body); // warm: every session built and run
         // Runs per floor rep: about as many images as the batch.
         let runs = images.len().div_ceil(cores).max(4);
-        let (mut floors, mut served) = (vec![], vec![]);
+        let (mut floors, mut decodes, mut served) = (vec![], vec![], vec![]);
         for _ in 0..reps {
             floors.push(floor_ms(&model, cores, runs));
+            decodes.push(decode_floor_ms(&spec.input, images, cores));
             let (_, server_ms, v) = post(rt, &client, &server.base, &body);
             assert_eq!(v["results"].as_array().map(Vec::len), Some(images.len()));
             served.push(server_ms / images.len() as f64);
         }
         drop(server);
-        let (f, s) = (median(floors), median(served));
-        let mut cfg = config().detector;
-        cfg.model_path = model.clone();
-        let spec = objdet::detector::describe(&cfg).expect("model");
+        let (f, d, s) = (median(floors), median(decodes), median(served));
         println!(
-            "| {} | {}, {}x{} | {f:.2} | {s:.2} | {:.3} |",
+            "| {} | {}, {}x{} | {f:.2} | {d:.2} | {s:.2} | {:.3} | {:.3} |",
             spec.file,
             spec.head.format().as_str(),
             spec.input.width,
             spec.input.height,
-            s / f
+            s / f,
+            s / (f + d)
         );
     }
 }
@@ -578,9 +616,13 @@ fn phone(rt: &tokio::runtime::Runtime, reps: usize) {
     for (_, s) in &servers {
         post(rt, &client, &s.base, &batch_body(&images, 2)); // warm
     }
-    let (mut floors, mut served) = (vec![], vec![vec![]; servers.len()]);
+    let mut cfg = config().detector;
+    cfg.model_path = model.clone();
+    let input = objdet::detector::describe(&cfg).expect("model").input;
+    let (mut floors, mut decodes, mut served) = (vec![], vec![], vec![vec![]; servers.len()]);
     for _ in 0..reps {
         floors.push(floor_ms(&model, cores, count.div_ceil(cores)));
+        decodes.push(decode_floor_ms(&input, &images, cores));
         for (i, (_, s)) in servers.iter().enumerate() {
             let (_, server_ms, v) = post(rt, &client, &s.base, &body);
             let results = v["results"].as_array().expect("results");
@@ -589,16 +631,18 @@ fn phone(rt: &tokio::runtime::Runtime, reps: usize) {
             served[i].push(server_ms / count as f64);
         }
     }
-    let floor = median(floors);
+    let (floor, decode) = (median(floors), median(decodes));
     println!("\n## Phone-size photos: {count} JPEGs of 4032x3024 ({mb:.2} MB each) in one request, bundled model");
     println!(
-        "(floor: {cores} single-thread sessions in parallel, no decoding: {floor:.2} ms/image; medians of {reps} interleaved reps)"
+        "(floor: {cores} single-thread sessions in parallel, no decoding: {floor:.2} ms/image; decode: the photos decoded alone, \
+         the faster of libjpeg-turbo at objdet's DCT scale and zune-jpeg, {cores} threads: {decode:.2} ms/image; \
+         medians of {reps} interleaved reps)"
     );
-    println!("| server | server ms/image | ÷ floor |");
-    println!("|---|---|---|");
+    println!("| server | server ms/image | ÷ floor | ÷ (floor + decode) |");
+    println!("|---|---|---|---|");
     for ((name, _), times) in servers.iter().zip(served) {
         let t = median(times);
-        println!("| {name} | {t:.2} | {:.3} |", t / floor);
+        println!("| {name} | {t:.2} | {:.3} | {:.3} |", t / floor, t / (floor + decode));
     }
 }
 

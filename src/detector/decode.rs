@@ -22,17 +22,6 @@ pub struct RgbImage {
     pub pixels: Vec<u8>,
 }
 
-/// Strips an optional `data:<mime>;base64,` prefix and surrounding whitespace.
-pub fn strip_data_url(text: &str) -> &str {
-    let t = text.trim();
-    if let Some(rest) = t.strip_prefix("data:")
-        && let Some((_, payload)) = rest.split_once(',')
-    {
-        return payload.trim();
-    }
-    t
-}
-
 /// Decodes base64 text (standard alphabet, padding optional, `data:` prefix allowed).
 pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -41,10 +30,21 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// [`decode_base64`] into a reusable buffer (cleared first), so a worker allocates nothing per image.
+///
+/// One pass over the text in the common case (no `data:` prefix, no line breaks): the prefix is
+/// looked for in the first bytes only, and the UTF-8 check and the whitespace removal run only
+/// when the plain decode fails (base64 text is ASCII, so a decoded payload was valid UTF-8).
 pub fn decode_base64_into(text: &[u8], out: &mut Vec<u8>) -> Result<()> {
     out.clear();
-    let text = std::str::from_utf8(text).map_err(DetectError::Base64NotText)?;
-    let payload = strip_data_url(text);
+    let text = text.trim_ascii();
+    let (prefix, payload) = match text.strip_prefix(b"data:") {
+        Some(rest) => match memchr::memchr(b',', rest) {
+            Some(comma) => (&text[..5 + comma], rest[comma + 1..].trim_ascii()),
+            None => (&[][..], text),
+        },
+        None => (&[][..], text),
+    };
+    std::str::from_utf8(prefix).map_err(DetectError::Base64NotText)?;
     if payload.is_empty() {
         return Err(DetectError::Base64Empty);
     }
@@ -53,14 +53,15 @@ pub fn decode_base64_into(text: &[u8], out: &mut Vec<u8>) -> Result<()> {
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
+    let Err(first) = engine.decode_vec(payload, out) else { return Ok(()) };
+    std::str::from_utf8(payload).map_err(DetectError::Base64NotText)?;
+    if !payload.iter().any(u8::is_ascii_whitespace) {
+        return Err(DetectError::Base64(first));
+    }
     // Line breaks inside base64 (MIME style) are tolerated, as Python's b64decode does.
-    let result = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
-        let compact: Vec<u8> = payload.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        engine.decode_vec(compact, out)
-    } else {
-        engine.decode_vec(payload, out)
-    };
-    result.map_err(DetectError::Base64)
+    out.clear();
+    let compact: Vec<u8> = payload.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    engine.decode_vec(compact, out).map_err(DetectError::Base64)
 }
 
 /// One image format objdet reads.
@@ -420,7 +421,7 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> Result<()> {
         return truncated("the JPEG data ends inside its first scan header".into());
     };
     // Inside entropy-coded data a literal FF is stuffed as FF 00, so the first FF D9 is the end.
-    let Some(end) = scan.windows(2).position(|w| w == [0xff, 0xd9]) else {
+    let Some(end) = memchr::memmem::find(scan, &[0xff, 0xd9]) else {
         return truncated("the JPEG data ends before its end-of-image marker".into());
     };
     if let Some(blocks) = blocks
@@ -622,6 +623,12 @@ mod tests {
         assert_eq!(decode_base64(b"aGVs\nbG8=").unwrap(), b"hello");
         assert_eq!(decode_base64(b"***").unwrap_err().code(), "invalid_base64");
         assert_eq!(decode_base64(b"").unwrap_err().code(), "invalid_base64");
+        // Whitespace around and inside, a prefix: the slow path gives the same bytes.
+        assert_eq!(decode_base64(b" data:image/jpeg;base64,\n aGVs\r\nbG8= \n").unwrap(), b"hello");
+        assert!(matches!(decode_base64(b"data:image/png;base64, \n"), Err(DetectError::Base64Empty)));
+        assert!(matches!(decode_base64(b"aGVs\xffbG8="), Err(DetectError::Base64NotText(_))));
+        assert!(matches!(decode_base64(b"data:\xff,aGVsbG8="), Err(DetectError::Base64NotText(_))));
+        assert!(matches!(decode_base64(b"aGVs bG8*"), Err(DetectError::Base64(_))));
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn components(bytes: &[u8]) -> Option<u8> {
 /// The position of the first marker at or after `pos` in entropy-coded data: an FF not followed by
 /// a stuffed 00 or a restart marker (RST0..7 belong to the scan).
 fn next_marker(bytes: &[u8], mut pos: usize) -> usize {
-    while let Some(off) = bytes.get(pos..).and_then(|b| b.iter().position(|&x| x == 0xff)) {
+    while let Some(off) = bytes.get(pos..).and_then(|b| memchr::memchr(0xff, b)) {
         pos += off;
         match bytes.get(pos + 1) {
             Some(0x00 | 0xd0..=0xd7) => pos += 2,

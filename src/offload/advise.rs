@@ -3,10 +3,6 @@
 
 use super::csv::Row;
 
-/// Least price of Lambda compute (x86, per GB-second, us-east-1) used for the cost estimate.
-pub const LAMBDA_PRICE_GB_S: f64 = 0.000_016_666_7;
-/// Price per Lambda request.
-pub const LAMBDA_PRICE_REQUEST: f64 = 0.000_000_2;
 /// Fits below this R² are reported as unable to support an answer.
 pub const MIN_R2: f64 = 0.9;
 
@@ -407,10 +403,12 @@ fn observed(rows: &[Row], fits: &[Result<Fit, NoFit>]) -> String {
     out
 }
 
-/// Lambda compute + request cost of 1,000 images, at the server time per image of `f`.
+/// Lambda compute + request cost of 1,000 images, at the server time per image of `f` (x86_64
+/// prices, the least of Lambda's compute prices in us-east-1).
 pub fn lambda_cost_per_1000(f: &Fit, memory_mb: f64, images_per_request: f64) -> f64 {
+    let prices = super::tune::Prices::X86_64;
     let gb_s = f.server_s_per_image * 1000.0 * memory_mb / 1024.0;
-    gb_s * LAMBDA_PRICE_GB_S + (1000.0 / images_per_request.max(1.0)) * LAMBDA_PRICE_REQUEST
+    gb_s * prices.gb_second + (1000.0 / images_per_request.max(1.0)) * prices.request
 }
 
 /// The decision for one batch: run locally or send it.

@@ -13,7 +13,12 @@ pub mod emulated;
 use std::fmt::Write as _;
 
 /// Lambda's vCPU share: 1,769 MB buys one vCPU (Lambda's documentation; `config::vcpus` too).
-pub const MB_PER_VCPU: f64 = 1769.0;
+pub const MB_PER_VCPU: f64 = crate::config::LAMBDA_MB_PER_VCPU as f64;
+
+/// Cores Lambda shows a function of `memory_mb`: at least 2, one per 1,769 MB, at most 6.
+pub fn lambda_visible_cores(memory_mb: u32) -> usize {
+    ((f64::from(memory_mb) / MB_PER_VCPU).ceil() as usize).clamp(2, 6)
+}
 
 /// The memory sizes tried by default (MB).
 pub const DEFAULT_SIZES: &[u32] = &[512, 1024, 1536, 1769, 2048, 3008, 3538];

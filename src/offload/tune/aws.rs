@@ -109,7 +109,7 @@ async fn measure(client: &aws_sdk_lambda::Client, opts: &Options) -> Result<Vec<
         let mut result = SizeResult {
             memory_mb: mb,
             vcpus: f64::from(mb) / MB_PER_VCPU,
-            visible_cores: ((f64::from(mb) / MB_PER_VCPU).ceil() as usize).clamp(2, 6),
+            visible_cores: super::lambda_visible_cores(mb),
             batch: opts.batch,
             ..Default::default()
         };

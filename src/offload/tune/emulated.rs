@@ -87,10 +87,9 @@ pub struct Options {
     pub log_dir: PathBuf,
 }
 
-/// Cores Lambda shows a function of `memory_mb` (at least 2, one per 1,769 MB, at most 6),
-/// capped by `machine` cores.
+/// [`super::lambda_visible_cores`] capped by `machine` cores.
 pub fn visible_cores(memory_mb: u32, machine: usize) -> usize {
-    ((f64::from(memory_mb) / MB_PER_VCPU).ceil() as usize).clamp(2, 6).min(machine.max(1))
+    super::lambda_visible_cores(memory_mb).min(machine.max(1))
 }
 
 /// The CPU quota (µs per [`CPU_PERIOD_US`]) of `memory_mb`: its vCPU share, capped by the cores
@@ -171,13 +170,8 @@ impl Sandbox {
 
     /// Processes the kernel killed for the memory limit.
     fn oom_kills(&self) -> u64 {
-        let text = std::fs::read_to_string(self.memory.join("memory.oom_control")).unwrap_or_default();
-        let kills = text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok());
-        kills.unwrap_or_else(|| {
-            // Older kernels count only hitting the limit.
-            let failcnt = std::fs::read_to_string(self.memory.join("memory.failcnt")).unwrap_or_default();
-            u64::from(failcnt.trim().parse::<u64>().unwrap_or(0) > 0 && self.pids().len() < 2)
-        })
+        let read = |f: &str| std::fs::read_to_string(self.memory.join(f)).unwrap_or_default();
+        oom_kills_of(&read("memory.oom_control"), &read("memory.failcnt"), self.pids().len())
     }
 
     /// Kills every process in the sandbox and waits until it is empty.
@@ -201,6 +195,14 @@ impl Drop for Sandbox {
             let _ = std::fs::remove_dir(d);
         }
     }
+}
+
+/// OOM kills from a memory cgroup's `memory.oom_control` (its `oom_kill` line, kernels ≥ 4.13).
+/// Older kernels only count hits of the limit (`memory.failcnt`): a hit with the emulator left
+/// without its function process (`live` < 2) is then taken as one kill.
+fn oom_kills_of(oom_control: &str, failcnt: &str, live: usize) -> u64 {
+    let kills = oom_control.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok());
+    kills.unwrap_or_else(|| u64::from(failcnt.trim().parse::<u64>().unwrap_or(0) > 0 && live < 2))
 }
 
 /// An API Gateway HTTP API (v2) event posting `images` inline to `/api/detect`.
@@ -237,7 +239,8 @@ pub async fn run(opts: &Options, root: &Path) -> Result<Vec<SizeResult>, TuneErr
     check_cgroups(root)?;
     std::fs::create_dir_all(&opts.log_dir).map_err(|source| TuneError::Log { path: opts.log_dir.clone(), source })?;
     let machine = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    let event = http_event(&opts.images).to_string();
+    // Bytes: every invocation sends the same few MB without copying them.
+    let event = bytes::Bytes::from(http_event(&opts.images).to_string());
     let client = reqwest::Client::builder()
         .timeout(opts.timeout)
         .build()
@@ -257,7 +260,7 @@ async fn run_size(
     opts: &Options,
     root: &Path,
     client: &reqwest::Client,
-    event: &str,
+    event: &bytes::Bytes,
     mb: u32,
     cores: usize,
 ) -> Result<SizeResult, TuneError> {
@@ -303,7 +306,7 @@ async fn run_size(
     // Cold: the first invocation answered (the emulator runs Init on it).
     let start = Instant::now();
     let cold = loop {
-        match client.post(&url).body(event.to_string()).send().await {
+        match client.post(&url).body(event.clone()).send().await {
             Ok(res) => break Some(res.text().await.unwrap_or_default()),
             Err(e) if e.is_connect() && start.elapsed() < opts.timeout => {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -322,7 +325,7 @@ async fn run_size(
     if let Some(cold) = cold {
         answers.push(cold);
         for _ in 0..opts.warm {
-            match client.post(&url).body(event.to_string()).send().await {
+            match client.post(&url).body(event.clone()).send().await {
                 Ok(res) => answers.push(res.text().await.unwrap_or_default()),
                 Err(e) => {
                     result.failure = Some(if e.is_timeout() { "no answer in time".into() } else { format!("{e}") });
@@ -373,6 +376,19 @@ pub fn read_log(text: &str) -> (Option<f64>, Vec<ReportLine>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kills_read_from_the_kernel_counters() {
+        let control = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(oom_kills_of(control, "17\n", 2), 3);
+        assert_eq!(oom_kills_of("oom_kill_disable 0\noom_kill 0\n", "5\n", 1), 0, "the kernel's count wins");
+        // Kernels without the `oom_kill` line: a hit of the limit that took the function process.
+        let old = "oom_kill_disable 0\nunder_oom 0\n";
+        assert_eq!(oom_kills_of(old, "4\n", 1), 1);
+        assert_eq!(oom_kills_of(old, "4\n", 2), 0, "hit the limit but the function lives on");
+        assert_eq!(oom_kills_of(old, "0\n", 0), 0);
+        assert_eq!(oom_kills_of("", "", 0), 0);
+    }
 
     #[test]
     fn lambda_shares() {
