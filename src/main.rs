@@ -498,21 +498,7 @@ async fn tune_deployed(
         update_timeout: std::time::Duration::from_secs_f64(args.timeout_secs.max(1.0)),
         poll: std::time::Duration::from_secs(1),
     };
-    let interrupted = async {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut term) => {
-                    term.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = terminate => {}
-        }
-    };
-    Ok(aws::run(&client, &opts, interrupted).await?)
+    Ok(aws::run(&client, &opts, objdet::server::shutdown_signal()).await?)
 }
 
 async fn tune_emulated(

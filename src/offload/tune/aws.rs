@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{LastUpdateStatus, LogType};
 use base64::Engine as _;
@@ -83,12 +84,7 @@ pub async fn run(
     opts: &Options,
     interrupted: impl std::future::Future<Output = ()>,
 ) -> Result<Vec<SizeResult>, AwsTuneError> {
-    let original = client
-        .get_function_configuration()
-        .function_name(&opts.function)
-        .send()
-        .await
-        .map_err(call("GetFunctionConfiguration"))?;
+    let original = configuration(client, opts).await?;
     let original_mb = original.memory_size().and_then(|m| u32::try_from(m).ok()).ok_or(AwsTuneError::NoMemorySize)?;
     tracing::info!(function = %crate::error::excerpt(&opts.function), original_mb, "tuning a deployed function");
     let outcome = tokio::select! {
@@ -135,6 +131,15 @@ async fn measure(client: &aws_sdk_lambda::Client, opts: &Options) -> Result<Vec<
     Ok(results)
 }
 
+/// The function's configuration as Lambda reports it now.
+async fn configuration(
+    client: &aws_sdk_lambda::Client,
+    opts: &Options,
+) -> Result<GetFunctionConfigurationOutput, AwsTuneError> {
+    let request = client.get_function_configuration().function_name(&opts.function);
+    request.send().await.map_err(call("GetFunctionConfiguration"))
+}
+
 /// Sets the memory size and waits until Lambda reports the update done.
 async fn set_memory(client: &aws_sdk_lambda::Client, opts: &Options, mb: u32) -> Result<(), AwsTuneError> {
     let size = i32::try_from(mb).map_err(|_| AwsTuneError::Update { memory_mb: mb, what: "is out of range".into() })?;
@@ -147,12 +152,7 @@ async fn set_memory(client: &aws_sdk_lambda::Client, opts: &Options, mb: u32) ->
         .map_err(call("UpdateFunctionConfiguration"))?;
     let start = Instant::now();
     loop {
-        let c = client
-            .get_function_configuration()
-            .function_name(&opts.function)
-            .send()
-            .await
-            .map_err(call("GetFunctionConfiguration"))?;
+        let c = configuration(client, opts).await?;
         match c.last_update_status() {
             None | Some(LastUpdateStatus::Successful) if c.memory_size() == Some(size) => return Ok(()),
             Some(LastUpdateStatus::Failed) => {
