@@ -66,11 +66,10 @@ ARG SELFTEST_EXPECT=auto
 COPY --from=ort /opt/onnxruntime/lib /opt/onnxruntime/lib
 COPY --from=model /opt/models /opt/models
 COPY --from=builder /out/bootstrap ${LAMBDA_RUNTIME_DIR}/bootstrap
-# The image works without the template: behind a REST API stage (/Prod/api/detect) it routes
-# /api/detect as template.yaml's functions do.
+# The image works without the template: behind a REST API stage (/Prod/api/detect) the bootstrap
+# routes /api/detect by itself (src/lambda.rs, `routed`).
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so \
     MODEL_PATH=/opt/${MODEL} \
-    AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true \
     LOG_FORMAT=json
 # The image proves it starts: ONNX Runtime and the model load, the bundled photo is detected and
 # the model's output decodes (a missing library or an unusable model fails this build, not the

@@ -9,7 +9,7 @@ ORT_DYLIB_PATH ?= $(CACHE)/ort/libonnxruntime.so
 export ORT_DYLIB_PATH
 CARGO        ?= cargo
 
-.PHONY: help setup setup-test setup-lint setup-tools build run test ui-test lint fmt bench tune load-test split-experiment int8-experiment test-models \
+.PHONY: help setup setup-test setup-lint setup-tools build run test ui-test lint fmt bench tune load-test split-experiment int8-experiment quantize scaled-decode-study test-models \
         contract-test fuzz fuzz-smoke soak
 
 help: ## list targets
@@ -67,6 +67,15 @@ split-experiment: build ## split offloading, one core per side, 20/50/200 images
 
 test-models: ## rebuild the detector fixtures and their oracles (Ultralytics + torch, TensorFlow; several GB, ~1 h on 2 cores; not run by CI)
 	scripts/test-models.sh
+
+MODEL ?= tests/fixtures/models/shapes-yolo11n.onnx
+DATA  ?= tests/fixtures/shapes/data.yaml
+quantize: build ## int8 variants of MODEL (s8s8 as Ultralytics, u8s8 reduce_range) calibrated through objdet's pipeline on DATA; eval + floors table (not in CI)
+	@scripts/setup.sh int8
+	.cache/int8/bin/python python/quantize/quantize.py --model $(MODEL) --data $(DATA) --out $(or $(OUT),target/quantize)
+
+scaled-decode-study: build ## JPEG_SCALED_DECODE on vs off: mAP and ms per image on 100 labelled 12 MP photos (docs/scaled-decode.md)
+	scripts/scaled-decode-study.sh
 
 int8-experiment: ## optional int8 variants vs fp32 (agreement and speed); none met the targets here
 	@scripts/setup.sh int8

@@ -51,7 +51,6 @@ def cold_start_ms(binary, event):
         ORT_DYLIB_PATH=os.environ.get("ORT_DYLIB_PATH", os.path.join(ROOT, ".cache/ort/libonnxruntime.so")),
         RUST_LOG="warn",
         _HANDLER="http",
-        AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH="true",
     )
     args = [rie, "--runtime-interface-emulator-address", f"127.0.0.1:{p1}",
             "--runtime-api-address", f"127.0.0.1:{p2}", binary]

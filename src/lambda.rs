@@ -2,8 +2,9 @@
 //! `ImageConfig.Command` (handed to `bootstrap` as `_HANDLER`) picks which one runs.
 //!
 //! - [`Handler::Http`](crate::config::Handler::Http): API Gateway REST v1 / HTTP API v2, function URLs and ALB, through
-//!   `lambda_http`'s runtime and the *same* [`Router`] `objdet serve` runs. The stage prefix of
-//!   the path is dropped by `lambda_http` itself (`AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true`).
+//!   `lambda_http`'s runtime and the *same* [`Router`] `objdet serve` runs. Stages and custom
+//!   domains' base paths are taken off the path here ([`routed`]), whatever
+//!   `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` says.
 //! - [`Handler::S3`](crate::config::Handler::S3): S3 `ObjectCreated` notifications, typed as [`S3Event`], to the
 //!   [`trigger`](crate::trigger).
 //!
@@ -55,7 +56,7 @@ pub async fn run_http(router: Router) -> Result<(), lambda_runtime::Error> {
     let service = tower::service_fn(move |req: lambda_http::Request| {
         let router = router.clone();
         async move {
-            let (parts, body) = router.oneshot(req).await?.into_parts();
+            let (parts, body) = router.oneshot(routed(req)).await?.into_parts();
             let bytes = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
             Ok::<_, std::convert::Infallible>(HttpResponse::from_parts(parts, http_body_util::Full::new(bytes)))
         }
@@ -279,11 +280,84 @@ fn uri_safe(text: &str, is_path: bool) -> Option<String> {
     Some(out)
 }
 
-/// What `lambda_http` makes of a raw API Gateway / ALB event once guarded: the request the
-/// Router would see in Lambda (for tests and the fuzz target).
+/// What `lambda_http` makes of a raw API Gateway / ALB event once guarded and [`routed`]: the
+/// request the Router sees in Lambda (for tests and the fuzz target).
 pub fn http_request(raw: &[u8]) -> Result<lambda_http::Request, serde_json::Error> {
     let guarded = guard_http_event(Bytes::copy_from_slice(raw));
-    lambda_http::request::from_str(std::str::from_utf8(&guarded).unwrap_or("not UTF-8"))
+    lambda_http::request::from_str(std::str::from_utf8(&guarded).unwrap_or("not UTF-8")).map(routed)
+}
+
+/// The request with the path its API routes, for API Gateway events, whatever the process's
+/// environment:
+/// - REST (v1): the event's `path`, which API Gateway gives without the stage (`lambda_http` puts
+///   `/{stage}` in front of it unless `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set; a console
+///   test event may carry it in `path` itself: taken off too). Under a custom domain, `path`
+///   starts with the base path mapping's; the resource template with the path parameters
+///   filled in (`/{proxy+}` + `api/detect`, or `/api/detect`) is the API's own path, and is
+///   used when `path` ends with it.
+/// - HTTP API (v2): a named stage (not `$default`) is the first segment of `rawPath`: taken off.
+///
+/// Other events, and anything that would not make a valid URI, are left as they are.
+pub fn routed(mut req: lambda_http::Request) -> lambda_http::Request {
+    use lambda_http::RequestExt as _;
+    use lambda_http::request::RequestContext;
+    let strip_stage = |path: &str, stage: Option<&str>| -> Option<String> {
+        let stage = stage.filter(|s| !s.is_empty() && *s != "$default")?;
+        let rest = path.strip_prefix('/')?.strip_prefix(stage)?;
+        match rest {
+            "" => Some("/".to_string()),
+            r if r.starts_with('/') => Some(r.to_string()),
+            _ => None,
+        }
+    };
+    let path = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => {
+            let raw = req.raw_http_path();
+            let mut path = strip_stage(raw, ctx.stage.as_deref()).unwrap_or_else(|| raw.to_string());
+            if let Some(own) = ctx.resource_path.as_deref().and_then(|r| expand_resource(r, req.path_parameters_ref()))
+                && own != path
+                && path.ends_with(&own)
+            {
+                path = own;
+            }
+            Some(path)
+        }
+        Some(RequestContext::ApiGatewayV2(ctx)) => strip_stage(req.uri().path(), ctx.stage.as_deref()),
+        _ => None,
+    };
+    let Some(path) = path.filter(|p| p.starts_with('/') && p != req.uri().path()) else { return req };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// A REST API resource template (`/api/{name}`, `/{proxy+}`) with its path parameters filled in,
+/// percent-encoded for a URI; `None` when a parameter is missing.
+fn expand_resource(
+    template: &str,
+    params: Option<&lambda_http::aws_lambda_events::query_map::QueryMap>,
+) -> Option<String> {
+    let mut out = String::new();
+    for segment in template.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => out.push_str(params?.first(name.trim_end_matches('+'))?),
+            None => out.push_str(segment),
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(uri_safe(&out, true).unwrap_or(out))
 }
 
 #[cfg(test)]

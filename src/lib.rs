@@ -12,6 +12,8 @@ pub mod bulk_run;
 pub mod config;
 pub mod detector;
 pub mod error;
+#[cfg(feature = "cli")]
+pub mod eval;
 pub mod lambda;
 pub mod memory;
 pub mod model_source;

@@ -216,6 +216,26 @@ enum Command {
     /// `--warm` invocations of one batch each. Prints the table and the cheapest, fastest and
     /// balanced size; writes a CSV (and an SVG plot).
     Tune(TuneArgs),
+    /// Accuracy through the serving path: a labelled set (an Ultralytics data.yaml, or a COCO
+    /// annotations JSON with --images) detected as requests are, scored as pycocotools scores
+    /// boxes (AP@[.50:.95], AP50, AP75, by area, AR, per class).
+    Eval(EvalArgs),
+    /// Calibration tensors for int8 quantization (`make quantize`): images of a labelled set
+    /// decoded and preprocessed exactly as serving does, written as one NumPy .npy array.
+    Calibration {
+        /// An Ultralytics data YAML or a COCO annotations JSON (with --images).
+        #[arg(long)]
+        data: PathBuf,
+        /// With a COCO JSON: its images' directory; with a data YAML: instead of `val`.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Images to take, spread over the set.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// The .npy file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Fit the benchmark rows and say when offloading pays. Exit 0 with a verdict (a break-even,
     /// or none within the measured sizes), 2 when the data cannot decide, 1 on an error.
     Advise {
@@ -371,6 +391,14 @@ async fn run() -> anyhow::Result<()> {
             );
         }
         Command::Tune(args) => tune(args, &config).await?,
+        Command::Eval(args) => eval(args, config).await?,
+        Command::Calibration { data, images, count, out } => {
+            let data = objdet::eval::Dataset::read(&data, images.as_deref())?;
+            let mut model = tokio::task::block_in_place(|| objdet::detector::Model::load(&config.detector))
+                .map_err(|e| anyhow::anyhow!("{}", objdet::error::chain(&e)))?;
+            let w = tokio::task::block_in_place(|| objdet::eval::calibration::write(&mut model, &data, count, &out))?;
+            println!("wrote {} tensors of {:?} to {} ({} images skipped)", w.count, w.shape, out.display(), w.failed);
+        }
         Command::Advise { from, payload_mb, uplink_mbps, mut memory_mb, tune } => {
             if let Some(tune) = tune {
                 memory_mb = f64::from(measured_memory_size(&tune)?);
@@ -398,9 +426,113 @@ fn measured_memory_size(path: &std::path::Path) -> anyhow::Result<u32> {
     use objdet::offload::tune;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (results, prices) = tune::read_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let rec = tune::recommend(&results, &prices).with_context(|| format!("{}: no memory size ran", path.display()))?;
-    eprintln!("Lambda cost at {} MB: the balanced size {} measured", rec.balanced, path.display());
-    Ok(rec.balanced)
+    let rec = tune::recommend(&results, &prices, &tune::Accuracy::default())
+        .with_context(|| format!("{}: no memory size ran", path.display()))?;
+    eprintln!("Lambda cost at {} MB: the balanced size {} measured", rec.balanced.memory_mb, path.display());
+    Ok(rec.balanced.memory_mb)
+}
+
+/// The arguments of `objdet eval`.
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// An Ultralytics data YAML (its `val` images, YOLO labels) or a COCO annotations JSON.
+    #[arg(long)]
+    data: PathBuf,
+    /// The images: with a COCO JSON, the directory its `file_name`s are relative to; with a data
+    /// YAML, instead of its `val` entry.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write every scored detection in COCO's results format here (for pycocotools).
+    #[arg(long)]
+    detections: Option<PathBuf>,
+    /// Lowest score kept (the references evaluate at 0.001).
+    #[arg(long, default_value_t = objdet::eval::EVAL_SCORE_THRESHOLD)]
+    conf: f32,
+    /// At most this many detections per image (COCO: 100).
+    #[arg(long, default_value_t = objdet::eval::EVAL_MAX_DETECTIONS)]
+    max_det: usize,
+    /// NMS IoU (default: the model's, as serving uses it).
+    #[arg(long)]
+    iou: Option<f32>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+async fn eval(args: EvalArgs, mut config: Config) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    anyhow::ensure!((0.0..=1.0).contains(&args.conf), "--conf must be between 0 and 1");
+    anyhow::ensure!(args.max_det >= 1, "--max-det must be at least 1");
+    anyhow::ensure!(args.iou.is_none_or(|v| (0.0..=1.0).contains(&v)), "--iou must be between 0 and 1");
+    let data = objdet::eval::Dataset::read(&args.data, args.images.as_deref())?;
+    config.detector.model.score_threshold = Some(args.conf);
+    config.detector.model.max_detections = Some(args.max_det);
+    if let Some(iou) = args.iou {
+        config.detector.model.nms_iou = Some(iou);
+    }
+    let opts = objdet::eval::Options { in_flight: None, jpeg_scaled_decode: config.detector.scaled_jpeg };
+    let service = DetectService::from_config(Arc::new(config)).await?;
+    let bar = (!args.quiet).then(|| {
+        let b = indicatif::ProgressBar::new(data.samples.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} images {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut out = match &args.detections {
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))?;
+            let mut w = std::io::BufWriter::new(f);
+            w.write_all(b"[")?;
+            Some((w, true, p))
+        }
+        None => None,
+    };
+    let mut write_error = None;
+    let report = objdet::eval::run(
+        service.detector().clone(),
+        &data,
+        &opts,
+        |done, _| {
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+            }
+        },
+        |results| {
+            let Some((w, first, _)) = out.as_mut() else { return };
+            for r in results {
+                let sep: &[u8] = if std::mem::take(first) { b"\n" } else { b",\n" };
+                let line = serde_json::to_vec(r).map_err(std::io::Error::from);
+                if let Err(e) = line.and_then(|l| w.write_all(sep).and_then(|()| w.write_all(&l))) {
+                    write_error.get_or_insert(e);
+                }
+            }
+        },
+    )
+    .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some((mut w, _, p)) = out {
+        if let Some(e) = write_error {
+            return Err(anyhow::Error::new(e).context(format!("writing {}", p.display())));
+        }
+        w.write_all(b"\n]\n").and_then(|()| w.flush()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    print!("{}", report.table());
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    anyhow::ensure!(report.evaluated > 0, "no image of {} could be evaluated", args.data.display());
+    Ok(())
 }
 
 /// The arguments of `objdet tune`.
@@ -442,6 +574,19 @@ struct TuneArgs {
     /// Seconds a start or an invocation may take before its size is reported as hung.
     #[arg(long, default_value_t = 120.0)]
     timeout_secs: f64,
+    /// Models to compare, each at every size, so that a model variant (e.g. fp32 and int8) and a
+    /// memory size are chosen together (default: MODEL_PATH). With --function: S3 URIs (set as the
+    /// function's MODEL_URI) or paths inside its image (set as MODEL_PATH); its environment is
+    /// restored at the end.
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// `objdet eval --json` reports of the models: only models within --map-tolerance of the best
+    /// mAP50-95 are recommended.
+    #[arg(long, value_delimiter = ',')]
+    eval_json: Vec<PathBuf>,
+    /// mAP50-95 a model may lose against the best evaluated one and still be recommended.
+    #[arg(long, default_value_t = 0.01)]
+    map_tolerance: f64,
     /// Measure a deployed function (name or ARN) instead: each size applied with
     /// UpdateFunctionConfiguration, invoked with LogType=Tail, the original size restored at
     /// the end, on an error and on Ctrl-C or SIGTERM. Uses the default AWS credentials and region.
@@ -466,11 +611,22 @@ async fn tune(args: TuneArgs, config: &Config) -> anyhow::Result<()> {
         .take(args.batch.max(1))
         .map(|i| (i.name, i.bytes.to_vec()))
         .collect();
+    let accuracy = tune_accuracy(&args.eval_json, args.map_tolerance)?;
     let results = match &args.function {
         Some(function) => tune_deployed(function, &args, &images).await?,
-        None => tune_emulated(&args, images, config).await?,
+        None => {
+            let models: Vec<PathBuf> = match args.models.is_empty() {
+                true => vec![config.detector.model_path.clone()],
+                false => args.models.iter().map(PathBuf::from).collect(),
+            };
+            let mut all = Vec::new();
+            for (i, model) in models.iter().enumerate() {
+                all.extend(tune_emulated(&args, images.clone(), config, model, i).await?);
+            }
+            all
+        }
     };
-    println!("{}", tune::table(&results, &prices));
+    println!("{}", tune::table(&results, &prices, &accuracy));
     std::fs::write(&args.out, tune::csv(&results, &prices))
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
@@ -479,6 +635,22 @@ async fn tune(args: TuneArgs, config: &Config) -> anyhow::Result<()> {
         println!("wrote {}", plot.display());
     }
     Ok(())
+}
+
+/// The models' accuracy from `objdet eval --json` reports, by model file name.
+fn tune_accuracy(reports: &[PathBuf], tolerance: f64) -> anyhow::Result<objdet::offload::tune::Accuracy> {
+    anyhow::ensure!((0.0..=1.0).contains(&tolerance), "--map-tolerance must be between 0 and 1");
+    let mut map = std::collections::BTreeMap::new();
+    for p in reports {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?;
+        match (v["model_file"].as_str(), v["map50_95"].as_f64()) {
+            (Some(model), Some(m)) => map.insert(model.to_string(), m),
+            _ => bail!("{}: not an `objdet eval --json` report (no model_file and map50_95)", p.display()),
+        };
+    }
+    Ok(objdet::offload::tune::Accuracy { map, tolerance })
 }
 
 async fn tune_deployed(
@@ -495,16 +667,20 @@ async fn tune_deployed(
         payload: emulated::http_event(images).to_string().into_bytes(),
         batch: images.len(),
         warm: args.warm,
+        models: args.models.clone(),
         update_timeout: std::time::Duration::from_secs_f64(args.timeout_secs.max(1.0)),
         poll: std::time::Duration::from_secs(1),
     };
     Ok(aws::run(&client, &opts, objdet::server::shutdown_signal()).await?)
 }
 
+/// Every size emulated with `model` (the `index`-th of the run).
 async fn tune_emulated(
     args: &TuneArgs,
     images: Vec<(String, Vec<u8>)>,
     config: &Config,
+    model: &std::path::Path,
+    index: usize,
 ) -> anyhow::Result<Vec<objdet::offload::tune::SizeResult>> {
     use objdet::offload::tune::emulated;
     let bootstrap = match args.bootstrap.clone() {
@@ -516,14 +692,16 @@ async fn tune_emulated(
             bail!("{what} {} does not exist", path.display());
         }
     }
-    let log_dir = std::env::temp_dir().join(format!("objdet-tune-{}", std::process::id()));
+    let log_dir =
+        std::env::temp_dir().join(format!("objdet-tune-{}", std::process::id())).join(format!("model-{index}"));
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let absolute = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     // The bootstrap gets this process's settings (model, overrides), not its Lambda or AWS ones,
     // and a graph cache written once before the sizes (as the image's build step does).
     let mut env: Vec<(String, String)> =
         std::env::vars().filter(|(k, _)| !k.starts_with("AWS_") && !k.starts_with("_") && k != "PATH").collect();
-    env.push(("MODEL_PATH".into(), absolute(&config.detector.model_path).display().to_string()));
+    env.retain(|(k, _)| k != "MODEL_PATH");
+    env.push(("MODEL_PATH".into(), absolute(model).display().to_string()));
     if let Some(ort) = &config.detector.ort_dylib_path {
         env.push(("ORT_DYLIB_PATH".into(), absolute(ort).display().to_string()));
     }
@@ -554,8 +732,12 @@ async fn tune_emulated(
         timeout: std::time::Duration::from_secs_f64(args.timeout_secs.max(1.0)),
         log_dir: log_dir.clone(),
     };
-    let results = emulated::run(&opts, std::path::Path::new(emulated::CGROUP_ROOT)).await?;
+    let mut results = emulated::run(&opts, std::path::Path::new(emulated::CGROUP_ROOT)).await?;
     println!("emulator logs in {}", log_dir.display());
+    let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for r in &mut results {
+        r.model = name.clone();
+    }
     Ok(results)
 }
 

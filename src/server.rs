@@ -375,6 +375,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "sessions": d.sessions(),
         "classes": d.labels().len(),
         "model": model_json(d.spec()),
+        "cpu": d.cpu(),
         "s3": state.service.s3().is_some(),
         "limits": {"max_body_bytes": state.max_body_bytes, "max_images": state.service.config().max_images},
     }))

@@ -239,6 +239,11 @@ async fn healthz() {
     assert_eq!((m["format"].as_str(), m["classes"].as_u64()), (Some("rows"), Some(80)), "{v}");
     assert_eq!((m["input"]["width"].as_u64(), m["input"]["height"].as_u64()), (Some(512), Some(512)));
     assert_eq!((m["names"][0].as_str(), m["names_from"].as_str()), (Some("person"), Some("labels file")));
+    // The CPU as /proc/cpuinfo has it, and the int8 path its features give ONNX Runtime.
+    let cpu = objdet::detector::cpu::CpuInfo::of_this_machine();
+    assert_eq!(v["cpu"]["model"].as_str(), Some(cpu.model.as_str()), "{v}");
+    assert_eq!(v["cpu"]["features"], serde_json::json!(cpu.features), "{v}");
+    assert!(v["cpu"]["int8"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
 }
 
 #[tokio::test]

@@ -42,9 +42,8 @@ fn labels(result: &Value) -> Vec<String> {
 
 #[test]
 fn http_events_convert_and_drop_the_stage() {
-    // As in template.yaml, lambda_http drops the stage prefix itself (.cargo/config.toml sets
-    // AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH for the tests).
-    assert_eq!(std::env::var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").as_deref(), Ok("true"));
+    // The stage is taken off by objdet, not by lambda_http's variable: it is not set here.
+    assert!(std::env::var_os("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_none());
     for (name, path) in [
         ("apigw-http-detect-inline.json", "/api/detect"),
         ("apigw-http-detect-binary.json", "/api/detect"),
@@ -63,6 +62,38 @@ fn http_events_convert_and_drop_the_stage() {
     }
     let s3: aws_lambda_events::s3::S3Event = serde_json::from_value(aws::event("s3-put-upload.json")).unwrap();
     assert_eq!(s3.records[0].s3.object.key.as_deref(), Some("uploads/my+photo.jpg"));
+}
+
+/// REST API stages, the console's test stage and custom domains' base paths all reach
+/// `/api/detect` without AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH; an HTTP API's named stage too.
+#[tokio::test]
+async fn rest_stages_and_custom_domains_route_without_the_variable() {
+    assert!(std::env::var_os("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_none());
+    let svc = service(None, &[]);
+    for (what, event) in aws::rest_stage_events() {
+        let req = http_request(event.to_string().as_bytes()).unwrap();
+        assert_eq!(req.uri().path(), "/api/detect", "{what}");
+        let (status, body) = invoke(&svc, &event).await;
+        assert_eq!(status, 200, "{what}: {body}");
+        assert!(labels(&body["results"][0]).contains(&"dog".into()), "{what}: {body}");
+    }
+    // A query string survives the rewrite.
+    let mut e = aws::rest_stage_events().remove(0).1;
+    e["queryStringParameters"] = json!({"name": "x.jpg"});
+    e["multiValueQueryStringParameters"] = json!({"name": ["x.jpg"]});
+    let req = http_request(e.to_string().as_bytes()).unwrap();
+    assert_eq!((req.uri().path(), req.uri().query()), ("/api/detect", Some("name=x.jpg")));
+    // HTTP API with a named stage: rawPath starts with it.
+    let mut v2 = aws::event("apigw-http-detect-s3.json");
+    v2["requestContext"]["stage"] = json!("prod");
+    v2["rawPath"] = json!("/prod/api/detect");
+    assert_eq!(http_request(v2.to_string().as_bytes()).unwrap().uri().path(), "/api/detect");
+    // A path that only begins like the stage is left alone.
+    let mut other = aws::rest_stage_events().remove(0).1;
+    other["path"] = json!("/Production/api/detect");
+    other["resource"] = json!("/Production/api/detect");
+    other["requestContext"]["resourcePath"] = json!("/Production/api/detect");
+    assert_eq!(http_request(other.to_string().as_bytes()).unwrap().uri().path(), "/Production/api/detect");
 }
 
 #[tokio::test]

@@ -68,6 +68,36 @@ async fn inline_http_api_v2() {
     assert!(labels(&body["results"][0]).contains(&"person".into()), "{body}");
 }
 
+/// Init logs the CPU and its int8 path once, so a user sees which one AWS gave their function.
+#[tokio::test]
+async fn init_names_the_cpu_and_its_int8_path() {
+    let emulator = Emulator::start("http", &[("RUST_LOG".to_string(), "info".to_string())]);
+    let (status, _) = http_response(&emulator.invoke(&aws::event("apigw-http-detect-inline.json")).await);
+    assert_eq!(status, 200);
+    let log = std::fs::read_to_string(emulator.log_path()).unwrap_or_default();
+    let lines: Vec<Value> =
+        log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["message"] == "cpu").collect();
+    assert_eq!(lines.len(), 1, "one cpu line at Init: {log}");
+    let expected = objdet::detector::cpu::CpuInfo::of_this_machine();
+    assert_eq!(lines[0]["cpu"].as_str(), Some(expected.model.as_str()), "{}", lines[0]);
+    assert!(lines[0]["int8"].as_str().is_some_and(|s| s == expected.int8), "{}", lines[0]);
+}
+
+/// The bootstrap started without AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH (as a zip deployment,
+/// `cargo lambda watch` or an image of the user's own would start it) routes REST API stages, the
+/// console's test stage and custom domains' base paths to /api/detect.
+#[tokio::test]
+async fn rest_stages_route_without_the_variable() {
+    let (s, _) = ready().await;
+    assert!(!s.lambda.env().iter().any(|(k, _)| k == "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"));
+    for (what, event) in aws::rest_stage_events() {
+        let (status, body) = http_response(&s.lambda.invoke(&event).await);
+        assert_eq!(status, 200, "{what}: {body}");
+        let found = labels(&body["results"][0]);
+        assert!(found.contains(&"dog".into()), "{what}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn inline_rest_api_v1() {
     let (s, _) = ready().await;

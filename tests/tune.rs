@@ -107,8 +107,9 @@ fn a_size_too_small_is_reported_out_of_memory() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let csv = std::fs::read_to_string(dir.join("tune.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
-    assert!(rows[0].starts_with("128,") && rows[0].contains("out of memory"), "{csv}");
-    assert!(rows[1].starts_with("1024,") && rows[1].ends_with(','), "{csv}");
+    let model = "centernet_mobilenetv3_coco.onnx";
+    assert!(rows[0].starts_with(&format!("{model},128,")) && rows[0].contains("out of memory"), "{csv}");
+    assert!(rows[1].starts_with(&format!("{model},1024,")) && rows[1].ends_with(','), "{csv}");
     assert!(stdout.contains("cheapest 1024 MB, fastest 1024 MB, balanced 1024 MB"), "{stdout}");
     assert!(our_cgroups().is_empty(), "left behind: {:?}", our_cgroups());
 }
@@ -154,7 +155,8 @@ async fn moto_with_function() -> common::aws::Moto {
         "Handler": "bootstrap",
         // An empty zip archive.
         "Code": {"ZipFile": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="},
-        "MemorySize": 3538
+        "MemorySize": 3538,
+        "Environment": {"Variables": {"MODEL_URI": "s3://models/original.onnx", "LOG_FORMAT": "json"}}
     });
     moto_call(
         &moto,
@@ -205,7 +207,54 @@ async fn a_deployed_function_is_measured_and_restored() {
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{csv}");
     assert!(rows.iter().all(|r| r.ends_with("no REPORT line in the invocation's log tail")), "{csv}");
-    assert!(stdout.contains("no size ran"), "{stdout}");
+    assert!(stdout.contains("no configuration ran"), "{stdout}");
+    assert_eq!(memory_size(&moto).await, 3538);
+}
+
+async fn environment(moto: &common::aws::Moto) -> serde_json::Value {
+    let path = "/2015-03-31/functions/objdet-api/configuration";
+    let c = moto_call(moto, "lambda", reqwest::Method::GET, path, String::new(), "application/json").await;
+    c["Environment"]["Variables"].clone()
+}
+
+/// Several models on a deployed function: each selected through the function's environment
+/// (MODEL_URI for an S3 URI, MODEL_PATH for a path in its image) before its sizes, one row per
+/// model and size, and the original environment and size restored at the end.
+#[tokio::test]
+async fn models_are_compared_on_a_deployed_function_and_its_environment_restored() {
+    let dir = fresh_dir("tune-deployed-models");
+    std::fs::write(dir.join("images/dog.jpg"), common::fixture("dog.jpg")).unwrap();
+    let moto = moto_with_function().await;
+    let before = environment(&moto).await;
+    let out = tune_deployed(&moto, &dir, "1024,2048")
+        .args(["--models", "s3://models/m.onnx,/opt/models/m.int8.onnx"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let csv = std::fs::read_to_string(dir.join("tune.csv")).unwrap();
+    let rows: Vec<(&str, &str)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut c = l.split(',');
+            (c.next().unwrap(), c.next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![("m.onnx", "1024"), ("m.onnx", "2048"), ("m.int8.onnx", "1024"), ("m.int8.onnx", "2048")],
+        "{csv}"
+    );
+    for (var, model) in [("MODEL_URI", "s3://models/m.onnx"), ("MODEL_PATH", "/opt/models/m.int8.onnx")] {
+        assert!(
+            stderr.lines().any(|l| l.contains("model selected") && l.contains(var) && l.contains(model)),
+            "{stderr}"
+        );
+    }
+    assert_eq!(environment(&moto).await, before);
+    assert_eq!(before["MODEL_URI"], "s3://models/original.onnx");
     assert_eq!(memory_size(&moto).await, 3538);
 }
 

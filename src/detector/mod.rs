@@ -8,6 +8,7 @@
 //! own (tests, benchmarks). [`Detector`] (in [`pool`]) owns the worker threads that run `Model`s
 //! for callers, fed from one queue.
 
+pub mod cpu;
 pub mod decode;
 pub mod dispatch;
 pub mod error;
@@ -38,7 +39,8 @@ use decode::{Limits, RgbImage, decode_base64_into, decode_image_with};
 use error::{DetectError, LoadError};
 use heads::Candidate;
 pub use postprocess::{BBox, Object, Transform};
-use preprocess::{InputTensor, Preprocessor, TensorData};
+use preprocess::Preprocessor;
+pub use preprocess::{InputTensor, TensorData};
 pub use spec::ModelSpec;
 
 /// The bytes of one image to detect on.
@@ -226,18 +228,35 @@ impl Model {
     ) -> Result<Detections, DetectError> {
         let t = Instant::now();
         let mut rgb = std::mem::take(&mut self.rgb);
+        let decoded = self.decode(input, budget, &mut rgb);
+        times.decode_ms = ms_since(t);
+        let result = decoded.and_then(|full| self.detect_scaled_on(kind, &rgb, full, times));
+        self.release(rgb);
+        result
+    }
+
+    /// Decodes `input` into `rgb` as serving does (limits first, EXIF orientation, DCT scaling
+    /// where the model's input allows it); returns the image's own size.
+    fn decode(
+        &mut self,
+        input: &Input,
+        budget: Option<&PixelBudget>,
+        rgb: &mut RgbImage,
+    ) -> Result<(u32, u32), DetectError> {
         let admit = |w: u32, h: u32| budget.map_or(Ok(()), |b| b.take(u64::from(w) * u64::from(h)));
         let spec = &self.spec.input;
         let wanted = |w: u32, h: u32| preprocess::Geometry::wanted(spec, w, h);
         let want: Option<decode::Want<'_>> = self.scaled_jpeg.then_some(&wanted);
         let (limits, idct) = (&self.limits, spec.idct);
-        let decoded = match input {
-            Input::Image(bytes) => decode_image_with(bytes, limits, idct, want, &mut rgb, admit),
+        match input {
+            Input::Image(bytes) => decode_image_with(bytes, limits, idct, want, rgb, admit),
             Input::Base64(text) => decode_base64_into(text, &mut self.encoded)
-                .and_then(|()| decode_image_with(&self.encoded, limits, idct, want, &mut rgb, admit)),
-        };
-        times.decode_ms = ms_since(t);
-        let result = decoded.and_then(|full| self.detect_scaled_on(kind, &rgb, full, times));
+                .and_then(|()| decode_image_with(&self.encoded, limits, idct, want, rgb, admit)),
+        }
+    }
+
+    /// Keeps the image buffers for the next image unless an unusually large image grew them.
+    fn release(&mut self, rgb: RgbImage) {
         if rgb.pixels.capacity() <= KEEP_BUFFER_BYTES {
             self.rgb = rgb;
         }
@@ -246,7 +265,18 @@ impl Model {
         }
         self.pre.release_buffers_over(KEEP_BUFFER_BYTES);
         self.tensor.release_over(KEEP_BUFFER_BYTES);
-        result
+    }
+
+    /// The input tensor [`Model::detect`] would give the model for `input` — decoded and
+    /// preprocessed by the same code — without running it (calibration sets for quantization).
+    pub fn input_for(&mut self, input: &Input) -> Result<&InputTensor, DetectError> {
+        let mut rgb = std::mem::take(&mut self.rgb);
+        let result =
+            self.decode(input, None, &mut rgb).and_then(|full| self.pre.run_from(&rgb, full, &mut self.tensor));
+        if rgb.pixels.capacity() <= KEEP_BUFFER_BYTES {
+            self.rgb = rgb;
+        }
+        result.map(|_| &self.tensor)
     }
 
     /// Detects objects in already-decoded pixels.

@@ -141,6 +141,7 @@ pub struct Detector {
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     spec: Arc<ModelSpec>,
     sessions: usize,
+    cpu: super::cpu::CpuInfo,
 }
 
 impl std::fmt::Debug for Detector {
@@ -166,6 +167,8 @@ impl Detector {
         // or written to the graph cache.
         let spec = Arc::new(describe(cfg)?);
         tracing::info!(model = %spec.summary(), "model");
+        let cpu = super::cpu::CpuInfo::of_this_machine();
+        tracing::info!(cpu = %cpu.model, features = ?cpu.features, int8 = cpu.int8, "cpu");
         // The cached weights are read on a spare core while the runtime library loads.
         let reader = {
             let cfg = cfg.clone();
@@ -199,6 +202,7 @@ impl Detector {
             threads: Arc::new(Mutex::new(vec![])),
             spec,
             sessions: cfg.sessions,
+            cpu,
         };
         let builders = Builders {
             shared: detector.shared.clone(),
@@ -229,6 +233,11 @@ impl Detector {
     /// Number of pool sessions (images processed at once).
     pub fn sessions(&self) -> usize {
         self.sessions
+    }
+
+    /// The CPU's int8-relevant features (read at load).
+    pub fn cpu(&self) -> &super::cpu::CpuInfo {
+        &self.cpu
     }
 
     /// Pool sessions built so far (with a solo session they are built after start-up).

@@ -136,32 +136,35 @@ impl Geometry {
 
 /// OpenCV's `resize(..., INTER_LINEAR)` of 8-bit RGB, bit for bit (its fixed-point arithmetic:
 /// 11-bit coefficients, the vertical pass as its vectorised code rounds it): Ultralytics resizes
-/// with it, and a model's scores follow its pixels. Measured against OpenCV 5.0 on the fixture
-/// photos: identical when shrinking (including by exactly 2), at most 1 level on 0.03 % of the
-/// values when enlarging. `rows` is scratch (two horizontally resized rows).
+/// with it, and a model's scores follow its pixels — an int8 model's by whole quantization steps.
+/// Measured against OpenCV 5.1 on the fixture photos: identical when shrinking and when enlarging.
+/// `rows` is scratch (two horizontally resized rows).
 pub fn resize_linear(src: &[u8], w: usize, h: usize, dst: &mut [u8], dw: usize, dh: usize, rows: &mut Vec<i32>) {
     /// Per output coordinate: the two source indices and their coefficients (sum 2048).
-    fn taps(src: usize, dst: usize) -> Vec<(usize, usize, i32, i32)> {
+    /// Horizontally OpenCV moves a tap outside the image onto the edge with weight 1 (`clamp`);
+    /// vertically it keeps the fraction and reads the edge row twice, which rounds differently
+    /// in the first and last rows of an enlarged image.
+    fn taps(src: usize, dst: usize, clamp: bool) -> Vec<(usize, usize, i32, i32)> {
         let scale = src as f64 / dst as f64;
+        let last = src as i64 - 1;
         (0..dst)
             .map(|d| {
                 let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
                 let mut s = f.floor() as i64;
                 let mut f = f - s as f32;
-                if s < 0 {
+                if clamp && s < 0 {
                     (s, f) = (0, 0.0);
                 }
-                if s >= src as i64 - 1 {
-                    (s, f) = (src as i64 - 1, 0.0);
+                if clamp && s >= last {
+                    (s, f) = (last, 0.0);
                 }
-                let s = s as usize;
                 let a1 = (f * 2048.0).round_ties_even() as i32;
                 let a0 = ((1.0 - f) * 2048.0).round_ties_even() as i32;
-                (s, (s + 1).min(src - 1), a0, a1)
+                (s.clamp(0, last) as usize, (s + 1).clamp(0, last) as usize, a0, a1)
             })
             .collect()
     }
-    let (xs, ys) = (taps(w, dw), taps(h, dh));
+    let (xs, ys) = (taps(w, dw, true), taps(h, dh, false));
     let row_len = dw * 3;
     rows.clear();
     rows.resize(2 * row_len, 0);
@@ -470,6 +473,29 @@ mod tests {
         let mut out = vec![0u8; 4 * 3];
         resize_linear(&src, 2, 1, &mut out, 4, 1, &mut rows);
         assert_eq!(out.chunks(3).map(|p| p[0]).collect::<Vec<_>>(), vec![0, 50, 150, 200]);
+    }
+
+    #[test]
+    fn enlarging_rounds_the_edge_rows_as_opencv_does() {
+        // cv2.resize(src, (9, 7), interpolation=cv2.INTER_LINEAR) of a 5x4 pattern, OpenCV 5.1:
+        // the first and last rows read the edge row twice with the fraction kept.
+        let src: Vec<u8> = (0..4)
+            .flat_map(|y| (0..5).flat_map(move |x| (0..3).map(move |c| ((x * 37 + y * 91 + c * 53) % 256) as u8)))
+            .collect();
+        let opencv: [u8; 189] = [
+            0, 53, 106, 12, 65, 118, 33, 86, 139, 53, 106, 159, 74, 127, 180, 95, 147, 200, 115, 168, 221, 136, 188,
+            242, 148, 201, 254, 32, 85, 138, 45, 98, 151, 65, 118, 171, 86, 139, 151, 106, 159, 121, 127, 180, 141,
+            148, 190, 162, 168, 160, 183, 180, 142, 195, 85, 137, 190, 97, 150, 203, 117, 170, 223, 138, 191, 138, 158,
+            211, 27, 179, 232, 47, 199, 226, 68, 220, 115, 88, 232, 48, 101, 137, 190, 115, 149, 159, 127, 169, 108,
+            147, 133, 115, 111, 83, 136, 61, 103, 156, 81, 124, 162, 102, 144, 112, 122, 157, 82, 135, 170, 223, 38,
+            182, 156, 51, 203, 45, 71, 118, 39, 92, 6, 59, 112, 27, 80, 133, 47, 100, 151, 68, 121, 162, 80, 133, 168,
+            76, 129, 90, 88, 111, 103, 109, 80, 123, 89, 91, 144, 59, 111, 164, 79, 132, 185, 99, 153, 187, 120, 173,
+            116, 132, 185, 74, 17, 70, 123, 29, 82, 135, 50, 103, 156, 70, 123, 176, 91, 144, 197, 111, 165, 217, 132,
+            185, 209, 152, 206, 88, 165, 218, 15,
+        ];
+        let (mut out, mut rows) = (vec![0u8; 9 * 7 * 3], vec![]);
+        resize_linear(&src, 5, 4, &mut out, 9, 7, &mut rows);
+        assert_eq!(out, opencv);
     }
 
     #[test]

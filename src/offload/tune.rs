@@ -93,9 +93,12 @@ impl Prices {
     }
 }
 
-/// What one memory size measured.
+/// What one memory size measured (with one model).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SizeResult {
+    /// The model's file name (several models are tuned together to choose a variant and a size
+    /// at once; empty in a CSV written before models were compared).
+    pub model: String,
     /// Memory size, MB.
     pub memory_mb: u32,
     /// CPU share it was given, in vCPUs.
@@ -153,27 +156,71 @@ pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
     Some(sorted[rank - 1])
 }
 
-/// The sizes to recommend, by memory size.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Recommendation {
-    /// Lowest cost per image.
-    pub cheapest: u32,
-    /// Lowest time per image.
-    pub fastest: u32,
-    /// Lowest sum of cost and time, each relative to its best (AWS Lambda Power Tuning's
-    /// "balanced" strategy at weight 0.5).
-    pub balanced: u32,
+/// One configuration: a model at a memory size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The model's file name (empty when only one, unnamed, was measured).
+    pub model: String,
+    /// Memory size, MB.
+    pub memory_mb: u32,
 }
 
-/// Chooses among the sizes that ran; `None` when none did. Ties go to the smaller size.
-pub fn recommend(results: &[SizeResult], prices: &Prices) -> Option<Recommendation> {
-    let ok: Vec<(u32, f64, f64)> = results
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.model.is_empty() {
+            write!(f, "{} MB", self.memory_mb)
+        } else {
+            write!(f, "{} at {} MB", self.model, self.memory_mb)
+        }
+    }
+}
+
+/// The configurations to recommend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommendation {
+    /// Lowest cost per image.
+    pub cheapest: Choice,
+    /// Lowest time per image.
+    pub fastest: Choice,
+    /// Lowest sum of cost and time, each relative to its best (AWS Lambda Power Tuning's
+    /// "balanced" strategy at weight 0.5).
+    pub balanced: Choice,
+}
+
+/// Each model's accuracy (`objdet eval`'s mAP50-95, by model file name) and how far below the
+/// best one a model may be and still be recommended.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Accuracy {
+    /// mAP50-95 by model file name.
+    pub map: std::collections::BTreeMap<String, f64>,
+    /// Allowed drop from the best mAP50-95 (e.g. 0.01: one point).
+    pub tolerance: f64,
+}
+
+impl Accuracy {
+    /// Whether `model` may be recommended: always without evaluations; with them, only a model
+    /// evaluated within the tolerance of the best.
+    pub fn admits(&self, model: &str) -> bool {
+        if self.map.is_empty() {
+            return true;
+        }
+        let best = self.map.values().copied().fold(f64::NEG_INFINITY, f64::max);
+        self.map.get(model).is_some_and(|&m| m >= best - self.tolerance - 1e-12)
+    }
+}
+
+/// Chooses among the configurations that ran and that `accuracy` admits; `None` when none did.
+/// Ties go to the smaller size, then to the model listed first.
+pub fn recommend(results: &[SizeResult], prices: &Prices, accuracy: &Accuracy) -> Option<Recommendation> {
+    let ok: Vec<(&SizeResult, f64, f64)> = results
         .iter()
-        .filter(|r| r.usable())
-        .filter_map(|r| Some((r.memory_mb, r.ms_per_image()?, r.cost_per_1000(prices)?)))
+        .filter(|r| r.usable() && accuracy.admits(&r.model))
+        .filter_map(|r| Some((r, r.ms_per_image()?, r.cost_per_1000(prices)?)))
         .collect();
-    let best = |key: &dyn Fn(&(u32, f64, f64)) -> f64| {
-        ok.iter().min_by(|a, b| key(a).total_cmp(&key(b)).then(a.0.cmp(&b.0))).map(|r| r.0)
+    let best = |key: &dyn Fn(&(&SizeResult, f64, f64)) -> f64| {
+        ok.iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)).then(a.0.memory_mb.cmp(&b.0.memory_mb)))
+            .map(|r| Choice { model: r.0.model.clone(), memory_mb: r.0.memory_mb })
     };
     let min_t = ok.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
     let min_c = ok.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
@@ -185,7 +232,7 @@ pub fn recommend(results: &[SizeResult], prices: &Prices) -> Option<Recommendati
 }
 
 /// The CSV header of [`csv`].
-pub const CSV_HEADER: &str = "memory_mb,vcpus,visible_cores,batch,arch,init_ms,cold_ms,p50_ms,p95_ms,ms_per_image,\
+pub const CSV_HEADER: &str = "model,memory_mb,vcpus,visible_cores,batch,arch,init_ms,cold_ms,p50_ms,p95_ms,ms_per_image,\
                               cost_per_1000_usd,peak_mb,failure";
 
 /// A size's measured values, in the CSV's and the table's column order (from `init_ms`), each
@@ -210,21 +257,24 @@ pub fn csv(results: &[SizeResult], prices: &Prices) -> String {
             .iter()
             .map(|&(v, digits, _)| v.map_or(String::new(), |v| format!("{v:.digits$}")))
             .collect();
-        let failure = r.failure.as_deref().unwrap_or("").replace([',', '\n', '"'], " ");
+        let clean = |s: &str| s.replace([',', '\n', '"'], " ");
+        let (failure, model) = (clean(r.failure.as_deref().unwrap_or("")), clean(&r.model));
         let (mb, vcpus, cores, batch, arch) = (r.memory_mb, r.vcpus, r.visible_cores, r.batch, prices.arch);
-        let _ = writeln!(out, "{mb},{vcpus:.3},{cores},{batch},{arch},{},{failure}", cells.join(","));
+        let _ = writeln!(out, "{model},{mb},{vcpus:.3},{cores},{batch},{arch},{},{failure}", cells.join(","));
     }
     out
 }
 
 /// Reads a CSV [`csv`] wrote back into results (each size's median as its one warm duration: what
-/// [`recommend`] uses) and the prices' architecture it was written for.
+/// [`recommend`] uses) and the prices' architecture it was written for. A CSV without a `model`
+/// column (written before models were compared) reads as one unnamed model.
 pub fn read_csv(text: &str) -> Result<(Vec<SizeResult>, Prices), String> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).ok_or(format!("no `{name}` column: not a tune CSV"));
     let (mb, batch, p50, init, failure, arch) =
         (col("memory_mb")?, col("batch")?, col("p50_ms")?, col("init_ms")?, col("failure")?, col("arch")?);
+    let model = col("model").ok();
     let mut prices = Prices::X86_64;
     let mut results = vec![];
     for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -236,6 +286,7 @@ pub fn read_csv(text: &str) -> Result<(Vec<SizeResult>, Prices), String> {
             prices = Prices::ARM64;
         }
         results.push(SizeResult {
+            model: model.map(|i| cell(i).to_string()).unwrap_or_default(),
             memory_mb,
             batch: cell(batch).parse().unwrap_or(1),
             init_ms: number(init),
@@ -247,11 +298,12 @@ pub fn read_csv(text: &str) -> Result<(Vec<SizeResult>, Prices), String> {
     Ok((results, prices))
 }
 
-/// The results as a Markdown table, with the recommendation line under it.
-pub fn table(results: &[SizeResult], prices: &Prices) -> String {
+/// The results as a Markdown table, with the recommendation line under it: among the models
+/// `accuracy` admits, when it holds evaluations.
+pub fn table(results: &[SizeResult], prices: &Prices, accuracy: &Accuracy) -> String {
     let mut out = String::from(
-        "| memory MB | vCPU share | cores | Init ms | cold ms | p50 ms | p95 ms | ms/image | $ per 1,000 images | peak MB | |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| model | mAP50-95 | memory MB | vCPU share | cores | Init ms | cold ms | p50 ms | p95 ms | ms/image | $ per 1,000 images | peak MB | |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         let cells: Vec<String> = measured(r, prices)
@@ -259,28 +311,48 @@ pub fn table(results: &[SizeResult], prices: &Prices) -> String {
             .map(|&(v, _, digits)| v.map_or("—".to_string(), |v| format!("{v:.digits$}")))
             .collect();
         let failure = r.failure.as_deref().unwrap_or("");
-        let (mb, vcpus, cores) = (r.memory_mb, r.vcpus, r.visible_cores);
-        let _ = writeln!(out, "| {mb} | {vcpus:.2} | {cores} | {} | {failure} |", cells.join(" | "));
+        let map = accuracy.map.get(&r.model).map_or("—".to_string(), |m| format!("{m:.3}"));
+        let (model, mb, vcpus, cores) = (&r.model, r.memory_mb, r.vcpus, r.visible_cores);
+        let _ = writeln!(out, "| {model} | {map} | {mb} | {vcpus:.2} | {cores} | {} | {failure} |", cells.join(" | "));
     }
-    match recommend(results, prices) {
+    let within = if accuracy.map.is_empty() {
+        String::new()
+    } else {
+        let best = accuracy.map.values().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!(", among models within {:.3} mAP50-95 of the best ({best:.3})", accuracy.tolerance)
+    };
+    // One model: sizes alone, as before models were compared.
+    let several = results.iter().any(|r| r.model != results[0].model);
+    let show = |c: &Choice| if several { c.to_string() } else { format!("{} MB", c.memory_mb) };
+    match recommend(results, prices, accuracy) {
         Some(rec) => {
             let _ = writeln!(
                 out,
-                "\nrecommendation ({}): cheapest {} MB, fastest {} MB, balanced {} MB",
-                prices.arch, rec.cheapest, rec.fastest, rec.balanced
+                "\nrecommendation ({}{within}): cheapest {}, fastest {}, balanced {}",
+                prices.arch,
+                show(&rec.cheapest),
+                show(&rec.fastest),
+                show(&rec.balanced)
             );
         }
-        None => out.push_str("\nno size ran: nothing to recommend\n"),
+        None => {
+            let _ = writeln!(out, "\nno configuration ran{within}: nothing to recommend");
+        }
     }
     out
 }
 
 /// An SVG plot of cost per 1,000 images against time per image, one labelled point per size.
 pub fn svg(results: &[SizeResult], prices: &Prices) -> String {
-    let points: Vec<(u32, f64, f64)> = results
+    let several = results.iter().any(|r| r.model != results[0].model);
+    let points: Vec<(String, f64, f64)> = results
         .iter()
         .filter(|r| r.usable())
-        .filter_map(|r| Some((r.memory_mb, r.ms_per_image()?, r.cost_per_1000(prices)?)))
+        .filter_map(|r| {
+            let label = if several { format!("{} {} MB", r.model, r.memory_mb) } else { format!("{} MB", r.memory_mb) };
+            let label = label.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            Some((label, r.ms_per_image()?, r.cost_per_1000(prices)?))
+        })
         .collect();
     let (w, h, m) = (640.0, 420.0, 60.0);
     let max_t = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.1;
@@ -301,10 +373,10 @@ pub fn svg(results: &[SizeResult], prices: &Prices) -> String {
         tb = h - 20.0,
         cy = h / 2.0,
     );
-    for (mb, t, c) in &points {
+    for (label, t, c) in &points {
         let _ = writeln!(
             out,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"steelblue\"/><text x=\"{:.1}\" y=\"{:.1}\">{mb} MB</text>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"steelblue\"/><text x=\"{:.1}\" y=\"{:.1}\">{label}</text>",
             x(*t),
             y(*c),
             x(*t) + 6.0,
@@ -357,22 +429,62 @@ mod tests {
             size(3008, &[990.0, 995.0, 1000.0]),
             SizeResult { failure: Some("out of memory".into()), ..size(256, &[]) },
         ];
-        let rec = recommend(&results, &p).unwrap();
-        assert_eq!(rec.fastest, 3008);
-        assert_eq!(rec.cheapest, 1024); // 2 GB-s per invocation against 2.1 (512 MB) and 2.2 (2048 MB)
-        assert_eq!(rec.balanced, 2048);
+        let none = Accuracy::default();
+        let rec = recommend(&results, &p, &none).unwrap();
+        assert_eq!(rec.fastest.memory_mb, 3008);
+        assert_eq!(rec.cheapest.memory_mb, 1024); // 2 GB-s per invocation against 2.1 (512 MB) and 2.2 (2048 MB)
+        assert_eq!(rec.balanced.memory_mb, 2048);
         let csv = csv(&results, &p);
         assert_eq!(csv.lines().count(), 6);
         assert!(csv.lines().next().unwrap() == CSV_HEADER);
-        assert!(csv.contains("256,") && csv.contains("out of memory"), "{csv}");
-        assert!(table(&results, &p).contains("cheapest 1024 MB, fastest 3008 MB, balanced 2048 MB"));
+        assert!(csv.contains(",256,") && csv.contains("out of memory"), "{csv}");
+        assert!(table(&results, &p, &none).contains("cheapest 1024 MB, fastest 3008 MB, balanced 2048 MB"));
         assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.95), Some(4.0));
-        assert!(recommend(&results[4..], &p).is_none());
+        assert!(recommend(&results[4..], &p, &none).is_none());
         let (back, prices) = read_csv(&csv).unwrap();
         assert_eq!(prices, p);
-        assert_eq!(recommend(&back, &prices), Some(rec));
+        assert_eq!(recommend(&back, &prices, &none), Some(rec));
         assert_eq!(back[4].failure.as_deref(), Some("out of memory"));
+        // A CSV of an earlier version (no model column) still reads.
+        let old: String = csv.lines().map(|l| format!("{}\n", l.split_once(',').unwrap().1)).collect();
+        assert_eq!(read_csv(&old).unwrap().0[1].memory_mb, 1024);
         assert!(read_csv("a,b\n1,2\n").unwrap_err().contains("not a tune CSV"));
+    }
+
+    #[test]
+    fn models_and_sizes_chosen_together_within_an_accuracy_tolerance() {
+        let p = Prices::X86_64;
+        let with = |model: &str, mb: u32, warm: f64| SizeResult { model: model.into(), ..size(mb, &[warm]) };
+        // The int8 variant is faster and cheaper at every size; fp32 is the most accurate.
+        let results = vec![
+            with("m.onnx", 1769, 1000.0),
+            with("m.onnx", 3538, 600.0),
+            with("m.int8.onnx", 1769, 700.0),
+            with("m.int8.onnx", 3538, 450.0),
+        ];
+        let none = Accuracy::default();
+        let rec = recommend(&results, &p, &none).unwrap();
+        assert_eq!(rec.cheapest, Choice { model: "m.int8.onnx".into(), memory_mb: 1769 });
+        assert_eq!(rec.fastest, Choice { model: "m.int8.onnx".into(), memory_mb: 3538 });
+        let map = |int8: f64| Accuracy {
+            map: [("m.onnx".to_string(), 0.590), ("m.int8.onnx".to_string(), int8)].into_iter().collect(),
+            tolerance: 0.01,
+        };
+        // Within one point of the best: int8 still chosen.
+        assert_eq!(recommend(&results, &p, &map(0.582)).unwrap().cheapest.model, "m.int8.onnx");
+        // Two points below: only fp32 is admitted.
+        let rec = recommend(&results, &p, &map(0.570)).unwrap();
+        assert_eq!((rec.cheapest.model.as_str(), rec.fastest.model.as_str()), ("m.onnx", "m.onnx"));
+        let t = table(&results, &p, &map(0.570));
+        assert!(
+            t.contains("within 0.010 mAP50-95 of the best (0.590)") && t.contains("cheapest m.onnx at 1769 MB"),
+            "{t}"
+        );
+        assert!(t.contains("| m.int8.onnx | 0.570 | 1769 |"), "{t}");
+        // A model without an evaluation is not recommended once any model has one.
+        let only = Accuracy { map: [("m.int8.onnx".to_string(), 0.5)].into_iter().collect(), tolerance: 0.0 };
+        assert_eq!(recommend(&results, &p, &only).unwrap().fastest.model, "m.int8.onnx");
+        assert!(svg(&results, &p).contains("m.int8.onnx 1769 MB"));
     }
 }

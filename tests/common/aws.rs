@@ -285,6 +285,8 @@ pub struct Emulator {
     /// The invoke URL.
     pub invoke_url: String,
     log: PathBuf,
+    /// The environment the function was given (nothing else of this process reaches it).
+    env: Vec<(String, String)>,
     _child: Child,
 }
 
@@ -302,8 +304,6 @@ impl Emulator {
             ),
             ("RUST_LOG".to_string(), "warn".to_string()),
             ("_HANDLER".to_string(), handler.to_string()),
-            // As template.yaml sets it for the HTTP function.
-            ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH".to_string(), "true".to_string()),
         ];
         all.extend_from_slice(envs);
         let child = spawn_watched(
@@ -322,6 +322,7 @@ impl Emulator {
         Emulator {
             invoke_url: format!("http://127.0.0.1:{p1}/2015-03-31/functions/function/invocations"),
             log: root().join("target/test-logs").join(format!("lambda-rie-{p1}.log")),
+            env: all,
             _child: child,
         }
     }
@@ -362,8 +363,14 @@ impl Emulator {
         Emulator {
             invoke_url: format!("http://127.0.0.1:{p1}/2015-03-31/functions/function/invocations"),
             log: root().join("target/test-logs").join(format!("lambda-image-{p1}.log")),
+            env: all,
             _child: child,
         }
+    }
+
+    /// The environment the function was given.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// What the emulator and the function logged.
@@ -392,6 +399,61 @@ impl Emulator {
 pub fn event(name: &str) -> serde_json::Value {
     let p = root().join("events").join(name);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// The REST (v1) detect event as API Gateway sends it behind a stage, a console test and custom
+/// domains: (what it is, the event). Every one must reach `/api/detect`.
+pub fn rest_stage_events() -> Vec<(&'static str, serde_json::Value)> {
+    let base = event("apigw-rest-detect-inline.json");
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut e = base.clone();
+        edit(&mut e);
+        e
+    };
+    vec![
+        (
+            "stage Prod",
+            with(&|e| {
+                e["requestContext"]["stage"] = "Prod".into();
+                e["requestContext"]["path"] = "/Prod/api/detect".into();
+            }),
+        ),
+        (
+            "the console's test-invoke-stage",
+            with(&|e| {
+                e["requestContext"]["stage"] = "test-invoke-stage".into();
+                e["requestContext"]["path"] = "/api/detect".into();
+            }),
+        ),
+        (
+            "the stage in the path itself",
+            with(&|e| {
+                e["requestContext"]["stage"] = "Prod".into();
+                e["path"] = "/Prod/api/detect".into();
+            }),
+        ),
+        (
+            "a custom domain's base path",
+            with(&|e| {
+                e["requestContext"]["stage"] = "Prod".into();
+                e["requestContext"]["domainName"] = "detect.example.com".into();
+                e["requestContext"]["path"] = "/objdet/api/detect".into();
+                e["path"] = "/objdet/api/detect".into();
+            }),
+        ),
+        (
+            "a custom domain's base path to a proxy resource",
+            with(&|e| {
+                e["requestContext"]["stage"] = "v1".into();
+                e["requestContext"]["domainName"] = "detect.example.com".into();
+                e["requestContext"]["path"] = "/vision/api/detect".into();
+                e["requestContext"]["resourcePath"] = "/{proxy+}".into();
+                e["resource"] = "/{proxy+}".into();
+                e["pathParameters"] = serde_json::json!({"proxy": "api/detect"});
+                e["path"] = "/vision/api/detect".into();
+            }),
+        ),
+    ]
 }
 
 /// The files of the Lambda image (the Dockerfile's `lambda` stage), laid out under a fresh
