@@ -72,7 +72,7 @@ MODEL ?= tests/fixtures/models/shapes-yolo11n.onnx
 DATA  ?= tests/fixtures/shapes/data.yaml
 quantize: build ## int8 variants of MODEL (s8s8 as Ultralytics, u8s8 reduce_range) calibrated through objdet's pipeline on DATA; eval + floors table (not in CI)
 	@scripts/setup.sh int8
-	.cache/int8/bin/python python/quantize/quantize.py --model $(MODEL) --data $(DATA) --out $(or $(OUT),target/quantize)
+	.cache/int8/bin/python python/quantize/quantize.py --model $(MODEL) --data $(DATA) --calib-data $(or $(CALIB),$(DATA)) --out $(or $(OUT),target/quantize)
 
 scaled-decode-study: build ## JPEG_SCALED_DECODE on vs off: mAP and ms per image on 100 labelled 12 MP photos (docs/scaled-decode.md)
 	scripts/scaled-decode-study.sh

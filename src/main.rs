@@ -468,6 +468,8 @@ async fn eval(args: EvalArgs, mut config: Config) -> anyhow::Result<()> {
     anyhow::ensure!(args.max_det >= 1, "--max-det must be at least 1");
     anyhow::ensure!(args.iou.is_none_or(|v| (0.0..=1.0).contains(&v)), "--iou must be between 0 and 1");
     let data = objdet::eval::Dataset::read(&args.data, args.images.as_deref())?;
+    // Every session built before the first image (ORT_WARMUP), so the timing is the pool's.
+    config.detector.warmup = true;
     config.detector.model.score_threshold = Some(args.conf);
     config.detector.model.max_detections = Some(args.max_det);
     if let Some(iou) = args.iou {

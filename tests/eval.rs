@@ -144,6 +144,22 @@ fn eval_is_within_two_points_of_ultralytics_val_for_every_fixture_model() {
     eprintln!("{}", table.join("\n"));
 }
 
+/// `make quantize`'s int8 variant of the custom model (Ultralytics' recipe: S8S8 QDQ, Conv/Gemm/
+/// MatMul only, calibrated through objdet's own preprocessing on the shapes validation split,
+/// never on these photos) loads from MODEL_PATH alone and scores within 2 points of fp32.
+#[test]
+fn the_quantized_variant_is_within_two_points_of_fp32() {
+    let models = common::root().join("tests/fixtures/models");
+    let (fp32, _) = eval_report(&models.join("shapes-yolo11n.onnx"), &[]);
+    let (int8, _) = eval_report(&models.join("shapes-yolo11n.s8s8.onnx"), &[]);
+    let (a, b) = (fp32["map50_95"].as_f64().unwrap(), int8["map50_95"].as_f64().unwrap());
+    assert!(a > 0.8 && (a - b).abs() <= 0.02, "fp32 {a:.4}, int8 {b:.4}");
+    let (a50, b50) = (fp32["map50"].as_f64().unwrap(), int8["map50"].as_f64().unwrap());
+    assert!((a50 - b50).abs() <= 0.02, "AP50: fp32 {a50:.4}, int8 {b50:.4}");
+    assert_eq!(int8["model_file"], "shapes-yolo11n.s8s8.onnx");
+    assert!(int8["model"].as_str().unwrap().contains("4 classes (model metadata)"), "metadata kept: {int8}");
+}
+
 /// What eval scores is what serving answers at the same thresholds: `objdet detect` with
 /// SCORE_THRESHOLD=0.001 and MAX_DETECTIONS=100 gives the same objects as eval's `--detections`.
 #[test]

@@ -90,6 +90,72 @@ fn two_sizes_two_images_end_to_end() {
     assert!(our_cgroups().is_empty(), "left behind: {:?}", our_cgroups());
 }
 
+/// Two model variants at one size, with their `objdet eval` reports: one row per model, the mAP
+/// beside each, and the recommendation kept to models within the tolerance of the best.
+#[test]
+fn model_variants_and_sizes_are_chosen_together() {
+    let dir = fresh_dir("tune-models");
+    let images = dir.join("images");
+    for (name, _) in common::shapes_truth().iter().take(2) {
+        std::fs::copy(common::root().join("tests/fixtures/shapes").join(name), images.join(name)).unwrap();
+    }
+    let models = common::root().join("tests/fixtures/models");
+    let (fp32, int8) = (models.join("shapes-yolo11n.onnx"), models.join("shapes-yolo11n.s8s8.onnx"));
+    let mut reports = vec![];
+    for m in [&fp32, &int8] {
+        let json = dir.join(format!("{}.eval.json", m.file_stem().unwrap().to_string_lossy()));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_objdet"));
+        common::hermetic(&mut c);
+        let out = c
+            .current_dir(common::root())
+            .env("MODEL_PATH", m)
+            .env("RUST_LOG", "warn")
+            .args(["eval", "--quiet", "--data", "tests/fixtures/shapes/data.yaml", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        reports.push(json.display().to_string());
+    }
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let run = |tolerance: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_objdet"));
+        common::hermetic(&mut c);
+        c.current_dir(common::root())
+            .env("RUST_LOG", "warn")
+            .env("TMPDIR", &dir)
+            .args(["tune", "--memory", "1769", "--batch", "2", "--warm", "1", "--timeout-secs", "300"])
+            .arg("--models")
+            .arg(format!("{},{}", fp32.display(), int8.display()))
+            .args(["--eval-json", &reports.join(","), "--map-tolerance", tolerance])
+            .arg("--images")
+            .arg(&images)
+            .arg("--out")
+            .arg(dir.join("tune.csv"))
+            .arg("--rie")
+            .arg(common::aws::tool("aws-lambda-rie"))
+            .arg("--bootstrap")
+            .arg(env!("CARGO_BIN_EXE_bootstrap"));
+        let out = c.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    // The int8 variant is more than 0.005 below fp32 (tests/eval.rs measures ~0.017): only fp32
+    // may be recommended.
+    let strict = run("0.005");
+    let csv = std::fs::read_to_string(dir.join("tune.csv")).unwrap();
+    let models_in_csv: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(models_in_csv, vec!["shapes-yolo11n.onnx", "shapes-yolo11n.s8s8.onnx"], "{csv}");
+    assert!(strict.contains("| shapes-yolo11n.s8s8.onnx | 0.8"), "{strict}");
+    let rec = strict.lines().find(|l| l.starts_with("recommendation")).unwrap_or_else(|| panic!("{strict}"));
+    assert!(rec.contains("within 0.005 mAP50-95 of the best"), "{rec}");
+    for choice in ["cheapest", "fastest", "balanced"] {
+        assert!(rec.contains(&format!("{choice} shapes-yolo11n.onnx at 1769 MB")), "{rec}");
+    }
+    assert!(our_cgroups().is_empty(), "left behind: {:?}", our_cgroups());
+}
+
 /// A size too small for the batch is reported as out of memory in its row, not a hang, and the
 /// other sizes still run.
 #[test]
