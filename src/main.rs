@@ -448,6 +448,9 @@ struct EvalArgs {
     /// Write every scored detection in COCO's results format here (for pycocotools).
     #[arg(long)]
     detections: Option<PathBuf>,
+    /// Draw precision against recall at IoU 0.50, one line per class, to this SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Lowest score kept (the references evaluate at 0.001).
     #[arg(long, default_value_t = objdet::eval::EVAL_SCORE_THRESHOLD)]
     conf: f32,
@@ -531,6 +534,10 @@ async fn eval(args: EvalArgs, mut config: Config) -> anyhow::Result<()> {
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = &args.plot {
+        objdet::eval::plot::pr_svg(&report, p)?;
         println!("wrote {}", p.display());
     }
     anyhow::ensure!(report.evaluated > 0, "no image of {} could be evaluated", args.data.display());

@@ -171,11 +171,17 @@ fn eval_scores_exactly_what_serving_answers() {
         .env("MODEL_PATH", &model)
         .args(["eval", "--data", "tests/fixtures/shapes/data.yaml", "--quiet", "--detections"])
         .arg(&dets)
+        .arg("--plot")
+        .arg(dir.join("pr.svg"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let dets = read_json(&dets);
     let names = ["test-0000.jpg", "test-0005.jpg", "test-0026.jpg"];
+    let svg = std::fs::read_to_string(dir.join("pr.svg")).unwrap();
+    for class in ["circle", "square", "triangle", "star"] {
+        assert!(svg.contains(class), "the PR plot names {class}");
+    }
     let served = objdet()
         .env("MODEL_PATH", &model)
         .env("SCORE_THRESHOLD", "0.001")

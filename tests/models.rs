@@ -32,6 +32,9 @@ fn fixtures_with_oracles() -> Vec<(PathBuf, Value)> {
 }
 
 /// A detector of `model` with nothing but MODEL_PATH set (and ORT's library, and no graph cache).
+/// `JPEG_SCALED_DECODE` is the default (on): every oracle photo is under twice the model's input,
+/// where no DCT scaling happens, so the decode is the full one the references use (whether the
+/// scaling costs accuracy on large photos is measured in docs/accuracy.md, not here).
 fn load(model: &Path, extra: &[(&str, &str)]) -> Detector {
     let path = model.display().to_string();
     let mut pairs = vec![("MODEL_PATH", path.as_str())];

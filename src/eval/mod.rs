@@ -9,6 +9,7 @@
 pub mod calibration;
 pub mod coco;
 pub mod dataset;
+pub mod plot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
