@@ -321,6 +321,10 @@ fn main() {
     println!("\n{batch}-image request: {payload_mb:.1} MB of JPEGs, {json_mb:.1} MB of JSON");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if std::env::var("BENCH_ONLY_MEMORY").is_ok() {
+        memory_peaks(&rt, &images, batch, env_usize("BENCH_MEMORY_REPS", 3));
+        return;
+    }
     let baseline_env = std::env::var("BENCH_BASELINE_ENV").unwrap_or_default();
     if std::env::var_os("BENCH_BASELINE").is_some() || !baseline_env.is_empty() {
         let this = std::path::PathBuf::from(env!("CARGO_BIN_EXE_objdet"));
@@ -452,6 +456,58 @@ fn main() {
             r.rss_mb[0].1,
         );
     }
+}
+
+/// Peak RSS of one `objdet serve` on the `batch`-image request, (a) alone in a fresh process and
+/// (b) after five 40-image requests while two busy processes compete for the cores — the order
+/// and the load under which the peak used to depend on timing. `reps` fresh servers each,
+/// alternating; the busy processes are `sh` loops, killed afterwards.
+fn memory_peaks(rt: &tokio::runtime::Runtime, images: &[Vec<u8>], batch: usize, reps: usize) {
+    let client = reqwest::Client::new();
+    let big = batch_body(images, batch);
+    let forty = batch_body(images, 40);
+    let bin = std::env::var_os("BENCH_MEMORY_BIN")
+        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_objdet")), std::path::PathBuf::from);
+    let (mut alone, mut loaded, mut alone_ms, mut loaded_ms) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..reps {
+        let mut s = Server::objdet_bin(&bin, &[]);
+        s.cold_start_ms(rt, &client, &images[0]);
+        let (_, server_ms, _) = post(rt, &client, &s.base, &big);
+        alone.push(s.peak_rss_mb());
+        alone_ms.push(server_ms / batch as f64);
+        drop(s);
+
+        let mut s = Server::objdet_bin(&bin, &[]);
+        s.cold_start_ms(rt, &client, &images[0]);
+        let mut hogs: Vec<std::process::Child> = (0..2)
+            .map(|_| Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("a busy loop"))
+            .collect();
+        for _ in 0..5 {
+            post(rt, &client, &s.base, &forty);
+        }
+        let (_, server_ms, _) = post(rt, &client, &s.base, &big);
+        loaded.push(s.peak_rss_mb());
+        loaded_ms.push(server_ms / batch as f64);
+        for h in &mut hogs {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+    println!(
+        "\n## Peak RSS of the {batch}-image request ({} MB of JSON), {reps} fresh servers each",
+        big.len() / 1_000_000
+    );
+    println!("| sequence | peak RSS MB (median, max) | server ms/image (median) |");
+    println!("|---|---|---|");
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    println!("| alone | {:.0}, {:.0} | {:.1} |", median(alone.clone()), max(&alone), median(alone_ms));
+    println!(
+        "| after five 40-image requests, two busy processes | {:.0}, {:.0} | {:.1} |",
+        median(loaded.clone()),
+        max(&loaded),
+        median(loaded_ms)
+    );
+    println!("(target: <= 150 MB in both)");
 }
 
 /// The models `make bench` compares with their floors: the bundled one and every fixture
