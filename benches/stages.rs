@@ -13,7 +13,7 @@
 //! 4. peak RSS after each request size (flat = not growing with the batch);
 //! 5. each model's server time against its own floor (`BENCH_MODELS=0` skips, `BENCH_ONLY_MODELS`;
 //!    `BENCH_EXTRA_MODELS=a.onnx,...` adds models, `BENCH_FIXTURES=0` leaves out the bundled and
-//!    fixture ones);
+//!    fixture ones, `BENCH_MODEL_IMAGES=DIR` takes the batch from DIR's photos);
 //! 6. 40 phone-size JPEGs against the floor and the Python peer with PIL's draft mode
 //!    (`BENCH_PHONE=0` skips, `BENCH_ONLY_PHONE` stops after it).
 //!
@@ -335,7 +335,22 @@ fn main() {
     }
     // 2. Every model: the server against the floor of its own model.
     if std::env::var("BENCH_MODELS").as_deref() != Ok("0") {
-        model_ratios(&rt, &images[..40.min(images.len())], env_usize("BENCH_MODEL_REPS", 5));
+        // `BENCH_MODEL_IMAGES=DIR`: the models' batch from these photos instead (e.g. a task's own
+        // photos, so that a segmenter's masks are part of what is timed), cycled to 40.
+        let own: Vec<Vec<u8>> = std::env::var("BENCH_MODEL_IMAGES").map_or_else(
+            |_| Vec::new(),
+            |dir| {
+                let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .expect("BENCH_MODEL_IMAGES")
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+                    .collect();
+                paths.sort();
+                paths.iter().cycle().take(40).map(|p| std::fs::read(p).expect("photo")).collect()
+            },
+        );
+        let set = if own.is_empty() { &images[..40.min(images.len())] } else { &own[..] };
+        model_ratios(&rt, set, env_usize("BENCH_MODEL_REPS", 5));
     }
     // 3. Phone-size photos: DCT-scaled decoding against the floor and the Python peer.
     if std::env::var("BENCH_PHONE").as_deref() != Ok("0") {
@@ -608,9 +623,9 @@ fn model_ratios(rt: &tokio::runtime::Runtime, images: &[Vec<u8>], reps: usize) {
         " the faster decoder of libjpeg-turbo and zune-jpeg, {cores} threads; medians of {reps} interleaved reps)"
     );
     println!(
-        "| model | format, input | floor ms/image | decode ms/image | server ms/image | ÷ floor | ÷ (floor + decode) |"
+        "| model | format, input | objects/image | floor ms/image | decode ms/image | server ms/image | ÷ floor | ÷ (floor + decode) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for model in bench_models() {
         let mut cfg = config().detector;
         cfg.model_path = model.clone();
@@ -621,17 +636,23 @@ fn model_ratios(rt: &tokio::runtime::Runtime, images: &[Vec<u8>], reps: usize) {
         // Runs per floor rep: about as many images as the batch.
         let runs = images.len().div_ceil(cores).max(4);
         let (mut floors, mut decodes, mut served) = (vec![], vec![], vec![]);
+        let mut objects = 0.0;
         for _ in 0..reps {
             floors.push(floor_ms(&model, cores, runs));
             decodes.push(decode_floor_ms(&spec.input, images, cores));
             let (_, server_ms, v) = post(rt, &client, &server.base, &body);
-            assert_eq!(v["results"].as_array().map(Vec::len), Some(images.len()));
+            let results = v["results"].as_array().expect("results");
+            assert_eq!(results.len(), images.len());
+            objects = results.iter().map(|r| r["objects"].as_array().map_or(0, Vec::len)).sum::<usize>() as f64
+                / images.len() as f64;
             served.push(server_ms / images.len() as f64);
         }
         drop(server);
         let (f, d, s) = (median(floors), median(decodes), median(served));
+        let task = spec.head.extra().task();
+        let task = if task == "detect" { String::new() } else { format!(" ({task})") };
         println!(
-            "| {} | {}, {}x{} | {f:.2} | {d:.2} | {s:.2} | {:.3} | {:.3} |",
+            "| {}{task} | {}, {}x{} | {objects:.1} | {f:.2} | {d:.2} | {s:.2} | {:.3} | {:.3} |",
             spec.file,
             spec.head.format().as_str(),
             spec.input.width,

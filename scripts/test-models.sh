@@ -20,5 +20,8 @@ PYTHONPATH="$V/ul83" "$V/ul/bin/python" python/fixtures/make_rtdetr_old.py "$FIX
 # Ultralytics' own int8 export (and its predictor's oracle), then the eval references: labels of
 # the shapes test set, Ultralytics' val of every shapes model, pycocotools on stored detections.
 (cd python/fixtures && "$V/ul/bin/python" make_int8.py)
+# Masks, keypoints, rotated boxes: YOLO11 -seg, -pose, -obb on their synthetic sets (make_tasks.py).
+"$V/ul/bin/python" python/fixtures/make_tasks.py
+"$V/ul/bin/python" python/fixtures/make_task_eval.py
 "$V/ul/bin/python" python/fixtures/make_eval.py
 ls -la tests/fixtures/models

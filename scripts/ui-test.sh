@@ -47,5 +47,10 @@ curl -fsS -X PUT "http://127.0.0.1:$MOTO_PORT/ui-models" > /dev/null
 curl -fsS -T tests/fixtures/models/shapes-yolo11n.onnx \
   "http://127.0.0.1:$MOTO_PORT/ui-models/detectors/shapes-yolo11n.onnx" > /dev/null
 BASE_CUSTOM=$(start "$LOGS/ui-serve-custom.log" "${S3_ENV[@]}" MODEL_URI=s3://ui-models/detectors/shapes-yolo11n.onnx)
+# Masks, keypoints and rotated boxes: the task fixtures (python/fixtures/make_tasks.py).
+BASE_SEGMENT=$(start "$LOGS/ui-serve-segment.log" MODEL_PATH=tests/fixtures/models/yolo11n-seg.onnx)
+BASE_POSE=$(start "$LOGS/ui-serve-pose.log" MODEL_PATH=tests/fixtures/models/yolo11n-pose.onnx)
+BASE_OBB=$(start "$LOGS/ui-serve-obb.log" MODEL_PATH=tests/fixtures/models/yolo11n-obb.onnx)
+BASE_SEGMENT=$BASE_SEGMENT BASE_POSE=$BASE_POSE BASE_OBB=$BASE_OBB \
 BASE=$BASE BASE_WITH_TOKEN=$BASE_WITH_TOKEN BASE_CUSTOM=$BASE_CUSTOM TOKEN=$TOKEN ROOT=$ROOT ARTIFACTS=$ROOT/target/ui-artifacts \
   PLAYWRIGHT_PREFIX="$CACHE/ui" node "$ROOT/tests/ui/page.test.mjs"

@@ -79,6 +79,9 @@ pub struct ImageResult {
     /// Decode + preprocess time for this image.
     #[serde(default)]
     pub decode_ms: f64,
+    /// Head, NMS, mapping back and the task's masks, keypoints or rotated boxes for this image.
+    #[serde(default)]
+    pub postprocess_ms: f64,
     /// Why this image has no detections, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
@@ -92,8 +95,9 @@ impl ImageResult {
             Ok(d) => (Some(d.width), Some(d.height), d.objects, None),
             Err(e) => (None, None, vec![], Some(e.body())),
         };
-        let inference_ms = if error.is_none() { outcome.times.inference_ms } else { 0.0 };
-        ImageResult { name, width, height, objects, inference_ms, decode_ms, error }
+        let (inference_ms, postprocess_ms) =
+            if error.is_none() { (outcome.times.inference_ms, outcome.times.postprocess_ms) } else { (0.0, 0.0) };
+        ImageResult { name, width, height, objects, inference_ms, decode_ms, postprocess_ms, error }
     }
 }
 

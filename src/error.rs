@@ -74,6 +74,8 @@ error_codes! {
     PayloadTooLarge = "payload_too_large",
     /// More images than `MAX_IMAGES`.
     TooManyImages = "too_many_images",
+    /// The answer is over the front door's response limit (Lambda's 6 MB).
+    ResponseTooLarge = "response_too_large",
     /// The body stalled or the request ran past its deadline.
     RequestTimeout = "request_timeout",
     /// The configuration is invalid.

@@ -58,10 +58,39 @@ pub async fn run_http(router: Router) -> Result<(), lambda_runtime::Error> {
         async move {
             let (parts, body) = router.oneshot(routed(req)).await?.into_parts();
             let bytes = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
+            if bytes.len() > MAX_RESPONSE_BYTES {
+                return Ok(too_large(bytes.len()));
+            }
             Ok::<_, std::convert::Infallible>(HttpResponse::from_parts(parts, http_body_util::Full::new(bytes)))
         }
     });
     lambda_http::runtime(service).layer(lambda_runtime::layers::TracingLayer::new()).layer(EventGuardLayer).run().await
+}
+
+/// The largest body the HTTP function answers with: Lambda refuses a synchronous response over
+/// 6 MB (API Gateway then answers 502 with no reason), and the body travels JSON-escaped inside
+/// the response envelope, so this leaves room for the escaping and the envelope.
+pub const MAX_RESPONSE_BYTES: usize = 5_500_000;
+
+/// The `response_too_large` answer for a body of `len` bytes (masks of many objects can make one).
+fn too_large(len: usize) -> HttpResponse<http_body_util::Full<Bytes>> {
+    let body = crate::error::ErrorResponse {
+        error: crate::error::ErrorBody {
+            code: crate::error::ErrorCode::ResponseTooLarge.as_str().to_string(),
+            message: format!(
+                "the response would be {:.1} MB, over Lambda's 6 MB response limit ({MAX_RESPONSE_BYTES} bytes of body): \
+                 send fewer images per request, or upload them to S3 and read the trigger's result documents",
+                len as f64 / 1e6
+            ),
+        },
+    };
+    tracing::warn!(code = "response_too_large", bytes = len, "response over Lambda's limit");
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    HttpResponse::builder()
+        .status(crate::server::status(crate::error::ErrorCode::ResponseTooLarge))
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(Bytes::from(json)))
+        .unwrap_or_default()
 }
 
 /// Runs the bulk function: Distributed Map batches (or single items) of an S3 prefix.
@@ -376,5 +405,16 @@ mod tests {
         assert_eq!(uri_safe("/a b{", true).as_deref(), Some("/a%20b%7B"));
         assert_eq!(uri_safe("name=a&name=b", false), None);
         assert_eq!(uri_safe("n=\"x\"#", false).as_deref(), Some("n=%22x%22%23"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_lambdas_limit_is_a_precise_413() {
+        let res = too_large(7_340_032);
+        assert_eq!(res.status(), 413);
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"]["code"], "response_too_large");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("7.3 MB") && message.contains("6 MB"), "{message}");
     }
 }

@@ -153,7 +153,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Unauthorized => StatusCode::UNAUTHORIZED,
         UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        PayloadTooLarge | TooManyImages | ImageTooLarge | PixelBudgetExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+        PayloadTooLarge | TooManyImages | ImageTooLarge | PixelBudgetExceeded | ResponseTooLarge => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         S3NotConfigured => StatusCode::NOT_IMPLEMENTED,
         S3Error => StatusCode::BAD_GATEWAY,
         InferenceFailed | InternalError | InvalidConfig | StartupFailed => StatusCode::INTERNAL_SERVER_ERROR,

@@ -334,3 +334,72 @@ fn clamped_boxes_failed_images_and_foreign_classes_are_counted_and_named() {
     assert!(r["detections_unscored"].as_u64().unwrap() > 0);
     assert!(stdout.contains("the set has no class named triangle, star"), "{stdout}");
 }
+
+/// Masks and keypoints: the same truth and detections through objdet's task evaluator give
+/// pycocotools' `segm` and `keypoints` numbers (±0.001; python/fixtures/make_task_eval.py):
+/// Ultralytics' masks as polygons against the labels' polygons, its keypoints by OKS with the
+/// sigmas Ultralytics' val uses for a 3-keypoint set.
+#[test]
+fn mask_and_keypoint_metrics_equal_pycocotools_on_the_same_detections() {
+    use objdet::eval::coco::{Kind, Shape};
+    let dir = common::root().join("tests/fixtures/eval");
+    let floats = |v: &Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    for (case, kind) in [("segm", Kind::Masks), ("keypoints", Kind::Keypoints)] {
+        let gt = read_json(&dir.join(format!("{case}.gt.json")));
+        let dts = read_json(&dir.join(format!("{case}.dt.json")));
+        let want = read_json(&dir.join(format!("{case}.pycocotools.json")));
+        let names: Vec<String> =
+            gt["categories"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+        let sigmas = want["sigmas"].as_array().map(|_| floats(&want["sigmas"]));
+        let mut e = Evaluator::of(kind, &names, sigmas).unwrap();
+        let shape = |a: &Value| match kind {
+            Kind::Masks => Shape::Polygons(a["segmentation"].as_array().unwrap().iter().map(&floats).collect()),
+            _ => Shape::Keypoints(floats(&a["keypoints"])),
+        };
+        let bbox = |a: &Value| {
+            let b = floats(&a["bbox"]);
+            [b[0], b[1], b[2], b[3]]
+        };
+        for im in gt["images"].as_array().unwrap() {
+            let id = im["id"].as_u64().unwrap();
+            let of_image = |list: &Value| -> Vec<Value> {
+                list.as_array().unwrap().iter().filter(|a| a["image_id"].as_u64() == Some(id)).cloned().collect()
+            };
+            let truth: Vec<(Truth, Shape)> = of_image(&gt["annotations"])
+                .iter()
+                .map(|a| {
+                    let class = a["category_id"].as_u64().unwrap() as usize - 1;
+                    (Truth { class, xywh: bbox(a), area: a["area"].as_f64(), iscrowd: false }, shape(a))
+                })
+                .collect();
+            let found: Vec<(Found, Shape)> = of_image(&dts)
+                .iter()
+                .map(|d| {
+                    let class = d["category_id"].as_u64().unwrap() as usize - 1;
+                    (Found { class, xywh: bbox(d), score: d["score"].as_f64().unwrap() }, shape(d))
+                })
+                .collect();
+            let (w, h) = (im["width"].as_u64().unwrap() as u32, im["height"].as_u64().unwrap() as u32);
+            e.add_shaped(id, w, h, &truth, &found).unwrap();
+        }
+        let m = e.finish().unwrap();
+        let stats = floats(&want["stats"]);
+        // pycocotools' keypoint summary: AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl.
+        let pairs: Vec<(usize, usize)> = match kind {
+            Kind::Keypoints => vec![(0, 0), (1, 1), (2, 2), (4, 3), (5, 4), (8, 5), (10, 8), (11, 9)],
+            _ => (0..12).map(|i| (i, i)).collect(),
+        };
+        for (ours, theirs) in pairs {
+            let (got, want) = (m.stats()[ours], stats[theirs]);
+            assert!((got - want).abs() <= 0.001, "{case}: stat {theirs}: {got} vs pycocotools {want}");
+        }
+        for (name, got) in names.iter().zip(&m.per_class) {
+            match (got, want["per_class"][name].as_f64()) {
+                (Some(g), Some(w)) => assert!((g - w).abs() <= 0.001, "{case} {name}: {g} vs {w}"),
+                (None, None) => {}
+                (g, w) => panic!("{case} {name}: {g:?} vs pycocotools {w:?}"),
+            }
+        }
+        assert!(stats[0] > 0.1 && stats[0] < 0.95, "{case}: a case that can fail: {stats:?}");
+    }
+}

@@ -15,10 +15,12 @@ pub mod error;
 pub mod graph_cache;
 pub mod heads;
 pub mod jpeg_scan;
+pub mod mask;
 pub mod onnx;
 pub mod pool;
 pub mod postprocess;
 pub mod preprocess;
+pub mod rotated;
 pub mod runtime;
 pub mod spec;
 
@@ -38,7 +40,7 @@ use crate::telemetry::ms_since;
 use decode::{Limits, RgbImage, decode_base64_into, decode_image_with};
 use error::{DetectError, LoadError};
 use heads::Candidate;
-pub use postprocess::{BBox, Object, Transform};
+pub use postprocess::{BBox, Keypoint, Object, RotatedBox, Transform};
 use preprocess::Preprocessor;
 pub use preprocess::{InputTensor, TensorData};
 pub use spec::ModelSpec;
@@ -155,6 +157,8 @@ pub struct Model {
     /// The head's outputs as f32: dimensions and elements, reused.
     outputs: Vec<(Vec<usize>, Vec<f32>)>,
     candidates: Vec<Candidate>,
+    /// Mask buffers (segment models), reused.
+    masks: mask::MaskScratch,
     limits: Limits,
     /// `JPEG_SCALED_DECODE`: large JPEGs decoded at a DCT scale (see [`decode::dct_scale`]).
     scaled_jpeg: bool,
@@ -196,6 +200,7 @@ impl Model {
             rgb: RgbImage::default(),
             outputs: Vec::new(),
             candidates: Vec::new(),
+            masks: mask::MaskScratch::default(),
             limits: cfg.limits(),
             scaled_jpeg: cfg.scaled_jpeg,
             spec,
@@ -322,7 +327,7 @@ impl Model {
             self.outputs.iter().map(|(dims, data)| heads::Output { dims, data }).collect();
         heads::decode(&self.spec.head, &views, self.spec.score_threshold, &mut self.candidates)
             .map_err(|e| DetectError::Output(e.into()))?;
-        Ok(postprocess::finish(&mut self.candidates, &self.spec, transform))
+        Ok(postprocess::finish(&mut self.candidates, &self.spec, transform, &views, &mut self.masks))
     }
 
     /// The bare `session.run` on the current input tensor (the benchmark times this against the

@@ -126,20 +126,73 @@ pub enum Frame {
     OriginalPixels,
 }
 
+/// What an Ultralytics task adds to each detection, in the channels after the class scores
+/// (anchors) or after `score, class` (rows).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Extra {
+    /// Nothing: a detector.
+    #[default]
+    None,
+    /// `segment`: `channels` mask coefficients, and a `[1, channels, H/4, W/4]` prototypes output.
+    Mask {
+        /// The prototypes output.
+        protos: String,
+        /// Coefficients per detection (32).
+        channels: usize,
+    },
+    /// `pose`: `count` keypoints of `dims` values (`x, y` and, for 3, a confidence).
+    Keypoints {
+        /// Keypoints per detection.
+        count: usize,
+        /// 2 or 3.
+        dims: usize,
+    },
+    /// `obb`: one rotation angle in radians; the box is then `cx, cy, w, h` in rows too.
+    Angle,
+}
+
+impl Extra {
+    /// Channels it takes per detection.
+    pub fn channels(&self) -> usize {
+        match self {
+            Extra::None => 0,
+            Extra::Mask { channels, .. } => *channels,
+            Extra::Keypoints { count, dims } => count * dims,
+            Extra::Angle => 1,
+        }
+    }
+
+    /// The Ultralytics task it is (`detect` for none).
+    pub fn task(&self) -> &'static str {
+        match self {
+            Extra::None => "detect",
+            Extra::Mask { .. } => "segment",
+            Extra::Keypoints { .. } => "pose",
+            Extra::Angle => "obb",
+        }
+    }
+}
+
 /// The model's output head: which outputs hold the detections and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Head {
-    /// `[1, N, 6]` rows `x1, y1, x2, y2, score, class` in input pixels.
+    /// `[1, N, 6 + extra]` rows `x1, y1, x2, y2, score, class` in input pixels (`cx, cy, w, h`
+    /// for [`Extra::Angle`]), then the task's channels.
     Rows {
         /// Output name.
         output: String,
+        /// The task's channels.
+        extra: Extra,
     },
-    /// `[1, 4 + nc, A]`: per anchor `cx, cy, w, h` in input pixels, then `nc` class scores.
+    /// `[1, 4 + nc + extra, A]`: per anchor `cx, cy, w, h` in input pixels, then `nc` class
+    /// scores, then the task's channels.
     Anchors {
         /// Output name.
         output: String,
         /// Class count.
         classes: usize,
+        /// The task's channels.
+        extra: Extra,
     },
     /// `[1, Q, 6]` rows `cx, cy, w, h` (0..1), score, class.
     Detr {
@@ -236,10 +289,23 @@ impl Head {
         }
     }
 
-    /// The outputs the head reads, in the order [`super::heads::decode`] takes them.
+    /// The task's channels after each detection.
+    pub fn extra(&self) -> &Extra {
+        match self {
+            Head::Rows { extra, .. } | Head::Anchors { extra, .. } => extra,
+            _ => &Extra::None,
+        }
+    }
+
+    /// The outputs the head reads, in the order [`super::heads::decode`] takes them (a
+    /// segmenter's prototypes last).
     pub fn outputs(&self) -> Vec<&str> {
         match self {
-            Head::Rows { output } | Head::Anchors { output, .. } | Head::Detr { output } => vec![output],
+            Head::Rows { output, extra } | Head::Anchors { output, extra, .. } => match extra {
+                Extra::Mask { protos, .. } => vec![output, protos],
+                _ => vec![output],
+            },
+            Head::Detr { output } => vec![output],
             Head::DetrScores { output, .. } => vec![output],
             Head::DetrSplit { labels, boxes, scores, .. } => vec![labels, boxes, scores],
             Head::TfOd { boxes, scores, classes, num } => {
@@ -338,6 +404,9 @@ pub struct ModelSpec {
     pub nms_iou: f32,
     /// At most this many objects per image (after NMS).
     pub max_detections: usize,
+    /// Names of a pose model's keypoints (the model's `kpt_names`, else COCO's 17 for a
+    /// 17-keypoint model, else none).
+    pub keypoint_names: Arc<[String]>,
 }
 
 impl ModelSpec {
@@ -473,11 +542,7 @@ pub fn probe(model_path: &Path, info: &ModelInfo, o: &Overrides) -> Result<Model
     };
     let mut meta = Meta::read(info);
     meta.forced = o.format;
-    if let Some(task) = &meta.task
-        && task != "detect"
-    {
-        return Err(unsupported(format!("the model's task is {:?}, not detect", crate::error::excerpt(task))));
-    }
+    meta.extra = task_extra(info, &meta).map_err(unsupported)?;
 
     // The image input: the rank-4 one; an int64 [N, 2] one takes the original size.
     let mut image = None;
@@ -636,6 +701,7 @@ pub fn probe(model_path: &Path, info: &ModelInfo, o: &Overrides) -> Result<Model
         Format::Rows if rows_without_nms => Nms::Agnostic,
         _ => Nms::None,
     });
+    let keypoint_names = keypoint_names(&meta).into();
     Ok(ModelSpec {
         file: model_path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
         producer: meta.producer,
@@ -647,6 +713,7 @@ pub fn probe(model_path: &Path, info: &ModelInfo, o: &Overrides) -> Result<Model
         score_threshold: o.score_threshold.unwrap_or(score),
         nms_iou: o.nms_iou.unwrap_or(iou),
         max_detections: o.max_detections.unwrap_or(DEFAULT_MAX_DETECTIONS),
+        keypoint_names,
     })
 }
 
@@ -669,6 +736,10 @@ fn find_head(f: Format, info: &ModelInfo, meta: &Meta, has_sizes: bool) -> Optio
     let rank3 = |t: &&Tensor| t.dims.len() == 3;
     let last = |t: &Tensor| t.dims.last().and_then(Dim::fixed);
     let rtdetr = meta.head.as_deref() == Some("RTDETRDecoder");
+    // Masks, keypoints and angles come from Ultralytics' YOLO heads only.
+    if meta.extra != Extra::None && !matches!(f, Format::Rows | Format::Anchors) {
+        return None;
+    }
     match f {
         Format::TfOd => Some(Head::TfOd {
             boxes: output(info, "detection_boxes")?.name.clone(),
@@ -699,17 +770,23 @@ fn find_head(f: Format, info: &ModelInfo, meta: &Meta, has_sizes: bool) -> Optio
         }
         Format::Rows if rtdetr && !meta.forced(f) => None,
         Format::Rows => {
-            let t = info.outputs.iter().filter(rank3).find(|t| last(t) == Some(6))?;
-            Some(Head::Rows { output: t.name.clone() })
+            let want = 6 + meta.extra.channels() as i64;
+            let t = info.outputs.iter().filter(rank3).find(|t| last(t) == Some(want))?;
+            Some(Head::Rows { output: t.name.clone(), extra: meta.extra.clone() })
         }
         Format::Anchors => {
             let t = info.outputs.iter().find(rank3)?;
             let channels = t.dims[1].fixed()?;
-            let classes = usize::try_from(channels.checked_sub(4)?).ok().filter(|&c| c > 0)?;
+            let classes = channels.checked_sub(4 + meta.extra.channels() as i64)?;
+            let classes = usize::try_from(classes).ok().filter(|&c| c > 0)?;
             // More anchors than channels (a dynamic anchor count is fine).
             let anchors_fit = t.dims[2].fixed().is_none_or(|a| a > channels);
             let fits = meta.names.as_ref().is_none_or(|n| n.len() == classes);
-            (anchors_fit && (fits || meta.forced(f))).then(|| Head::Anchors { output: t.name.clone(), classes })
+            (anchors_fit && (fits || meta.forced(f))).then(|| Head::Anchors {
+                output: t.name.clone(),
+                classes,
+                extra: meta.extra.clone(),
+            })
         }
     }
 }
@@ -724,6 +801,12 @@ struct Meta {
     stride: Option<u32>,
     task: Option<String>,
     head: Option<String>,
+    /// `kpt_shape`: keypoints per detection and values per keypoint.
+    kpt_shape: Option<(usize, usize)>,
+    /// `kpt_names`, as written.
+    kpt_names: Option<String>,
+    /// What the task adds to each detection (from `task` and the outputs).
+    extra: Extra,
     /// Set by `probe` callers that force a format (MODEL_FORMAT): shapes alone decide.
     forced: Option<Format>,
 }
@@ -746,6 +829,9 @@ impl Meta {
             stride,
             task: info.meta("task").map(str::to_string),
             head: info.meta("head").map(str::to_string),
+            kpt_shape: info.meta("kpt_shape").and_then(parse_imgsz).map(|(d, k)| (k as usize, d as usize)),
+            kpt_names: info.meta("kpt_names").map(str::to_string),
+            extra: Extra::None,
             forced: None,
         }
     }
@@ -754,6 +840,79 @@ impl Meta {
         self.forced == Some(f)
     }
 }
+
+/// The task's channels: Ultralytics' `task` (absent: detect), its prototypes output (segment) or
+/// `kpt_shape` (pose); a task objdet does not serve is refused, naming it.
+fn task_extra(info: &ModelInfo, meta: &Meta) -> Result<Extra, String> {
+    match meta.task.as_deref() {
+        None | Some("detect") => Ok(Extra::None),
+        Some("segment") => info
+            .outputs
+            .iter()
+            .find(|t| t.dims.len() == 4)
+            .and_then(|t| {
+                let channels = usize::try_from(t.dims[1].fixed()?).ok().filter(|c| (1..=256).contains(c))?;
+                Some(Extra::Mask { protos: t.name.clone(), channels })
+            })
+            .ok_or_else(|| "a segment model without a [1, 32, H, W] prototypes output".to_string()),
+        Some("pose") => match meta.kpt_shape {
+            Some((count, dims @ (2 | 3))) if (1..=1000).contains(&count) => Ok(Extra::Keypoints { count, dims }),
+            _ => Err("a pose model without a usable kpt_shape ([K, 2] or [K, 3]) in its metadata".to_string()),
+        },
+        Some("obb") => Ok(Extra::Angle),
+        Some(task) => Err(format!(
+            "the model's task is {:?}; objdet serves detect, segment, pose and obb models",
+            crate::error::excerpt(task)
+        )),
+    }
+}
+
+/// A pose model's keypoint names: its `kpt_names` (`{0: ['tip', 'left', ...]}`, the first
+/// class's), else COCO's person keypoints when it has 17, else none.
+fn keypoint_names(meta: &Meta) -> Vec<String> {
+    let Extra::Keypoints { count, .. } = meta.extra else { return Vec::new() };
+    if let Some(names) = meta.kpt_names.as_deref().and_then(parse_kpt_names).filter(|n| n.len() == count) {
+        return names;
+    }
+    if count == COCO_KEYPOINTS.len() {
+        return COCO_KEYPOINTS.iter().map(|s| s.to_string()).collect();
+    }
+    Vec::new()
+}
+
+/// `{0: ['a', 'b'], ...}` → the first list's names.
+fn parse_kpt_names(s: &str) -> Option<Vec<String>> {
+    let list = &s[s.find('[')? + 1..];
+    let list = &list[..list.find(']')?];
+    let names: Vec<String> = list
+        .split(',')
+        .map(|n| n.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+        .filter(|n| !n.is_empty())
+        .map(|n| crate::error::excerpt(&n))
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// COCO's 17 person keypoints, in its order.
+pub const COCO_KEYPOINTS: [&str; 17] = [
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+];
 
 /// `[640, 640]` (height, width) or `640`.
 fn parse_imgsz(s: &str) -> Option<(u32, u32)> {
@@ -932,7 +1091,7 @@ mod tests {
             metadata: vec![],
         };
         let s = probe_info(&info).unwrap();
-        assert_eq!(s.head, Head::Rows { output: "tower_0/detections".into() });
+        assert_eq!(s.head, Head::Rows { output: "tower_0/detections".into(), extra: Extra::None });
         assert_eq!((s.input.layout, s.input.resize, s.input.scale), (Layout::Nhwc, Resize::Stretch, 1.0));
         assert_eq!((s.nms, s.score_threshold, s.nms_iou), (Nms::Agnostic, 0.3, 0.4));
         assert_eq!(s.names_source, NamesSource::Generated);
@@ -946,7 +1105,7 @@ mod tests {
             metadata: ultralytics(&[("head", "Detect")]),
         };
         let s = probe_info(&info).unwrap();
-        assert_eq!(s.head, Head::Anchors { output: "output0".into(), classes: 3 });
+        assert_eq!(s.head, Head::Anchors { output: "output0".into(), classes: 3, extra: Extra::None });
         assert_eq!(&*s.names, ["circle", "square", "kid's star"]);
         assert_eq!(s.input.resize, Resize::Letterbox { pad: 114, centred: true, stride: None });
         assert_eq!((s.input.filter, s.input.scale), (Filter::Linear, 1.0 / 255.0));
@@ -1041,7 +1200,42 @@ mod tests {
             metadata: ultralytics(&[("task", "segment")]),
         };
         seg.metadata.retain(|(k, v)| k != "task" || v == "segment");
-        assert!(probe_info(&seg).unwrap_err().to_string().contains("segment"));
+        let s = probe_info(&seg).unwrap();
+        assert_eq!(
+            s.head,
+            Head::Anchors {
+                output: "output0".into(),
+                classes: 3,
+                extra: Extra::Mask { protos: "output1".into(), channels: 32 }
+            }
+        );
+        assert_eq!(s.head.outputs(), ["output0", "output1"]);
+        // Tasks objdet does not serve are refused, named.
+        for task in ["classify", "semantic", "depth"] {
+            let mut m = seg.clone();
+            m.metadata.retain(|(k, _)| k != "task");
+            m.metadata.push(("task".into(), task.into()));
+            let e = probe_info(&m).unwrap_err().to_string();
+            assert!(e.contains(task) && e.contains("serves detect, segment, pose and obb"), "{e}");
+        }
+        // A pose model needs its kpt_shape; 17 keypoints are COCO's.
+        let mut pose = seg.clone();
+        pose.metadata.retain(|(k, _)| k != "task");
+        pose.metadata.push(("task".into(), "pose".into()));
+        pose.outputs = vec![t("output0", dtype::FLOAT, &[1, 4 + 3 + 51, 2100])];
+        assert!(probe_info(&pose).unwrap_err().to_string().contains("kpt_shape"));
+        pose.metadata.push(("kpt_shape".into(), "[17, 3]".into()));
+        let s = probe_info(&pose).unwrap();
+        assert_eq!(s.head.extra(), &Extra::Keypoints { count: 17, dims: 3 });
+        assert_eq!((s.keypoint_names.len(), s.keypoint_names[16].as_str()), (17, "right_ankle"));
+        // OBB: one angle channel after the classes; end-to-end rows are 7 wide.
+        let mut obb = pose.clone();
+        obb.metadata.retain(|(k, _)| k != "task");
+        obb.metadata.push(("task".into(), "obb".into()));
+        obb.outputs = vec![t("output0", dtype::FLOAT, &[1, 8, 2100])];
+        assert_eq!(probe_info(&obb).unwrap().head.extra(), &Extra::Angle);
+        obb.outputs = vec![t("output0", dtype::FLOAT, &[1, 300, 7])];
+        assert_eq!(probe_info(&obb).unwrap().head, Head::Rows { output: "output0".into(), extra: Extra::Angle });
         let grey = ModelInfo {
             inputs: vec![t("x", dtype::FLOAT, &[1, 1, 64, 64])],
             outputs: vec![t("y", dtype::FLOAT, &[1, 10, 6])],

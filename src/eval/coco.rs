@@ -37,6 +37,46 @@ pub struct Found {
     pub score: f64,
 }
 
+/// What a task adds to an object for its own metric (none for boxes), in pixels.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Shape {
+    /// Boxes only.
+    #[default]
+    None,
+    /// A mask as polygons (`[x1, y1, x2, y2, …]` each): pycocotools' `segm`.
+    Polygons(Vec<Vec<f64>>),
+    /// Keypoints `[x, y, v]` each (v: visibility for the truth, the confidence for a detection):
+    /// pycocotools' `keypoints` (OKS).
+    Keypoints(Vec<f64>),
+    /// An oriented box `[cx, cy, w, h, angle]`: hotcoco's rotated-rectangle IoU.
+    Obb([f64; 5]),
+}
+
+/// Which metric an [`Evaluator`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Box IoU.
+    Boxes,
+    /// Mask IoU.
+    Masks,
+    /// Keypoint OKS.
+    Keypoints,
+    /// Rotated-box IoU.
+    Obb,
+}
+
+impl Kind {
+    /// pycocotools' `iouType` name (hotcoco's for `obb`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Boxes => "bbox",
+            Kind::Masks => "segm",
+            Kind::Keypoints => "keypoints",
+            Kind::Obb => "obb",
+        }
+    }
+}
+
 /// Why the engine refused a batch.
 #[derive(Debug, thiserror::Error)]
 #[error("the COCO evaluation engine refused the detections: {0}")]
@@ -81,6 +121,7 @@ pub struct Metrics {
 /// Feeds images to the engine in batches and computes [`Metrics`] at the end.
 pub struct Evaluator {
     stream: StreamingEval,
+    kind: Kind,
     categories: usize,
     batch_images: Vec<Image>,
     batch_truth: Vec<Annotation>,
@@ -94,14 +135,31 @@ impl Evaluator {
     /// An evaluator over `categories` (named; ids are their positions) with pycocotools' default
     /// parameters for boxes: IoU .50:.05:.95, 101 recall points, maxDets 1/10/100, COCO's areas.
     pub fn new(categories: &[String]) -> Result<Self, EngineError> {
+        Self::of(Kind::Boxes, categories, None)
+    }
+
+    /// An evaluator of `kind`; for keypoints, OKS with `sigmas` (one per keypoint; `None`:
+    /// COCO's 17). Objects are added with their [`Shape`] through [`Evaluator::add_shaped`].
+    pub fn of(kind: Kind, categories: &[String], sigmas: Option<Vec<f64>>) -> Result<Self, EngineError> {
         let cats = categories
             .iter()
             .enumerate()
             .map(|(i, name)| Category { id: i as u64 + 1, name: name.clone(), ..Default::default() })
             .collect();
-        let stream = StreamingEval::new(Params::new(IouType::Bbox), EvalMode::Coco, cats).map_err(EngineError)?;
+        let iou = match kind {
+            Kind::Boxes => IouType::Bbox,
+            Kind::Masks => IouType::Segm,
+            Kind::Keypoints => IouType::Keypoints,
+            Kind::Obb => IouType::Obb,
+        };
+        let mut params = Params::new(iou);
+        if let Some(sigmas) = sigmas {
+            params.kpt_oks_sigmas = sigmas;
+        }
+        let stream = StreamingEval::new(params, EvalMode::Coco, cats).map_err(EngineError)?;
         Ok(Self {
             stream,
+            kind,
             categories: categories.len(),
             batch_images: Vec::new(),
             batch_truth: Vec::new(),
@@ -138,6 +196,57 @@ impl Evaluator {
         if self.batch_images.len() >= BATCH { self.flush() } else { Ok(()) }
     }
 
+    /// [`Evaluator::add`] for a task's metric: each object with its [`Shape`] (the truth's
+    /// visibility and the detections' confidences in keypoints, a mask's polygons, a rotated box).
+    pub fn add_shaped(
+        &mut self,
+        id: u64,
+        width: u32,
+        height: u32,
+        truth: &[(Truth, Shape)],
+        found: &[(Found, Shape)],
+    ) -> Result<(), EngineError> {
+        let kind = self.kind;
+        let shaped = |a: &mut Annotation, shape: &Shape, is_truth: bool| match shape {
+            Shape::None => {}
+            Shape::Polygons(p) => a.segmentation = Some(hotcoco::Segmentation::Polygon(p.clone())),
+            Shape::Keypoints(k) => {
+                a.num_keypoints = Some(k.chunks(3).filter(|v| v.get(2).is_some_and(|&v| v > 0.0)).count() as u32);
+                a.keypoints = Some(k.clone());
+                // Ultralytics' pose val takes the truth's area as 0.53 of its box's.
+                if is_truth && kind == Kind::Keypoints {
+                    a.area = a.bbox.map(|b| b[2] * b[3] * 0.53);
+                }
+            }
+            Shape::Obb(r) => a.obb = Some(Box::new(*r)),
+        };
+        self.batch_images.push(Image { id, width, height, ..Default::default() });
+        for (t, shape) in truth {
+            let mut a = Annotation {
+                image_id: id,
+                category_id: t.class as u64 + 1,
+                bbox: Some(t.xywh),
+                area: if kind == Kind::Boxes { Some(t.area.unwrap_or(t.xywh[2] * t.xywh[3])) } else { t.area },
+                iscrowd: t.iscrowd,
+                ..Default::default()
+            };
+            shaped(&mut a, shape, true);
+            self.batch_truth.push(a);
+        }
+        for (f, shape) in found {
+            let mut a = Annotation {
+                image_id: id,
+                category_id: f.class as u64 + 1,
+                bbox: Some(f.xywh),
+                score: Some(f.score),
+                ..Default::default()
+            };
+            shaped(&mut a, shape, false);
+            self.batch_found.push(a);
+        }
+        if self.batch_images.len() >= BATCH { self.flush() } else { Ok(()) }
+    }
+
     fn flush(&mut self) -> Result<(), EngineError> {
         if self.batch_images.is_empty() {
             return Ok(());
@@ -156,7 +265,13 @@ impl Evaluator {
         let mut ev = self.stream.finalize();
         ev.accumulate();
         let _ = ev.summarize_lines();
-        let stats: Vec<f64> = ev.stats().map(<[f64]>::to_vec).unwrap_or_else(|| vec![-1.0; 12]);
+        let mut stats: Vec<f64> = ev.stats().map(<[f64]>::to_vec).unwrap_or_else(|| vec![-1.0; 12]);
+        if self.kind == Kind::Keypoints && stats.len() == 10 {
+            // pycocotools' keypoint summary has no small objects and AR@1/@10: AP, AP50, AP75,
+            // APm, APl, AR, AR50, AR75, ARm, ARl — laid out here as the box summary's twelve.
+            let k = stats.clone();
+            stats = vec![k[0], k[1], k[2], -1.0, k[3], k[4], -1.0, -1.0, k[5], -1.0, k[8], k[9]];
+        }
         let s = |i: usize| stats.get(i).copied().unwrap_or(-1.0);
         let (mut per_class, mut per_class_ap50, mut pr50) =
             (vec![None; self.categories], vec![None; self.categories], vec![Vec::new(); self.categories]);

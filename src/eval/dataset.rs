@@ -60,7 +60,7 @@ pub enum DataError {
 
 /// One ground-truth object. Boxes are in pixels for COCO sets; for YOLO labels they stay
 /// normalized until the image's size is known (see [`Truth::boxes`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GtObject {
     /// Index into [`Dataset::names`].
     pub class: usize,
@@ -70,6 +70,9 @@ pub struct GtObject {
     pub area: Option<f64>,
     /// COCO's `iscrowd`: matched but never counted as missed or as a false positive.
     pub iscrowd: bool,
+    /// What a YOLO label line has beyond the box, normalized: a segment's polygon or an oriented
+    /// box's four corners (`x y` pairs), or a pose label's keypoints (`x y v` or `x y` each).
+    pub points: Vec<f64>,
 }
 
 /// How a set gives its boxes.
@@ -336,6 +339,11 @@ fn parse_labels(text: &str, path: &Path, classes: usize, has_kpts: bool) -> Resu
                 classes - 1
             )));
         }
+        let points = match values.len() {
+            n if has_kpts && n > 4 => values[4..].to_vec(),
+            n if n >= 6 && n % 2 == 0 => values.clone(),
+            _ => Vec::new(),
+        };
         let bbox = match values.len() {
             4 => [values[0], values[1], values[2], values[3]],
             n if has_kpts && n > 4 => [values[0], values[1], values[2], values[3]],
@@ -357,7 +365,7 @@ fn parse_labels(text: &str, path: &Path, classes: usize, has_kpts: bool) -> Resu
         if bbox[2] < 0.0 || bbox[3] < 0.0 {
             return Err(err(format!("a negative width or height: `{shown}`")));
         }
-        out.push(GtObject { class: class as usize, bbox, area: None, iscrowd: false });
+        out.push(GtObject { class: class as usize, bbox, area: None, iscrowd: false, points });
     }
     Ok(out)
 }
@@ -437,6 +445,7 @@ fn read_coco(path: &Path, images: &Path) -> Result<Dataset, DataError> {
             bbox: a.bbox,
             area: a.area,
             iscrowd: a.iscrowd,
+            points: Vec::new(),
         });
     }
     let known: std::collections::HashSet<u64> = file.images.iter().map(|i| i.id).collect();
@@ -505,9 +514,9 @@ mod tests {
             format: BoxFormat::YoloNormalized,
             unlabelled: 0,
         };
-        let inside = GtObject { class: 0, bbox: [0.5, 0.5, 0.5, 0.5], area: None, iscrowd: false };
+        let inside = GtObject { class: 0, bbox: [0.5, 0.5, 0.5, 0.5], area: None, iscrowd: false, points: vec![] };
         assert_eq!(d.pixel_box(&inside, 200, 100), PixelBox { xywh: [50.0, 25.0, 100.0, 50.0], clamped: false });
-        let over = GtObject { bbox: [0.95, 0.5, 0.2, 0.5], ..inside };
+        let over = GtObject { bbox: [0.95, 0.5, 0.2, 0.5], ..inside.clone() };
         let b = d.pixel_box(&over, 200, 100);
         assert!(b.clamped);
         assert!((b.xywh[0] - 170.0).abs() < 1e-9 && (b.xywh[2] - 30.0).abs() < 1e-9);

@@ -183,12 +183,37 @@ pub struct Report {
     pub stages: StageMeans,
     /// The engine.
     pub engine: String,
+    /// The task's own metric (segment, pose and obb models), beside the boxes'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskMetrics>,
     /// Full metrics (PR curves for the plot).
     #[serde(skip)]
     pub metrics: Metrics,
     /// The set's class names in its order (the table's rows).
     #[serde(skip)]
     pub names: Vec<String>,
+}
+
+/// A task's own metric beside the boxes' (segment: masks, pose: keypoints, obb: rotated boxes).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskMetrics {
+    /// pycocotools' `iouType`: `segm`, `keypoints` (or hotcoco's `obb`).
+    pub iou_type: &'static str,
+    /// AP @[.50:.95] (mask IoU, OKS or rotated IoU).
+    pub map50_95: f64,
+    /// AP @ .50.
+    pub map50: f64,
+    /// AP @ .75.
+    pub map75: f64,
+    /// Every headline number, named as pycocotools prints them.
+    pub stats: BTreeMap<&'static str, f64>,
+    /// AP @[.50:.95] per class of the set.
+    pub per_class: BTreeMap<String, Option<f64>>,
+    /// The OKS sigmas (pose): COCO's for 17 keypoints, else 1/K each as Ultralytics' val.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oks_sigmas: Option<Vec<f64>>,
+    /// How the objects were matched.
+    pub note: &'static str,
 }
 
 /// One detection as COCO's results format has it (`--detections`).
@@ -225,6 +250,8 @@ pub async fn run(
     let spec = detector.spec().clone();
     let classes = ClassMap::new(&spec, &data.names)?;
     let mut evaluator = Evaluator::new(&data.names)?;
+    let task = TaskEval::new(spec.head.extra(), &data.names)?;
+    let mut task = task;
     let in_flight = opts.in_flight.unwrap_or(2 * detector.sessions() + 2).max(1);
     // A session's first run allocates its arena and packs weights: each session runs the set's
     // first image once before the clock starts, so ms_per_image is the steady state.
@@ -310,6 +337,9 @@ pub async fn run(
             });
         }
         evaluator.add(sample.id, detections.width, detections.height, &truth, &found)?;
+        if let Some(t) = task.as_mut() {
+            t.add(sample, &truth, &detections, &classes)?;
+        }
         sink(&results);
         evaluated += 1;
         objects += sample.objects.len();
@@ -317,6 +347,7 @@ pub async fn run(
     }
     let wall_ms = ms_since(start);
     let metrics = evaluator.finish()?;
+    let task = task.map(|t| t.finish(&data.names)).transpose()?;
     let n = evaluated.max(1) as f64;
     for v in [&mut stages.decode_ms, &mut stages.preprocess_ms, &mut stages.inference_ms, &mut stages.postprocess_ms] {
         *v /= n;
@@ -352,10 +383,126 @@ pub async fn run(
         per_class_ap50: named(&metrics.per_class_ap50),
         ms_per_image: wall_ms / n,
         stages,
-        engine: format!("hotcoco {} (pycocotools-compatible COCOeval, bbox)", HOTCOCO_VERSION),
+        engine: format!(
+            "hotcoco {} (pycocotools-compatible COCOeval, bbox{})",
+            HOTCOCO_VERSION,
+            task.as_ref().map_or(String::new(), |t| format!(" and {}", t.iou_type))
+        ),
+        task,
         metrics,
         names: data.names.clone(),
     })
+}
+
+/// The second evaluator of a segment, pose or obb model: its objects with their shapes.
+struct TaskEval {
+    evaluator: Evaluator,
+    kind: coco::Kind,
+    /// Keypoints per object and values per keypoint (pose).
+    keypoints: (usize, usize),
+    sigmas: Option<Vec<f64>>,
+    truth: Vec<(coco::Truth, coco::Shape)>,
+    found: Vec<(coco::Found, coco::Shape)>,
+}
+
+impl TaskEval {
+    fn new(extra: &crate::detector::spec::Extra, names: &[String]) -> Result<Option<Self>, EvalError> {
+        use crate::detector::spec::Extra;
+        let (kind, keypoints, sigmas) = match extra {
+            Extra::None => return Ok(None),
+            Extra::Mask { .. } => (coco::Kind::Masks, (0, 0), None),
+            // COCO's sigmas for its 17 keypoints; otherwise 1/K each, as Ultralytics' val.
+            Extra::Keypoints { count, dims } => {
+                (coco::Kind::Keypoints, (*count, *dims), (*count != 17).then(|| vec![1.0 / *count as f64; *count]))
+            }
+            Extra::Angle => (coco::Kind::Obb, (0, 0), None),
+        };
+        let evaluator = Evaluator::of(kind, names, sigmas.clone())?;
+        Ok(Some(Self { evaluator, kind, keypoints, sigmas, truth: Vec::new(), found: Vec::new() }))
+    }
+
+    /// The image's objects with their shapes, in pixels: the labels' polygons, keypoints or
+    /// corners, and what the model found.
+    fn add(
+        &mut self,
+        sample: &dataset::Sample,
+        boxes: &[coco::Truth],
+        detections: &crate::detector::Detections,
+        classes: &ClassMap,
+    ) -> Result<(), EvalError> {
+        use coco::Shape;
+        let (w, h) = (f64::from(detections.width), f64::from(detections.height));
+        let (count, dims) = self.keypoints;
+        self.truth.clear();
+        for (object, t) in sample.objects.iter().zip(boxes) {
+            let p = &object.points;
+            let shape = match self.kind {
+                coco::Kind::Masks if p.len() >= 6 => {
+                    Shape::Polygons(vec![p.chunks(2).flat_map(|v| [v[0] * w, v[1] * h]).collect()])
+                }
+                coco::Kind::Keypoints if count > 0 && p.len() == count * dims => Shape::Keypoints(
+                    p.chunks(dims).flat_map(|v| [v[0] * w, v[1] * h, if dims == 3 { v[2] } else { 2.0 }]).collect(),
+                ),
+                coco::Kind::Obb if p.len() == 8 => {
+                    let c: Vec<(f64, f64)> = p.chunks(2).map(|v| (v[0] * w, v[1] * h)).collect();
+                    let (cx, cy) = (c.iter().map(|v| v.0).sum::<f64>() / 4.0, c.iter().map(|v| v.1).sum::<f64>() / 4.0);
+                    let side = |a: (f64, f64), b: (f64, f64)| ((b.0 - a.0).powi(2) + (b.1 - a.1).powi(2)).sqrt();
+                    let angle = (c[1].1 - c[0].1).atan2(c[1].0 - c[0].0);
+                    Shape::Obb([cx, cy, side(c[0], c[1]), side(c[1], c[2]), angle])
+                }
+                // A label without the task's values: its box stands for it.
+                _ => {
+                    let [x, y, bw, bh] = t.xywh;
+                    match self.kind {
+                        coco::Kind::Obb => Shape::Obb([x + bw / 2.0, y + bh / 2.0, bw, bh, 0.0]),
+                        _ => Shape::Polygons(vec![vec![x, y, x + bw, y, x + bw, y + bh, x, y + bh]]),
+                    }
+                }
+            };
+            self.truth.push((*t, shape));
+        }
+        self.found.clear();
+        for o in &detections.objects {
+            let Some(class) = classes.to_data.get(o.class_id as usize).copied().flatten() else { continue };
+            let b = o.bbox;
+            let xywh = [f64::from(b.x1), f64::from(b.y1), f64::from(b.x2 - b.x1), f64::from(b.y2 - b.y1)];
+            let shape = if let Some(m) = &o.mask {
+                Shape::Polygons(m.iter().map(|p| p.iter().map(|&v| f64::from(v)).collect()).collect())
+            } else if let Some(k) = &o.keypoints {
+                Shape::Keypoints(
+                    k.iter()
+                        .flat_map(|k| [f64::from(k.x), f64::from(k.y), f64::from(k.score.unwrap_or(1.0))])
+                        .collect(),
+                )
+            } else if let Some(r) = &o.rotated_box {
+                Shape::Obb([r.cx, r.cy, r.w, r.h, r.angle].map(f64::from))
+            } else {
+                Shape::None
+            };
+            self.found.push((coco::Found { class, xywh, score: f64::from(o.score) }, shape));
+        }
+        self.evaluator.add_shaped(sample.id, detections.width, detections.height, &self.truth, &self.found)?;
+        Ok(())
+    }
+
+    fn finish(self, names: &[String]) -> Result<TaskMetrics, EvalError> {
+        let m = self.evaluator.finish()?;
+        let named = |v: &[Option<f64>]| names.iter().cloned().zip(v.iter().copied()).collect();
+        Ok(TaskMetrics {
+            iou_type: self.kind.as_str(),
+            map50_95: m.map50_95,
+            map50: m.map50,
+            map75: m.map75,
+            stats: Metrics::STAT_NAMES.iter().copied().zip(m.stats()).collect(),
+            per_class: named(&m.per_class),
+            oks_sigmas: self.sigmas,
+            note: match self.kind {
+                coco::Kind::Masks => "mask IoU of the polygons, rasterised as pycocotools does",
+                coco::Kind::Keypoints => "OKS, the truth's area 0.53 of its box as Ultralytics' val",
+                _ => "rotated-rectangle IoU (Ultralytics' val matches by probiou instead)",
+            },
+        })
+    }
 }
 
 /// The engine's version, as Cargo.lock pins it (reported with every result).
@@ -402,6 +549,16 @@ impl Report {
                 self.metrics.per_class_ap50.get(i).copied().flatten(),
             );
             let _ = writeln!(s, "  {name:<width$}  {:>7}  {:>5}", show(ap), show(ap50));
+        }
+        if let Some(t) = &self.task {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "  {} ({})", t.iou_type, t.note);
+            for (name, value) in ["AP@[.50:.95]", "AP@.50", "AP@.75"].iter().zip([t.map50_95, t.map50, t.map75]) {
+                let _ = writeln!(s, "  {name:<14} {}", fmt_metric(value));
+            }
+            for name in &self.names {
+                let _ = writeln!(s, "  {name:<width$}  {:>7}", show(t.per_class.get(name).copied().flatten()));
+            }
         }
         let mut notes = Vec::new();
         if !self.classes.data_only.is_empty() {

@@ -154,14 +154,21 @@ function render() {
     const fontSize = Math.max(14, result.width / 28);
     for (const o of shown) {
       const { x1, y1, x2, y2 } = o.box;
+      for (const polygon of o.mask || []) drawMask(svg, polygon, colour(o.class_id));
       for (const cls of ["halo", "box"]) {
-        const r = document.createElementNS(svg.namespaceURI, "rect");
+        // A rotated box is drawn by its corners; any other box as the rectangle it is.
+        const r = document.createElementNS(svg.namespaceURI, o.rotated_box ? "polygon" : "rect");
         r.setAttribute("class", cls);
-        r.setAttribute("x", x1); r.setAttribute("y", y1);
-        r.setAttribute("width", Math.max(0, x2 - x1)); r.setAttribute("height", Math.max(0, y2 - y1));
+        if (o.rotated_box) {
+          r.setAttribute("points", o.rotated_box.corners.map((p) => p.join(",")).join(" "));
+        } else {
+          r.setAttribute("x", x1); r.setAttribute("y", y1);
+          r.setAttribute("width", Math.max(0, x2 - x1)); r.setAttribute("height", Math.max(0, y2 - y1));
+        }
         if (cls === "box") r.setAttribute("stroke", colour(o.class_id));
         svg.append(r);
       }
+      if (o.keypoints) drawKeypoints(svg, o.keypoints, colour(o.class_id), fontSize / 4);
       const label = `${o.label} ${o.score.toFixed(2)}`;
       const bg = document.createElementNS(svg.namespaceURI, "rect");
       bg.setAttribute("x", x1); bg.setAttribute("y", Math.max(0, y1 - fontSize * 1.3));
@@ -190,6 +197,52 @@ function render() {
     }
     card.append(list);
     results.append(card);
+  }
+}
+
+// An instance mask: one polygon [x1, y1, x2, y2, ...] of it, filled translucent and outlined.
+function drawMask(svg, polygon, stroke) {
+  const p = document.createElementNS(svg.namespaceURI, "polygon");
+  const points = [];
+  for (let i = 0; i + 1 < polygon.length; i += 2) points.push(`${polygon[i]},${polygon[i + 1]}`);
+  p.setAttribute("points", points.join(" "));
+  p.setAttribute("class", "mask");
+  p.setAttribute("fill", stroke);
+  p.setAttribute("stroke", stroke);
+  svg.append(p);
+}
+
+// COCO's person skeleton (keypoint indices, from 0), drawn when the keypoints are COCO's 17.
+const COCO_SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7],
+  [6, 8], [7, 9], [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6]];
+
+// Keypoints the model sees (confidence >= 0.5, as Ultralytics draws them, or no confidence), and
+// the skeleton's edges between two seen points.
+function drawKeypoints(svg, keypoints, fill, radius) {
+  const seen = (k) => k && (k.score === undefined || k.score >= 0.5);
+  if (keypoints.length === 17 && keypoints[0].name === "nose") {
+    for (const [a, b] of COCO_SKELETON) {
+      if (!seen(keypoints[a]) || !seen(keypoints[b])) continue;
+      const l = document.createElementNS(svg.namespaceURI, "line");
+      l.setAttribute("class", "bone");
+      l.setAttribute("x1", keypoints[a].x); l.setAttribute("y1", keypoints[a].y);
+      l.setAttribute("x2", keypoints[b].x); l.setAttribute("y2", keypoints[b].y);
+      l.setAttribute("stroke", fill);
+      svg.append(l);
+    }
+  }
+  for (const k of keypoints) {
+    if (!seen(k)) continue;
+    const c = document.createElementNS(svg.namespaceURI, "circle");
+    c.setAttribute("class", "keypoint");
+    c.setAttribute("cx", k.x); c.setAttribute("cy", k.y); c.setAttribute("r", radius);
+    c.setAttribute("fill", fill);
+    if (k.name) {
+      const title = document.createElementNS(svg.namespaceURI, "title");
+      title.textContent = k.name;
+      c.append(title);
+    }
+    svg.append(c);
   }
 }
 

@@ -132,5 +132,38 @@ if (process.env.BASE_CUSTOM) {
   await context.close();
 }
 
+// Masks, keypoints and rotated boxes: each task's fixture model on one of its own photos; the
+// page draws what the response carries (a filled outline per mask part, a dot per visible
+// keypoint, a rotated box by its corners) in the class's colour.
+const tasks = [
+  ["segment", process.env.BASE_SEGMENT, "polygon.mask", (o) => o.mask.length],
+  ["pose", process.env.BASE_POSE, "circle.keypoint", (o) => o.keypoints.filter((k) => k.score >= 0.5).length],
+  ["obb", process.env.BASE_OBB, "polygon.box", () => 1],
+];
+for (const [task, taskBase, selector, expected] of tasks) {
+  if (!taskBase) continue;
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  const answers = [];
+  page.on("response", async (r) => { if (r.url().endsWith("/api/detect")) answers.push(await r.json()); });
+  await page.goto(`${taskBase}/`);
+  await page.waitForFunction(() => document.getElementById("model").textContent.length > 0);
+  const photo = join(process.env.ROOT, "tests/fixtures/tasks", task, "test-0001.jpg");
+  await page.setInputFiles("#files", [photo]);
+  await page.waitForSelector('.result[data-name="test-0001.jpg"] .objects li', { timeout: 60000 });
+  const objects = answers[0].results[0].objects.filter((o) => o.score >= 0.25);
+  assert.ok(objects.length > 0, `${task}: the model finds something on its own photo`);
+  const want = objects.reduce((n, o) => n + expected(o), 0);
+  const drawn = await page.$$eval(`.result[data-name="test-0001.jpg"] svg ${selector}`, (e) => e.length);
+  assert.equal(drawn, want, `${task}: ${selector} drawn for each`);
+  const fill = await page.$eval(`.result[data-name="test-0001.jpg"] svg ${selector}`, (e) => e.getAttribute(e.tagName === "polygon" && e.classList.contains("box") ? "stroke" : "fill"));
+  assert.ok(fill.startsWith("hsl("), `${task}: drawn in the class colour (${fill})`);
+  await page.screenshot({ path: join(artifacts, `task-${task}.png`), fullPage: true });
+  assert.deepEqual(errors, []);
+  await context.close();
+}
+
 await browser.close();
-console.log(`ui test: ok (screenshots in ${artifacts}: ${["desktop.png", "desktop-threshold-0.6.png", "phone.png", "custom-model.png"].join(", ")})`);
+console.log(`ui test: ok (screenshots in ${artifacts}: ${["desktop.png", "desktop-threshold-0.6.png", "phone.png", "custom-model.png", "task-segment.png", "task-pose.png", "task-obb.png"].join(", ")})`);
