@@ -117,17 +117,7 @@ fn serve_answers_as_the_int8_reference() {
     let photos = oracle();
     let model = model().display().to_string();
     let server = common::server::Server::start(&[("MODEL_PATH", &model)]);
-    let body: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/api/detect", server.base))
-            .json(&json!({ "images": images_b64(&photos) }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let (_, body, _) = server.detect_b64(&images_b64(&photos));
     agree("objdet serve", body["results"].as_array().unwrap(), &photos);
 }
 

@@ -185,22 +185,12 @@ fn images_b64(photos: &[(String, Vec<Value>)]) -> Vec<String> {
 
 #[test]
 fn serve_answers_as_the_references() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     for (task, name) in TASKS {
         let (_, photos) = oracle(name);
         let path = model(name).display().to_string();
         let server = common::server::Server::start(&[("MODEL_PATH", &path)]);
-        let body: Value = rt.block_on(async {
-            reqwest::Client::new()
-                .post(format!("{}/api/detect", server.base))
-                .json(&json!({ "images": images_b64(&photos) }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        });
+        let (status, body, _) = server.detect_b64(&images_b64(&photos));
+        assert_eq!(status, 200, "{body}");
         let matched = agree(&format!("objdet serve {name}"), task, body["results"].as_array().unwrap(), &photos);
         assert!(matched >= 10, "{name}: {matched}");
     }
@@ -246,20 +236,6 @@ async fn the_lambda_bootstrap_answers_as_the_references_to_api_events_and_upload
     }
 }
 
-fn post(rt: &tokio::runtime::Runtime, base: &str, images: &[String]) -> (u16, Value, usize) {
-    rt.block_on(async {
-        let res = reqwest::Client::new()
-            .post(format!("{base}/api/detect"))
-            .json(&json!({ "images": images }))
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let bytes = res.bytes().await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap(), bytes.len())
-    })
-}
-
 /// The union of the objects' masks rasterised at `w`×`h` after scaling their coordinates by
 /// `scale` (each object's alone: masks of different objects may overlap).
 fn mask_raster(objects: &Value, scale: f32, w: usize, h: usize) -> Vec<u8> {
@@ -275,7 +251,6 @@ fn mask_raster(objects: &Value, scale: f32, w: usize, h: usize) -> Vec<u8> {
 
 #[test]
 fn a_segmenter_on_the_smallest_and_a_maximal_image_and_200_images_at_once() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let path = model("yolo11n-seg").display().to_string();
     let server = common::server::Server::start(&[("MODEL_PATH", &path)]);
     let photo = common::root().join("tests/fixtures/tasks/segment/test-0001.jpg");
@@ -283,7 +258,7 @@ fn a_segmenter_on_the_smallest_and_a_maximal_image_and_200_images_at_once() {
     let (w, h) = (small.width() as usize, small.height() as usize);
 
     // 1x1: an answer, no object, no crash.
-    let (status, body, _) = post(&rt, &server.base, &[common::b64(&common::images::png(1, 1))]);
+    let (status, body, _) = server.detect_b64(&[common::b64(&common::images::png(1, 1))]);
     assert_eq!(status, 200, "{body}");
     assert!(body["results"][0]["error"].is_null(), "{body}");
 
@@ -295,8 +270,7 @@ fn a_segmenter_on_the_smallest_and_a_maximal_image_and_200_images_at_once() {
     image::DynamicImage::ImageRgb8(big)
         .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
         .unwrap();
-    let (status, body, _) =
-        post(&rt, &server.base, &[common::b64(&std::fs::read(&photo).unwrap()), common::b64(&jpeg)]);
+    let (status, body, _) = server.detect_b64(&[common::b64(&std::fs::read(&photo).unwrap()), common::b64(&jpeg)]);
     assert_eq!(status, 200, "{body}");
     let (at_size, large) = (&body["results"][0], &body["results"][1]);
     assert_eq!(large["width"], w as u64 * k as u64, "{large}");
@@ -321,7 +295,7 @@ fn a_segmenter_on_the_smallest_and_a_maximal_image_and_200_images_at_once() {
         .map(|p| common::b64(&std::fs::read(p).unwrap()))
         .collect();
     let many: Vec<String> = photos.iter().cycle().take(200).cloned().collect();
-    let (status, body, bytes) = post(&rt, &server.base, &many);
+    let (status, body, bytes) = server.detect_b64(&many);
     assert_eq!(status, 200);
     let results = body["results"].as_array().unwrap();
     assert_eq!(results.len(), 200);

@@ -108,6 +108,24 @@ impl Server {
         ticks as f64 / 100.0
     }
 
+    /// `POST /api/detect` of base64 `images` from a blocking test: the status, the JSON answer
+    /// and its size in bytes.
+    #[allow(dead_code)] // not every test binary posts images this way
+    pub fn detect_b64(&self, images: &[String]) -> (u16, serde_json::Value, usize) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let res = reqwest::Client::new()
+                .post(format!("{}/api/detect", self.base))
+                .json(&serde_json::json!({ "images": images }))
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let bytes = res.bytes().await.unwrap();
+            (status, serde_json::from_slice(&bytes).unwrap(), bytes.len())
+        })
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
