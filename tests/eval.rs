@@ -403,3 +403,46 @@ fn mask_and_keypoint_metrics_equal_pycocotools_on_the_same_detections() {
         assert!(stats[0] > 0.1 && stats[0] < 0.95, "{case}: a case that can fail: {stats:?}");
     }
 }
+
+/// The task metrics through the model: `objdet eval` of the pose and obb fixtures on their 12
+/// held-out labelled photos within 0.02 of Ultralytics' own `val` (OKS keypoint AP and box AP for
+/// pose; for obb its probiou-matched rotated-box AP, src/eval/obb.rs). The segmenter's numbers are
+/// reported beside its reference, not held to it: its box and mask AP are 0.04–0.055 above `val`
+/// (docs/accuracy.md), while its masks are the predictor's (tests/tasks.rs) and its mask metric is
+/// pycocotools' on the same detections (above).
+#[test]
+fn task_metrics_are_within_two_points_of_ultralytics_val() {
+    let mut table = Vec::new();
+    for (suffix, task) in [("pose", "pose"), ("obb", "obb"), ("seg", "segment")] {
+        let reference =
+            read_json(&common::root().join(format!("tests/fixtures/models/yolo11n-{suffix}.task-val.json")));
+        let json = tmp(&format!("task-{suffix}")).join("report.json");
+        let out = objdet()
+            .env("MODEL_PATH", common::root().join(format!("tests/fixtures/models/yolo11n-{suffix}.onnx")))
+            .args(["eval", "--data", &format!("tests/fixtures/tasks/{task}/data.yaml"), "--quiet", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report = read_json(&json);
+        assert_eq!(report["evaluated"], 12);
+        let t = &report["task"];
+        let kind = t["iou_type"].as_str().unwrap();
+        let (got, got50) = (t["map50_95"].as_f64().unwrap(), t["map50"].as_f64().unwrap());
+        let (want, want50) = (reference["task_map50_95"].as_f64().unwrap(), reference["task_map50"].as_f64().unwrap());
+        table.push(format!("{suffix} {kind}: {got:.4} vs val {want:.4}, AP50 {got50:.4} vs {want50:.4}"));
+        if let Some(box_want) = reference["box_map50_95"].as_f64() {
+            table.push(format!("{suffix} boxes: {:.4} vs val {box_want:.4}", report["map50_95"].as_f64().unwrap()));
+        }
+        if suffix == "seg" {
+            assert_eq!(kind, "segm");
+            continue;
+        }
+        assert!((got - want).abs() <= 0.02 && (got50 - want50).abs() <= 0.02, "{}", table.join("\n"));
+        if let Some(box_want) = reference["box_map50_95"].as_f64() {
+            assert!((report["map50_95"].as_f64().unwrap() - box_want).abs() <= 0.02, "{}", table.join("\n"));
+        }
+        assert_eq!(kind, if suffix == "pose" { "keypoints" } else { "obb" });
+    }
+    eprintln!("{}", table.join("\n"));
+}

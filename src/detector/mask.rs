@@ -9,7 +9,7 @@
 //! session's model: nothing is allocated per object once the buffers have grown.
 
 use super::heads::{BBox, Output};
-use super::postprocess::Transform;
+use super::transform::Transform;
 
 /// Polygons simplified to this tolerance, in original-image pixels.
 pub const TOLERANCE_PX: f32 = 1.0;

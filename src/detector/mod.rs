@@ -23,6 +23,7 @@ pub mod preprocess;
 pub mod rotated;
 pub mod runtime;
 pub mod spec;
+pub mod transform;
 
 pub use dispatch::SessionKind;
 pub use pool::Detector;
@@ -40,10 +41,11 @@ use crate::telemetry::ms_since;
 use decode::{Limits, RgbImage, decode_base64_into, decode_image_with};
 use error::{DetectError, LoadError};
 use heads::Candidate;
-pub use postprocess::{BBox, Keypoint, Object, RotatedBox, Transform};
+pub use postprocess::{BBox, Keypoint, Object, RotatedBox};
 use preprocess::Preprocessor;
 pub use preprocess::{InputTensor, TensorData};
 pub use spec::ModelSpec;
+pub use transform::Transform;
 
 /// The bytes of one image to detect on.
 #[derive(Debug, Clone)]

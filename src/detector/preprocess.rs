@@ -6,8 +6,8 @@ use fast_image_resize as fr;
 
 use super::decode::RgbImage;
 use super::error::DetectError;
-use super::postprocess::Transform;
 use super::spec::{Filter, InputSpec, InputType, Layout, Resize};
+use super::transform::Transform;
 
 type Result<T, E = DetectError> = std::result::Result<T, E>;
 

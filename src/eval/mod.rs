@@ -9,6 +9,7 @@
 pub mod calibration;
 pub mod coco;
 pub mod dataset;
+pub mod obb;
 pub mod plot;
 
 use std::collections::BTreeMap;
@@ -386,7 +387,10 @@ pub async fn run(
         engine: format!(
             "hotcoco {} (pycocotools-compatible COCOeval, bbox{})",
             HOTCOCO_VERSION,
-            task.as_ref().map_or(String::new(), |t| format!(" and {}", t.iou_type))
+            task.as_ref().map_or(String::new(), |t| match t.iou_type {
+                "obb" => "; obb: Ultralytics' probiou matching and AP, src/eval/obb.rs".to_string(),
+                kind => format!(" and {kind}"),
+            })
         ),
         task,
         metrics,
@@ -396,13 +400,19 @@ pub async fn run(
 
 /// The second evaluator of a segment, pose or obb model: its objects with their shapes.
 struct TaskEval {
-    evaluator: Evaluator,
+    engine: TaskEngine,
     kind: coco::Kind,
     /// Keypoints per object and values per keypoint (pose).
     keypoints: (usize, usize),
     sigmas: Option<Vec<f64>>,
     truth: Vec<(coco::Truth, coco::Shape)>,
     found: Vec<(coco::Found, coco::Shape)>,
+}
+
+/// pycocotools' engine (masks, keypoints), or Ultralytics' OBB metric.
+enum TaskEngine {
+    Coco(Box<Evaluator>),
+    Obb(obb::ObbAp),
 }
 
 impl TaskEval {
@@ -417,8 +427,11 @@ impl TaskEval {
             }
             Extra::Angle => (coco::Kind::Obb, (0, 0), None),
         };
-        let evaluator = Evaluator::of(kind, names, sigmas.clone())?;
-        Ok(Some(Self { evaluator, kind, keypoints, sigmas, truth: Vec::new(), found: Vec::new() }))
+        let engine = match kind {
+            coco::Kind::Obb => TaskEngine::Obb(obb::ObbAp::new(names.len())),
+            _ => TaskEngine::Coco(Box::new(Evaluator::of(kind, names, sigmas.clone())?)),
+        };
+        Ok(Some(Self { engine, kind, keypoints, sigmas, truth: Vec::new(), found: Vec::new() }))
     }
 
     /// The image's objects with their shapes, in pixels: the labels' polygons, keypoints or
@@ -481,25 +494,55 @@ impl TaskEval {
             };
             self.found.push((coco::Found { class, xywh, score: f64::from(o.score) }, shape));
         }
-        self.evaluator.add_shaped(sample.id, detections.width, detections.height, &self.truth, &self.found)?;
+        match &mut self.engine {
+            TaskEngine::Coco(e) => {
+                e.add_shaped(sample.id, detections.width, detections.height, &self.truth, &self.found)?;
+            }
+            TaskEngine::Obb(e) => {
+                let rbox = |s: &Shape| match s {
+                    Shape::Obb(r) => Some(crate::detector::rotated::Rbox {
+                        cx: r[0] as f32,
+                        cy: r[1] as f32,
+                        w: r[2] as f32,
+                        h: r[3] as f32,
+                        angle: r[4] as f32,
+                    }),
+                    _ => None,
+                };
+                let truth: Vec<_> = self.truth.iter().filter_map(|(t, s)| Some((t.class, rbox(s)?))).collect();
+                let found: Vec<_> = self.found.iter().filter_map(|(f, s)| Some((f.class, f.score, rbox(s)?))).collect();
+                e.add(&truth, &found);
+            }
+        }
         Ok(())
     }
 
     fn finish(self, names: &[String]) -> Result<TaskMetrics, EvalError> {
-        let m = self.evaluator.finish()?;
         let named = |v: &[Option<f64>]| names.iter().cloned().zip(v.iter().copied()).collect();
+        let (map50_95, map50, map75, stats, per_class) = match self.engine {
+            TaskEngine::Coco(e) => {
+                let m = e.finish()?;
+                let stats = Metrics::STAT_NAMES.iter().copied().zip(m.stats()).collect();
+                (m.map50_95, m.map50, m.map75, stats, named(&m.per_class))
+            }
+            TaskEngine::Obb(e) => {
+                let m = e.finish();
+                let stats = [("AP@[.50:.95]", m.map50_95), ("AP@.50", m.map50), ("AP@.75", m.map75)].into();
+                (m.map50_95, m.map50, m.map75, stats, named(&m.per_class))
+            }
+        };
         Ok(TaskMetrics {
             iou_type: self.kind.as_str(),
-            map50_95: m.map50_95,
-            map50: m.map50,
-            map75: m.map75,
-            stats: Metrics::STAT_NAMES.iter().copied().zip(m.stats()).collect(),
-            per_class: named(&m.per_class),
+            map50_95,
+            map50,
+            map75,
+            stats,
+            per_class,
             oks_sigmas: self.sigmas,
             note: match self.kind {
                 coco::Kind::Masks => "mask IoU of the polygons, rasterised as pycocotools does",
                 coco::Kind::Keypoints => "OKS, the truth's area 0.53 of its box as Ultralytics' val",
-                _ => "rotated-rectangle IoU (Ultralytics' val matches by probiou instead)",
+                _ => "probiou matching and AP as Ultralytics' OBB val computes them",
             },
         })
     }
