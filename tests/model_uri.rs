@@ -85,7 +85,7 @@ async fn a_wrong_model_object_fails_init_saying_why() {
         (&[("MODEL_URI", &missing)], "no such S3 object"),
         (&[("MODEL_URI", &good), ("MODEL_SHA256", &zeros)], "does not match MODEL_SHA256"),
         (&[("MODEL_URI", &good), ("MODEL_MAX_BYTES", "100000")], "larger than MODEL_MAX_BYTES (100000 bytes)"),
-        (&[("MODEL_URI", &classifier)], "not detect; the model has inputs"),
+        (&[("MODEL_URI", &classifier)], "serves detect, segment, pose and obb models; the model has inputs"),
     ];
     for (extra, cause) in cases {
         let e = Emulator::start("http", &env(&moto, extra));
