@@ -108,11 +108,7 @@ impl MaskScratch {
             return Vec::new();
         }
         // Grid corner (gx, gy) is input pixel edge (x0 + gx − 1, y0 + gy − 1).
-        let to_image = |gx: usize, gy: usize| {
-            let x = ((x0 + gx) as f32 - 1.0 - t.pad_x) / t.gain_x;
-            let y = ((y0 + gy) as f32 - 1.0 - t.pad_y) / t.gain_y;
-            [x.clamp(0.0, t.width as f32), y.clamp(0.0, t.height as f32)]
-        };
+        let to_image = |gx: usize, gy: usize| t.unmap_point((x0 + gx) as f32 - 1.0, (y0 + gy) as f32 - 1.0);
         self.trace_parts(gw, gh, to_image);
         self.simplified()
     }

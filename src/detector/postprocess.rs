@@ -166,11 +166,9 @@ fn keypoints(values: &[f32], count: usize, dims: usize, names: &[String], t: &Tr
         .chunks_exact(dims)
         .take(count)
         .enumerate()
-        .map(|(i, v)| Keypoint {
-            x: ((v[0] - t.pad_x) / t.gain_x).clamp(0.0, t.width as f32),
-            y: ((v[1] - t.pad_y) / t.gain_y).clamp(0.0, t.height as f32),
-            score: (dims == 3).then(|| v[2]),
-            name: names.get(i).cloned(),
+        .map(|(i, v)| {
+            let [x, y] = t.unmap_point(v[0], v[1]);
+            Keypoint { x, y, score: (dims == 3).then(|| v[2]), name: names.get(i).cloned() }
         })
         .collect()
 }
@@ -363,17 +361,7 @@ mod tests {
 
     #[test]
     fn letterbox_unmaps_through_the_padding() {
-        // 400x300 into 320x320: scale 0.8 -> 320x240, 40 px above and below.
-        let t = Transform {
-            gain_x: 0.8,
-            gain_y: 0.8,
-            pad_x: 0.0,
-            pad_y: 40.0,
-            input_width: 320,
-            input_height: 320,
-            width: 400,
-            height: 300,
-        };
+        let t = letterbox();
         let b = t.unmap(BBox { x1: 0.0, y1: 40.0, x2: 320.0, y2: 280.0 }, Frame::InputPixels);
         assert_eq!(b, BBox { x1: 0.0, y1: 0.0, x2: 400.0, y2: 300.0 });
         // A box in the padding is empty once clamped.

@@ -28,6 +28,15 @@ pub struct Transform {
 }
 
 impl Transform {
+    /// A point in input pixels → image pixels, clamped to the image (Ultralytics'
+    /// `scale_coords` with its clipping): keypoints and mask outlines.
+    pub fn unmap_point(&self, x: f32, y: f32) -> [f32; 2] {
+        [
+            ((x - self.pad_x) / self.gain_x).clamp(0.0, self.width as f32),
+            ((y - self.pad_y) / self.gain_y).clamp(0.0, self.height as f32),
+        ]
+    }
+
     /// A rotated box in input pixels → image pixels (centre through the padding and gains, sides
     /// by the gains, as Ultralytics' `scale_boxes(xywh=True)`; not clipped).
     pub fn unmap_rotated(&self, r: Rbox) -> Rbox {
