@@ -419,6 +419,38 @@ pub struct Config {
     pub model_source: Option<ModelSource>,
     /// S3 settings.
     pub s3: S3Config,
+    /// Metrics settings.
+    pub metrics: MetricsConfig,
+}
+
+/// Where metrics go and who may read them (see docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `METRICS_NAMESPACE` (`objdet`): the CloudWatch namespace of the EMF metrics (Lambda).
+    pub namespace: String,
+    /// `AWS_LAMBDA_FUNCTION_NAME` (`objdet`): the `service` dimension of every EMF metric.
+    pub service: String,
+    /// `METRICS_PUBLIC` (false): `objdet serve` answers `GET /metrics` without the API token.
+    pub public: bool,
+}
+
+impl MetricsConfig {
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let namespace = get("METRICS_NAMESPACE").unwrap_or_else(|| "objdet".into());
+        // CloudWatch's rule for a namespace: 1-255 of these characters, not AWS's own prefix.
+        let allowed = |c: char| c.is_ascii_alphanumeric() || " ._-/#:".contains(c);
+        if namespace.len() > 255 || !namespace.chars().all(allowed) || namespace.starts_with("AWS/") {
+            return Err(ConfigError::Invalid(
+                "METRICS_NAMESPACE must be 1-255 letters, digits or . _ - / # : and space, not starting with AWS/"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            namespace,
+            service: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "objdet".into()),
+            public: flag("METRICS_PUBLIC", get("METRICS_PUBLIC"))?,
+        })
+    }
 }
 
 impl Config {
@@ -468,6 +500,7 @@ impl Config {
 
         let max_body_bytes = num("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES)?;
         let cfg = Config {
+            metrics: MetricsConfig::from_lookup(&get)?,
             api_token: get("API_TOKEN").map(|t| ApiToken::new(&t)).transpose()?,
             allow_unauthenticated: flag("ALLOW_UNAUTHENTICATED", get("ALLOW_UNAUTHENTICATED"))?,
             host: get("HOST").unwrap_or_else(|| "127.0.0.1".into()),

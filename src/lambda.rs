@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use crate::error::Coded;
 use crate::service::DetectService;
 use crate::service::error::RequestError;
+use crate::telemetry::emf::{EmfHandle, Properties};
 
 /// Header the event guard sets on a request whose event it had to empty; the Lambda Router
 /// answers such a request 400 `invalid_request` with the reason.
@@ -47,21 +48,53 @@ fn log_failure<E: Coded + 'static>(what: &'static str) -> impl Fn(&E) {
     move |e| tracing::error!(code = %e.code(), error = %crate::error::chain(e), "{what} failed")
 }
 
+/// The EMF metrics of the Lambda front doors: each invocation writes out what it recorded
+/// before it answers (the environment may be frozen as soon as it has answered).
+#[derive(Clone)]
+pub struct Metrics {
+    handle: EmfHandle,
+    model: String,
+}
+
+impl Metrics {
+    /// Metrics written through `handle`, naming the model file at `model_path` in each document.
+    pub fn new(handle: EmfHandle, model_path: &std::path::Path) -> Self {
+        let model = model_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        Self { handle, model }
+    }
+
+    /// Writes out the invocation's metrics with its request id and trace id.
+    pub fn flush(&self, context: &lambda_runtime::Context) {
+        let properties = Properties {
+            request_id: Some(context.request_id.clone()),
+            trace_id: context.xray_trace_id.clone(),
+            model: Some(self.model.clone()),
+        };
+        self.handle.flush(&properties);
+    }
+}
+
 /// Runs the HTTP front door: `lambda_http`'s runtime over `router`, behind [`EventGuardLayer`].
-pub async fn run_http(router: Router) -> Result<(), lambda_runtime::Error> {
+pub async fn run_http(router: Router, metrics: Metrics) -> Result<(), lambda_runtime::Error> {
+    use lambda_http::RequestExt as _;
     use tower::ServiceExt as _;
     let router = lambda_router(router);
     // `lambda_http::runtime` needs a `Sync` response: the Router's (small, JSON) bodies are
     // collected here, as Lambda's buffered response would collect them anyway.
     let service = tower::service_fn(move |req: lambda_http::Request| {
-        let router = router.clone();
+        let (router, metrics) = (router.clone(), metrics.clone());
         async move {
+            let context = req.lambda_context();
             let (parts, body) = router.oneshot(routed(req)).await?.into_parts();
             let bytes = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
-            if bytes.len() > MAX_RESPONSE_BYTES {
-                return Ok(too_large(bytes.len()));
-            }
-            Ok::<_, std::convert::Infallible>(HttpResponse::from_parts(parts, http_body_util::Full::new(bytes)))
+            let response = if bytes.len() > MAX_RESPONSE_BYTES {
+                crate::telemetry::metrics::failed_after(crate::error::ErrorCode::ResponseTooLarge);
+                too_large(bytes.len())
+            } else {
+                HttpResponse::from_parts(parts, http_body_util::Full::new(bytes))
+            };
+            metrics.flush(&context);
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     lambda_http::runtime(service).layer(lambda_runtime::layers::TracingLayer::new()).layer(EventGuardLayer).run().await
@@ -94,14 +127,13 @@ fn too_large(len: usize) -> HttpResponse<http_body_util::Full<Bytes>> {
 }
 
 /// Runs the bulk function: Distributed Map batches (or single items) of an S3 prefix.
-pub async fn run_bulk(service: DetectService) -> Result<(), lambda_runtime::Error> {
+pub async fn run_bulk(service: DetectService, metrics: Metrics) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<crate::bulk::BulkEvent>| {
-        let service = service.clone();
+        let (service, metrics) = (service.clone(), metrics.clone());
         async move {
-            crate::bulk::handle(&service, event.payload)
-                .await
-                .inspect_err(log_failure("bulk batch"))
-                .map_err(BatchFailed)
+            let done = crate::bulk::handle(&service, event.payload).await;
+            metrics.flush(&event.context);
+            done.inspect_err(log_failure("bulk batch")).map_err(BatchFailed)
         }
     }))
     .await
@@ -119,10 +151,14 @@ impl From<BatchFailed> for lambda_runtime::Diagnostic {
 }
 
 /// Runs the S3 upload trigger.
-pub async fn run_s3(service: DetectService) -> Result<(), lambda_runtime::Error> {
+pub async fn run_s3(service: DetectService, metrics: Metrics) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<S3Event>| {
-        let service = service.clone();
-        async move { crate::trigger::handle(&service, event.payload).await.inspect_err(log_failure("trigger")) }
+        let (service, metrics) = (service.clone(), metrics.clone());
+        async move {
+            let done = crate::trigger::handle(&service, event.payload).await;
+            metrics.flush(&event.context);
+            done.inspect_err(log_failure("trigger"))
+        }
     }))
     .await
 }

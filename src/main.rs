@@ -12,6 +12,7 @@ use objdet::offload::auth::AuthArgs;
 use objdet::offload::client::{self, Image, Link, Mode, Remote};
 use objdet::offload::{self, BenchOptions, Target, advise};
 use objdet::service::Arrival;
+use objdet::telemetry::metrics::Source;
 use objdet::{Config, DetectService, server, telemetry};
 
 #[derive(Debug, Parser)]
@@ -312,11 +313,15 @@ async fn run() -> anyhow::Result<()> {
                 config.host
             );
             let config = Arc::new(config);
-            let service = DetectService::from_config(config.clone()).await?;
+            // Before the model loads, so that its start is counted (`ColdStart`, `InitMs`).
+            let metrics = objdet::telemetry::metrics::prometheus::install().context("cannot start the metrics")?;
+            let service = DetectService::from_config(config.clone()).await?.with_source(Source::Http);
             let detector = service.detector().clone();
-            let mut router = server::app(service, server::RequestLimits::server(&config));
+            let router = server::app(service, server::RequestLimits::server(&config));
+            let mut router = server::with_metrics(router, metrics);
             if let Some(token) = config.api_token.clone() {
-                router = server::require_token(router, token);
+                let open: &'static [&'static str] = if config.metrics.public { &[server::METRICS_PATH] } else { &[] };
+                router = server::require_token_except(router, token, open);
             } else if !loopback {
                 tracing::warn!(host = %config.host, "serving /api/* without authentication (ALLOW_UNAUTHENTICATED)");
             }

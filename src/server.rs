@@ -27,6 +27,7 @@ use crate::config::{ApiToken, Config, ServerConfig};
 use crate::error::{Coded, ErrorCode, ErrorResponse, excerpt};
 use crate::service::error::RequestError;
 use crate::service::{Arrival, DetectService};
+use crate::telemetry::metrics::{self, Source};
 use crate::telemetry::ms_since;
 
 /// Largest body accepted by `POST /api/uploads` (it only carries a count and a content type).
@@ -84,6 +85,7 @@ pub struct AppState {
 /// errors elsewhere.
 pub fn app(service: DetectService, limits: RequestLimits) -> Router {
     let admission = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1)));
+    let source = service.source();
     let work = Router::new()
         .route("/api/detect", post(detect))
         .route("/api/uploads", post(uploads))
@@ -102,15 +104,18 @@ pub fn app(service: DetectService, limits: RequestLimits) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(limits.timeout, deadline))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(log_errors))
+        .layer(axum::middleware::from_fn_with_state(source, log_errors))
 }
 
 /// A request the HTTP front door answers with an error: the service refused it, or no route fits.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// The request service (or this front door, before calling it) refused the request.
+    /// This front door refused the request before the service saw it.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The service refused or failed the request (and counted it in its metrics).
+    #[error(transparent)]
+    Served(RequestError),
     /// No such route.
     #[error("no route for {method} {path}")]
     RouteNotFound {
@@ -130,7 +135,7 @@ pub enum HttpError {
 impl Coded for HttpError {
     fn code(&self) -> ErrorCode {
         match self {
-            HttpError::Request(e) => e.code(),
+            HttpError::Request(e) | HttpError::Served(e) => e.code(),
             HttpError::RouteNotFound { .. } => ErrorCode::RouteNotFound,
             HttpError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             HttpError::Unauthorized => ErrorCode::Unauthorized,
@@ -177,6 +182,8 @@ struct ErrorLog {
     /// The message (4xx) or the whole cause chain (5xx; never sent to the client).
     detail: String,
     server_error: bool,
+    /// Whether the service already counted it in the metrics.
+    counted: bool,
 }
 
 /// A JSON error response, with what [`log_errors`] logs of it.
@@ -184,7 +191,8 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.status();
         let detail = if status.is_server_error() { crate::error::chain(&self) } else { self.message() };
-        let log = ErrorLog { code: self.code(), detail, server_error: status.is_server_error() };
+        let counted = matches!(self, HttpError::Served(_));
+        let log = ErrorLog { code: self.code(), detail, server_error: status.is_server_error(), counted };
         let mut res = (status, axum::Json(ErrorResponse { error: self.body() })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -195,10 +203,14 @@ impl IntoResponse for HttpError {
 }
 
 /// Logs every error response once (it takes the [`ErrorLog`] out, so an outer copy of this layer
-/// logs nothing again): server errors with their causes, refusals with their message.
-async fn log_errors(req: Request, next: Next) -> Response {
+/// logs nothing again): server errors with their causes, refusals with their message. Counts
+/// those the service did not see in the metrics (as requests through `source`).
+async fn log_errors(State(source): State<Source>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     if let Some(e) = res.extensions_mut().remove::<ErrorLog>() {
+        if !e.counted {
+            metrics::failed(source, e.code);
+        }
         if e.server_error {
             tracing::error!(code = %e.code, error = %e.detail, "request failed");
         } else {
@@ -222,11 +234,23 @@ const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/openapi.json", "/", "/ui.js"];
 /// `API_TOKEN`; behind API Gateway, IAM authorizes instead). Unknown paths are refused too, so
 /// an unauthenticated client learns nothing of the routes.
 pub fn require_token(router: Router, token: ApiToken) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(token, check_token)).layer(axum::middleware::from_fn(log_errors))
+    require_token_except(router, token, &[])
 }
 
-async fn check_token(State(token): State<ApiToken>, req: Request, next: Next) -> Response {
-    if PUBLIC_PATHS.contains(&req.uri().path()) {
+/// [`require_token`], with `open` paths readable by anyone too (`/metrics` with `METRICS_PUBLIC`).
+pub fn require_token_except(router: Router, token: ApiToken, open: &'static [&'static str]) -> Router {
+    // Only `objdet serve` checks tokens, so its refusals are counted as `http` requests.
+    router
+        .layer(axum::middleware::from_fn_with_state((token, open), check_token))
+        .layer(axum::middleware::from_fn_with_state(Source::Http, log_errors))
+}
+
+async fn check_token(
+    State((token, open)): State<(ApiToken, &'static [&'static str])>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if PUBLIC_PATHS.contains(&req.uri().path()) || open.contains(&req.uri().path()) {
         return next.run(req).await;
     }
     let presented = req
@@ -331,11 +355,11 @@ async fn detect(
     let response = if is_json {
         let stream =
             futures::TryStreamExt::map_err(limited(&headers, body, limit)?.into_data_stream(), body_error(limit));
-        state.service.detect_json_stream(stream, start).await?
+        state.service.detect_json_stream(stream, start).await.map_err(HttpError::Served)?
     } else {
         let body = read_body(&headers, body, state.max_body_bytes).await?;
         let arrival = Arrival { start, receive_ms: ms_since(start), payload_bytes: body.len() as u64 };
-        state.service.detect_raw(body, query.name, arrival).await?
+        state.service.detect_raw(body, query.name, arrival).await.map_err(HttpError::Served)?
     };
     Ok(detect_response(response))
 }
@@ -397,6 +421,22 @@ fn model_json(spec: &crate::detector::ModelSpec) -> serde_json::Value {
         "score_threshold": spec.score_threshold,
         "nms": spec.nms.as_str(),
     })
+}
+
+/// The path `objdet serve` answers with its metrics in Prometheus text format.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// `router` with `GET /metrics`: what `handle`'s recorder holds, in Prometheus text format
+/// (`objdet serve`; on Lambda the metrics go out as EMF log lines instead).
+pub fn with_metrics(router: Router, handle: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    let render = move || {
+        let handle = handle.clone();
+        async move {
+            handle.run_upkeep();
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+        }
+    };
+    router.route(METRICS_PATH, get(render))
 }
 
 /// The browser page (`GET /`): drop photos, see the boxes and the timing. Embedded, no external

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use objdet::config::{Handler, ProcessConfig};
 use objdet::lambda;
 use objdet::server::{self, RequestLimits};
+use objdet::telemetry::emf::EmfRecorder;
+use objdet::telemetry::metrics::Source;
 use objdet::{Config, DetectService, telemetry};
 
 #[tokio::main]
@@ -27,12 +29,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // An unknown entry point fails Init before the model is loaded.
     let handler = init(process.handler)?;
     let config = Arc::new(init(Config::from_env())?);
+    // EMF metrics, written out by each invocation before it answers; installed before the model
+    // loads, so that the first invocation reports the cold start.
+    let metrics = init(EmfRecorder::new(&config.metrics.namespace, &config.metrics.service).install())?;
+    let metrics = lambda::Metrics::new(metrics, &config.detector.model_path);
     // Init phase: ORT, the model and the S3 client are ready before the first invocation.
     let service = init(DetectService::from_config(config.clone()).await)?;
     match handler {
-        Handler::Http => lambda::run_http(server::app(service, RequestLimits::lambda(&config))).await,
-        Handler::S3 => lambda::run_s3(service).await,
-        Handler::Bulk => lambda::run_bulk(service).await,
+        Handler::Http => {
+            let service = service.with_source(Source::ApiGateway);
+            lambda::run_http(server::app(service, RequestLimits::lambda(&config)), metrics).await
+        }
+        Handler::S3 => lambda::run_s3(service.with_source(Source::Trigger), metrics).await,
+        Handler::Bulk => lambda::run_bulk(service.with_source(Source::Bulk), metrics).await,
     }
 }
 

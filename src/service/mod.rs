@@ -15,6 +15,7 @@ use crate::detector::error::LoadError;
 use crate::detector::{Detector, Input, Outcome, PixelBudget};
 use crate::error::Coded as _;
 use crate::s3::{S3Error, S3Store};
+use crate::telemetry::metrics::{self, Source};
 use crate::telemetry::ms_since;
 pub use error::{ImageError, RequestError, StartupError};
 
@@ -50,6 +51,8 @@ pub struct DetectService {
     /// Time after a request's start past which its images not yet detected are answered
     /// `deadline_exceeded` (and dropped from the queue) instead of being waited for.
     image_deadline: Option<std::time::Duration>,
+    /// The front door this service answers for (the `source` of its metrics).
+    source: Source,
 }
 
 /// Queued image text a JSON body is read ahead of detection by (see
@@ -60,6 +63,7 @@ impl DetectService {
     /// Loads the detector (on a blocking thread, off the async runtime) and, when a bucket is configured, the S3
     /// client. With `MODEL_URI`, the model is first downloaded (see [`crate::model_source`]).
     pub async fn from_config(config: Arc<Config>) -> Result<Self, StartupError> {
+        let init = Instant::now();
         let config = match &config.model_source {
             None => config,
             Some(source) => {
@@ -84,6 +88,7 @@ impl DetectService {
         })?;
         let detector = Arc::new(detector);
         crate::memory::release_free_memory();
+        metrics::started(ms_since(init));
         tracing::info!(
             model = %config.detector.model_path.display(),
             sessions = config.detector.sessions,
@@ -99,7 +104,32 @@ impl DetectService {
 
     /// Builds the service around a loaded detector and an optional S3 store.
     pub fn new(detector: Arc<Detector>, s3: Option<S3Store>, config: Arc<Config>) -> Self {
-        Self { detector, s3, config, image_deadline: None }
+        Self { detector, s3, config, image_deadline: None, source: Source::Local }
+    }
+
+    /// The same service, its requests counted as coming through `source`.
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The front door this service answers for.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// `answer`, recorded in the metrics when it completes (a request dropped before, by its
+    /// deadline or a client that left, is counted by the front door that answers it).
+    async fn observed<E: crate::error::Coded>(
+        &self,
+        answer: impl std::future::Future<Output = Result<DetectResponse, E>>,
+    ) -> Result<DetectResponse, E> {
+        let answer = answer.await;
+        match &answer {
+            Ok(response) => metrics::answered(self.source, response),
+            Err(e) => metrics::failed(self.source, e.code()),
+        }
+        answer
     }
 
     /// The same service, answering the images of a request that are not detected `after` its
@@ -153,7 +183,14 @@ impl DetectService {
     /// fits is read whole at once, so a client that sends it and hangs up is noticed (by hyper,
     /// which then drops this future) while its images are still queued, and they are skipped.
     /// `receive_ms` counts only the time spent waiting for body bytes.
-    pub async fn detect_json_stream<S>(&self, mut body: S, start: Instant) -> Result<DetectResponse>
+    pub async fn detect_json_stream<S>(&self, body: S, start: Instant) -> Result<DetectResponse>
+    where
+        S: futures::Stream<Item = Result<Bytes>> + Unpin,
+    {
+        self.observed(self.json_stream(body, start)).await
+    }
+
+    async fn json_stream<S>(&self, mut body: S, start: Instant) -> Result<DetectResponse>
     where
         S: futures::Stream<Item = Result<Bytes>> + Unpin,
     {
@@ -211,7 +248,7 @@ impl DetectService {
                         "\"names\" is not used with \"s3\": results are named by key".into(),
                     ));
                 }
-                self.detect_s3(keys, arrival).await
+                self.s3_keys(keys, arrival).await
             }
             None if images == 0 => Err(RequestError::NoImages),
             None => {
@@ -226,6 +263,10 @@ impl DetectService {
 
     /// Detects a batch of named inputs (inline images, local files), in order.
     pub async fn detect_inputs(&self, items: Vec<(String, Input)>, arrival: Arrival) -> Result<DetectResponse> {
+        self.observed(self.inputs(items, arrival)).await
+    }
+
+    async fn inputs(&self, items: Vec<(String, Input)>, arrival: Arrival) -> Result<DetectResponse> {
         if items.is_empty() {
             return Err(RequestError::NoImages);
         }
@@ -241,6 +282,10 @@ impl DetectService {
 
     /// `POST /api/detect` with a raw image body: one result.
     pub async fn detect_raw(&self, body: Bytes, name: Option<String>, arrival: Arrival) -> Result<DetectResponse> {
+        self.observed(self.raw(body, name, arrival)).await
+    }
+
+    async fn raw(&self, body: Bytes, name: Option<String>, arrival: Arrival) -> Result<DetectResponse> {
         if body.is_empty() {
             return Err(RequestError::NoImages);
         }
@@ -256,6 +301,10 @@ impl DetectService {
     /// `S3_MAX_BYTES_IN_FLIGHT` (an object larger than that runs alone), so memory does not grow
     /// with the number of keys. Results keep the order of the keys.
     pub async fn detect_s3(&self, req: S3Keys, arrival: Arrival) -> Result<DetectResponse> {
+        self.observed(self.s3_keys(req, arrival)).await
+    }
+
+    async fn s3_keys(&self, req: S3Keys, arrival: Arrival) -> Result<DetectResponse> {
         let s3 = self.s3.as_ref().ok_or(S3Error::NotConfigured)?;
         let bucket = s3.readable_bucket(req.bucket.as_deref())?;
         if req.keys.is_empty() {
@@ -387,6 +436,10 @@ impl DetectService {
     /// What retrying cannot mend — the object is gone, too large, or S3 refuses it — is that
     /// result's error; any other S3 failure is `Err`, so that the caller can retry.
     pub async fn detect_object(&self, bucket: &str, key: &str) -> Result<DetectResponse, S3Error> {
+        self.observed(self.object(bucket, key)).await
+    }
+
+    async fn object(&self, bucket: &str, key: &str) -> Result<DetectResponse, S3Error> {
         let s3 = self.s3.as_ref().ok_or(S3Error::NotConfigured)?;
         let start = Instant::now();
         let fetched = s3.get(bucket, key, self.config.max_body_bytes, None).await;

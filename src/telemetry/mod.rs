@@ -1,4 +1,9 @@
-//! Structured logging with `tracing`: human-readable text locally, JSON on Lambda (or `LOG_FORMAT=json`).
+//! What the service tells its operators: structured logs with `tracing` (human-readable text
+//! locally, JSON on Lambda or with `LOG_FORMAT=json`) and metrics ([`metrics`], exported as EMF
+//! on Lambda by [`emf`] and as Prometheus text by `objdet serve`).
+
+pub mod emf;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
