@@ -88,6 +88,9 @@ impl Recorder for EmfRecorder {
     }
 }
 
+/// A label set (sorted `(key, value)` pairs) and the metrics recorded with it: one document's worth.
+type Groups = BTreeMap<Vec<(String, String)>, Vec<(String, Values)>>;
+
 /// One metric's values since the last flush.
 enum Values {
     Count(u64),
@@ -98,7 +101,7 @@ impl EmfHandle {
     /// The documents of everything recorded since the last call (emptying the recorder), one
     /// JSON object per line, stamped `timestamp_ms`.
     pub fn take(&self, properties: &Properties, timestamp_ms: u64) -> Vec<Value> {
-        let mut groups: BTreeMap<Vec<(String, String)>, Vec<(String, Values)>> = BTreeMap::new();
+        let mut groups = Groups::new();
         let mut group = |key: &Key, values: Values| {
             let labels = key.labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
             groups.entry(labels).or_default().push((key.name().to_string(), values));
