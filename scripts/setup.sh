@@ -22,6 +22,7 @@ PY=${PYTHON:-python3}
 ORT_VERSION=1.31.1
 MOTO_VERSION=5.2.5
 SAM_VERSION=1.170.0
+PROMETHEUS_CLIENT_VERSION=0.26.0
 CFN_LINT_VERSION=1.58.0
 CHECKOV_VERSION=3.3.30
 HADOLINT_VERSION=2.15.1
@@ -97,12 +98,13 @@ setup_bwrap() {
 }
 
 setup_test() {
-  local v stamp=$CACHE/test/.v$MOTO_VERSION-$SAM_VERSION
+  local v stamp=$CACHE/test/.v$MOTO_VERSION-$SAM_VERSION-$PROMETHEUS_CLIENT_VERSION
   setup_bwrap
   [ -f "$stamp" ] && return 0
-  log "test tools: moto[server] $MOTO_VERSION, Lambda RIE from aws-sam-cli $SAM_VERSION"
+  log "test tools: moto[server] $MOTO_VERSION, Lambda RIE from aws-sam-cli $SAM_VERSION, prometheus_client $PROMETHEUS_CLIENT_VERSION"
   v=$(venv test)
-  "$v/bin/pip" install --quiet "moto[server]==$MOTO_VERSION"
+  # prometheus_client: its text-format parser reads `GET /metrics` in tests/metrics.rs.
+  "$v/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
   rm -rf "$v/sam-wheel" && mkdir -p "$v/sam-wheel" "$v/bin"
   "$v/bin/pip" download --quiet "aws-sam-cli==$SAM_VERSION" --no-deps --only-binary=:all: -d "$v/sam-wheel"
   "$v/bin/python" - "$v" "$arch" <<'PYEOF'

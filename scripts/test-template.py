@@ -10,13 +10,20 @@ would, and the deployment is checked:
     OpenRateLimit;
   - the API and trigger functions have their own reserved concurrency, memory and timeout; the
     API function's timeout is under the HTTP API's 30 s and the service's own deadline under it;
-  - every route has throttling; the Lambda permission is scoped to this API.
+  - every route has throttling; the Lambda permission is scoped to this API;
+  - operations: every alarm and dashboard widget in objdet's namespace names a metric and a
+    dimension set the code emits (infra/metrics.json, written from the code's catalog by
+    `cargo test`), its `service` is one of the functions; the alarms the runbook
+    (docs/operations.md) explains exist, each notifies the alarm topic, and each duration alarm
+    sits at 80 % of its function's timeout.
 Exit 1 with the failed checks listed. `--must-fail` checks the checks: each of a few broken
 copies of target/iac/checked.cfn.json (an open detect route, a 60 s API timeout, one shared
 concurrency) must fail them.
 """
 
 import copy
+import os
+import re
 
 import json
 import sys
@@ -222,6 +229,17 @@ def must_fail(path):
     template = json.load(open(path))
     r = template["Resources"]
 
+    def dashboard_metric_renamed(t):
+        board = t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+        board[0] = board[0].replace('"InferenceMs"', '"InferenceMillis"')
+
+    def alarm_on_a_label_never_emitted(t):
+        stat = t["Resources"]["ImageErrorRateAlarm"]["Properties"]["Metrics"][1]["MetricStat"]["Metric"]
+        stat["Dimensions"].append({"Name": "image", "Value": "x"})
+
+    def duration_alarm_at_the_timeout(t):
+        t["Resources"]["DetectApiDurationAlarm"]["Properties"]["Threshold"] = 28000
+
     def open_route(t):
         t["Resources"]["DetectRoute"]["Properties"]["AuthorizationType"] = "NONE"
 
@@ -255,7 +273,7 @@ def must_fail(path):
             doc["Statement"] = [st["Fn::If"][1] if isinstance(st, dict) and "Fn::If" in st and st["Fn::If"][0] == "ModelFromS3"
                                 else st for st in doc["Statement"]]
 
-    for mutate in [open_route, long_timeout, shared_concurrency, no_throttle, bulk_writes_uploads, bulk_invokes_the_api,
+    for mutate in [dashboard_metric_renamed, alarm_on_a_label_never_emitted, duration_alarm_at_the_timeout, open_route, long_timeout, shared_concurrency, no_throttle, bulk_writes_uploads, bulk_invokes_the_api,
                    model_bucket_wide, model_grant_always]:
         broken = copy.deepcopy(template)
         mutate(broken)
@@ -266,6 +284,95 @@ def must_fail(path):
             print(f"test-template: FAIL - the checks pass a template with {mutate.__name__}")
             sys.exit(1)
         print(f"{mutate.__name__}: caught ({failures[0]})")
+
+
+CATALOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "infra", "metrics.json")
+
+# The alarms docs/operations.md explains: (namespace, metric) -> resources that must watch it.
+REQUIRED_ALARMS = {
+    ("AWS/ApiGateway", "5xx"): 1,
+    ("AWS/Lambda", "Errors"): 3,
+    ("AWS/Lambda", "Throttles"): 3,
+    ("AWS/Lambda", "Duration"): 3,
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible"): 1,
+    ("AWS/SQS", "ApproximateAgeOfOldestMessage"): 1,
+    ("AWS/States", "ExecutionsFailed"): 1,
+    ("objdet", "ImageErrors"): 1,
+}
+
+
+def check_operations(resources, params):
+    """Alarms and the dashboard against the catalog of what the code emits."""
+    with open(CATALOG) as f:
+        catalog = {m["name"]: m for m in json.load(f)["metrics"]}
+    namespace = params["MetricsNamespace"]
+    functions = {n for n, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
+
+    def objdet_metric(where, name, dims, service):
+        m = catalog.get(name)
+        check(m is not None, f"{where}: {name} is not a metric objdet emits")
+        if m:
+            check(sorted(dims) in [sorted(d) for d in m["dimension_sets"]],
+                  f"{where}: {name} is not emitted with dimensions {dims} (only {m['dimension_sets']})")
+        check(service in functions, f"{where}: {name}'s service {service!r} is not one of the functions")
+
+    watched = {}
+    alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    topic = [n for n, r in resources.items() if r["Type"] == "AWS::SNS::Topic"]
+    for name, a in alarms.items():
+        check(a.get("AlarmActions") == [{"Ref": t} for t in topic][:1], f"{name} does not notify the alarm topic")
+        stats = [a] if "MetricName" in a else [q["MetricStat"]["Metric"] for q in a.get("Metrics", []) if "MetricStat" in q]
+        check(stats, f"{name} watches no metric")
+        for m in stats:
+            ns = "objdet" if m["Namespace"] == namespace else m["Namespace"]
+            watched[(ns, m["MetricName"])] = watched.get((ns, m["MetricName"]), 0) + 1
+            dims = {d["Name"]: d["Value"] for d in m.get("Dimensions", [])}
+            if ns == "objdet":
+                objdet_metric(name, m["MetricName"], list(dims), text(dims.get("service", {}).get("Ref")))
+            for v in dims.values():
+                ref = v.get("Ref") or (v.get("Fn::GetAtt") or [None])[0] if isinstance(v, dict) else None
+                check(ref in resources, f"{name}: dimension value {v} is not a resource of the stack")
+            if m["MetricName"] == "Duration":
+                fn = resources.get(dims.get("FunctionName", {}).get("Ref"), {}).get("Properties", {})
+                limit = 0.8 * float(fn.get("Timeout", 0)) * 1000
+                check(abs(float(a.get("Threshold", 0)) - limit) < 1,
+                      f"{name}: threshold {a.get('Threshold')} ms is not 80 % of the timeout ({limit} ms)")
+    for key, count in REQUIRED_ALARMS.items():
+        check(watched.get(key, 0) >= count, f"alarms on {key}: {watched.get(key, 0)}, want {count}")
+
+    boards = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    check(len(boards) == 1, f"{len(boards)} dashboards")
+    for board in boards:
+        body, variables = board["DashboardBody"]["Fn::Sub"]
+        # Every ${...} becomes the name it refers to (a resource, a parameter, a variable).
+        body = re.sub(r"\$\{([^}]+)\}", lambda g: g.group(1) if g.group(1) != "MetricsNamespace" else "objdet", body)
+        widgets = json.loads(body)["widgets"]
+        seen = set()
+        for w in widgets:
+            title = w["properties"].get("title", "?")
+            for row in w["properties"]["metrics"]:
+                opts = row[-1] if isinstance(row[-1], dict) else {}
+                if "expression" in opts:
+                    for ns, dims, name in re.findall(r"SEARCH\('\{([^,}]+),([^}]*)\} MetricName=\"(\w+)\"", opts["expression"]):
+                        dims = [d.strip() for d in dims.split(",")]
+                        check(ns == "objdet", f"{title}: SEARCH in namespace {ns}")
+                        m = catalog.get(name)
+                        check(m is not None and dims in m["dimension_sets"], f"{title}: SEARCH for {name} by {dims}")
+                        seen.add(name)
+                    continue
+                ns, name = row[0], row[1]
+                pairs = row[2:-1] if opts else row[2:]
+                dims = dict(zip(pairs[::2], pairs[1::2]))
+                for v in dims.values():
+                    check(v.split(".")[0] in resources, f"{title}: dimension value {v} is not a resource of the stack")
+                if ns == "objdet":
+                    objdet_metric(title, name, list(dims), dims.get("service"))
+                    seen.add(name)
+        for name in ["Images", "DecodeMs", "InferenceMs", "ImageErrors", "RequestErrors", "ColdStart", "InitMs"]:
+            check(name in seen, f"the dashboard does not show {name}")
+        check(any("expression" in (row[-1] if isinstance(row[-1], dict) else {}) and "1000 *" in row[-1]["expression"]
+                  for w in widgets for row in w["properties"]["metrics"]), "the dashboard has no cost per 1,000 images")
+        check(set(variables) >= {"GbSecondPrice", "RequestPrice"}, "the cost has no prices")
 
 
 def run(template):
@@ -316,6 +423,7 @@ def run(template):
         perm = next(r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"
                     and r["Properties"].get("Principal") == "apigateway.amazonaws.com")
         check("SourceArn" in perm, "the API Gateway invoke permission is not scoped to the API")
+        check_operations(resources, params)
 
 
 if __name__ == "__main__":

@@ -249,3 +249,78 @@ pub fn describe() {
         }
     }
 }
+
+/// The catalog as the template test reads it (`infra/metrics.json`): each metric with the
+/// dimension sets the EMF exporter gives it (`[service]` and `[service, labels…]`).
+pub fn catalog_json() -> serde_json::Value {
+    let metrics: Vec<serde_json::Value> = CATALOG
+        .iter()
+        .map(|m| {
+            let mut sets = vec![vec!["service"]];
+            if !m.labels.is_empty() {
+                sets.push([&["service"][..], m.labels].concat());
+            }
+            serde_json::json!({
+                "name": m.name, "kind": m.kind, "unit": m.unit.as_str(), "labels": m.labels,
+                "dimension_sets": sets, "help": m.help,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "generated_by": "cargo test --lib telemetry::metrics (OBJDET_WRITE_CATALOG=1 rewrites it)",
+        "sources": Source::ALL.map(Source::as_str),
+        "metrics": metrics,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// `infra/metrics.json` is what the code emits: the template test checks the alarms and the
+    /// dashboard against it, so a renamed metric fails there instead of in production.
+    #[test]
+    fn the_catalog_file_is_the_code_catalog() {
+        let path = root().join("infra/metrics.json");
+        let expected = serde_json::to_string_pretty(&catalog_json()).unwrap() + "\n";
+        if std::env::var_os("OBJDET_WRITE_CATALOG").is_some() {
+            std::fs::write(&path, &expected).unwrap();
+        }
+        let found = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            found == expected,
+            "{} is stale: run OBJDET_WRITE_CATALOG=1 cargo test --lib telemetry",
+            path.display()
+        );
+    }
+
+    /// docs/operations.md explains every metric and every source.
+    #[test]
+    fn every_metric_is_documented() {
+        let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+        for m in CATALOG {
+            assert!(doc.contains(&format!("`{}`", m.name)), "docs/operations.md does not explain {}", m.name);
+        }
+        for s in Source::ALL {
+            assert!(
+                doc.contains(&format!("`{}`", s.as_str())),
+                "docs/operations.md does not name source {}",
+                s.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_histograms_have_rising_buckets() {
+        for (i, m) in CATALOG.iter().enumerate() {
+            assert!(CATALOG[..i].iter().all(|o| o.name != m.name), "{} twice", m.name);
+            assert_eq!(m.kind == Kind::Histogram, !m.buckets.is_empty(), "{}", m.name);
+            assert!(m.buckets.windows(2).all(|w| w[0] < w[1]), "{}", m.name);
+            assert!(m.labels.len() <= 1, "{}: dimensions stay few", m.name);
+        }
+    }
+}
