@@ -328,7 +328,7 @@ def check_operations(resources, params):
             watched[(ns, m["MetricName"])] = watched.get((ns, m["MetricName"]), 0) + 1
             dims = {d["Name"]: d["Value"] for d in m.get("Dimensions", [])}
             if ns == "objdet":
-                objdet_metric(name, m["MetricName"], list(dims), text(dims.get("service", {}).get("Ref")))
+                objdet_metric(name, m["MetricName"], list(dims), (dims.get("service") or {}).get("Ref"))
             for v in dims.values():
                 ref = v.get("Ref") or (v.get("Fn::GetAtt") or [None])[0] if isinstance(v, dict) else None
                 check(ref in resources, f"{name}: dimension value {v} is not a resource of the stack")

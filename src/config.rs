@@ -426,6 +426,9 @@ pub struct Config {
 /// Where metrics go and who may read them (see docs/operations.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
+    /// `METRICS` (on): record and export metrics; `off` installs no recorder (and serves no
+    /// `/metrics`).
+    pub enabled: bool,
     /// `METRICS_NAMESPACE` (`objdet`): the CloudWatch namespace of the EMF metrics (Lambda).
     pub namespace: String,
     /// `AWS_LAMBDA_FUNCTION_NAME` (`objdet`): the `service` dimension of every EMF metric.
@@ -446,6 +449,7 @@ impl MetricsConfig {
             ));
         }
         Ok(Self {
+            enabled: get("METRICS").map(|v| flag("METRICS", Some(v))).transpose()?.unwrap_or(true),
             namespace,
             service: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "objdet".into()),
             public: flag("METRICS_PUBLIC", get("METRICS_PUBLIC"))?,

@@ -52,25 +52,27 @@ fn log_failure<E: Coded + 'static>(what: &'static str) -> impl Fn(&E) {
 /// before it answers (the environment may be frozen as soon as it has answered).
 #[derive(Clone)]
 pub struct Metrics {
-    handle: EmfHandle,
+    /// None with `METRICS=off`.
+    handle: Option<EmfHandle>,
     model: String,
 }
 
 impl Metrics {
     /// Metrics written through `handle`, naming the model file at `model_path` in each document.
-    pub fn new(handle: EmfHandle, model_path: &std::path::Path) -> Self {
+    pub fn new(handle: Option<EmfHandle>, model_path: &std::path::Path) -> Self {
         let model = model_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         Self { handle, model }
     }
 
     /// Writes out the invocation's metrics with its request id and trace id.
     pub fn flush(&self, context: &lambda_runtime::Context) {
+        let Some(handle) = &self.handle else { return };
         let properties = Properties {
             request_id: Some(context.request_id.clone()),
             trace_id: context.xray_trace_id.clone(),
             model: Some(self.model.clone()),
         };
-        self.handle.flush(&properties);
+        handle.flush(&properties);
     }
 }
 

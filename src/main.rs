@@ -314,11 +314,16 @@ async fn run() -> anyhow::Result<()> {
             );
             let config = Arc::new(config);
             // Before the model loads, so that its start is counted (`ColdStart`, `InitMs`).
-            let metrics = objdet::telemetry::metrics::prometheus::install().context("cannot start the metrics")?;
+            let metrics = match config.metrics.enabled {
+                true => Some(objdet::telemetry::metrics::prometheus::install().context("cannot start the metrics")?),
+                false => None,
+            };
             let service = DetectService::from_config(config.clone()).await?.with_source(Source::Http);
             let detector = service.detector().clone();
-            let router = server::app(service, server::RequestLimits::server(&config));
-            let mut router = server::with_metrics(router, metrics);
+            let mut router = server::app(service, server::RequestLimits::server(&config));
+            if let Some(metrics) = metrics {
+                router = server::with_metrics(router, metrics);
+            }
             if let Some(token) = config.api_token.clone() {
                 let open: &'static [&'static str] = if config.metrics.public { &[server::METRICS_PATH] } else { &[] };
                 router = server::require_token_except(router, token, open);

@@ -31,7 +31,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Arc::new(init(Config::from_env())?);
     // EMF metrics, written out by each invocation before it answers; installed before the model
     // loads, so that the first invocation reports the cold start.
-    let metrics = init(EmfRecorder::new(&config.metrics.namespace, &config.metrics.service).install())?;
+    let metrics = match config.metrics.enabled {
+        true => Some(init(EmfRecorder::new(&config.metrics.namespace, &config.metrics.service).install())?),
+        false => None,
+    };
     let metrics = lambda::Metrics::new(metrics, &config.detector.model_path);
     // Init phase: ORT, the model and the S3 client are ready before the first invocation.
     let service = init(DetectService::from_config(config.clone()).await)?;
