@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use common::aws::{self, BUCKET, Emulator, Moto};
 use common::server::Server;
+use objdet::telemetry::emf::total;
 
 /// The EMF documents in a function's log (the lines whose JSON has `_aws`).
 fn emf_docs(log: &Path) -> Vec<Value> {
@@ -33,18 +34,6 @@ async fn emf_when(log: &Path, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A metric summed over the documents whose members match `labels` (arrays: their values summed).
-fn total(docs: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
-    docs.iter()
-        .filter(|d| labels.iter().all(|(k, v)| d[*k] == *v))
-        .map(|d| match &d[name] {
-            Value::Number(n) => n.as_f64().unwrap(),
-            Value::Array(a) => a.iter().map(|v| v.as_f64().unwrap()).sum(),
-            _ => 0.0,
-        })
-        .sum()
 }
 
 /// How many values a histogram metric has across the documents.

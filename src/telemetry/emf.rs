@@ -198,6 +198,19 @@ impl EmfHandle {
     }
 }
 
+/// A metric summed over EMF documents whose members include `labels` (an array's values summed):
+/// what CloudWatch's `Sum` statistic makes of them. For tests and tools that read the logs.
+pub fn total(docs: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
+    docs.iter()
+        .filter(|d| labels.iter().all(|(k, v)| d[*k] == *v))
+        .map(|d| match &d[name] {
+            Value::Number(n) => n.as_f64().unwrap_or(0.0),
+            Value::Array(a) => a.iter().filter_map(Value::as_f64).sum(),
+            _ => 0.0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,18 +307,6 @@ mod tests {
             postprocess_ms: 0.5,
             error: error.map(|c| ErrorBody { code: c.as_str().into(), message: "m".into() }),
         }
-    }
-
-    /// Sums a metric's values over the documents whose labels are `labels`.
-    fn total(docs: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
-        docs.iter()
-            .filter(|d| labels.iter().all(|(k, v)| d[*k] == *v))
-            .map(|d| match &d[name] {
-                Value::Number(n) => n.as_f64().unwrap(),
-                Value::Array(a) => a.iter().map(|v| v.as_f64().unwrap()).sum(),
-                _ => 0.0,
-            })
-            .sum()
     }
 
     #[test]
