@@ -97,19 +97,8 @@ fn images_b64(photos: &[Photo]) -> Vec<String> {
 #[test]
 fn detect_answers_as_the_int8_reference() {
     let photos = oracle();
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_objdet"));
-    common::hermetic(&mut c);
-    let out = c
-        .current_dir(common::root())
-        .env("RUST_LOG", "warn")
-        .env("MODEL_PATH", model())
-        .arg("detect")
-        .args(photos.iter().map(|(p, _)| p))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    agree("objdet detect", v["results"].as_array().unwrap(), &photos);
+    let results = common::detect_cli(&model(), photos.iter().map(|(p, _)| p));
+    agree("objdet detect", &results, &photos);
 }
 
 #[test]

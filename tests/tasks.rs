@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use objdet::detector::mask::rasterize;
 use serde_json::{Value, json};
@@ -137,22 +137,6 @@ fn agree(door: &str, task: &str, results: &[Value], photos: &[(String, Vec<Value
     matched
 }
 
-fn detect_cli(model: &Path, photos: &[(String, Vec<Value>)]) -> Vec<Value> {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_objdet"));
-    common::hermetic(&mut c);
-    let out = c
-        .current_dir(common::root())
-        .env("RUST_LOG", "warn")
-        .env("MODEL_PATH", model)
-        .arg("detect")
-        .args(photos.iter().map(|(p, _)| p))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["results"].as_array().unwrap().clone()
-}
-
 #[test]
 fn every_export_of_every_task_matches_its_reference_through_detect() {
     for (task, name) in TASKS {
@@ -160,7 +144,7 @@ fn every_export_of_every_task_matches_its_reference_through_detect() {
             let name = format!("{name}{suffix}");
             let (t, photos) = oracle(&name);
             assert_eq!(t, task);
-            let results = detect_cli(&model(&name), &photos);
+            let results = common::detect_cli(&model(&name), photos.iter().map(|(p, _)| p));
             let matched = agree(&format!("objdet detect {name}"), task, &results, &photos);
             assert!(matched >= 10, "{name}: only {matched} reference objects to compare");
             // The task's own field on every object, and its time reported.

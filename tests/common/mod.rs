@@ -155,3 +155,25 @@ pub fn found_in(objects: &serde_json::Value, truth: &[(String, [f32; 4])]) -> us
         .collect();
     truth.iter().filter(|(label, b)| ours.iter().any(|(l, o)| l == label && iou(*o, *b) >= 0.5)).count()
 }
+
+/// `objdet detect` of `files` (relative to the repository) with the model at `model`, as a user
+/// runs it: the answer's results, one per file.
+#[allow(dead_code)] // not every test binary runs the CLI
+pub fn detect_cli<S: AsRef<std::ffi::OsStr>>(
+    model: &std::path::Path,
+    files: impl IntoIterator<Item = S>,
+) -> Vec<serde_json::Value> {
+    let mut c = std::process::Command::new(server::objdet_bin());
+    hermetic(&mut c);
+    let out = c
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .env("MODEL_PATH", model)
+        .arg("detect")
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["results"].as_array().unwrap().clone()
+}
