@@ -26,9 +26,11 @@ pub struct MaskScratch {
     grid: Vec<u8>,
     labels: Vec<u32>,
     stack: Vec<(usize, usize)>,
-    ring: Vec<[f32; 2]>,
     keep: Vec<bool>,
-    parts: Vec<(u32, Vec<[f32; 2]>)>,
+    /// Every part's ring, one after another (image pixels).
+    points: Vec<[f32; 2]>,
+    /// Each part: its area and where its ring is in `points`.
+    parts: Vec<(u32, std::ops::Range<usize>)>,
 }
 
 impl MaskScratch {
@@ -113,12 +115,13 @@ impl MaskScratch {
         self.simplified()
     }
 
-    /// Labels the grid's 4-connected parts and traces each one's outer boundary into `parts`
-    /// (area, ring in image pixels).
+    /// Labels the grid's 4-connected parts and traces each one's outer boundary into `points`
+    /// (image pixels), listing each part's area and ring in `parts`.
     fn trace_parts(&mut self, gw: usize, gh: usize, to_image: impl Fn(usize, usize) -> [f32; 2]) {
         self.labels.clear();
         self.labels.resize(gw * gh, 0);
         self.parts.clear();
+        self.points.clear();
         let mut next = 0u32;
         for start in 0..gw * gh {
             if self.grid[start] == 0 || self.labels[start] != 0 {
@@ -140,8 +143,9 @@ impl MaskScratch {
                 }
             }
             // The part's first pixel in raster order: its top edge is on the outer boundary.
-            let ring = trace(&self.labels, gw, gh, start % gw, start / gw, next, &to_image);
-            self.parts.push((area, ring));
+            let first = self.points.len();
+            trace(&self.labels, gw, gh, (start % gw, start / gw), next, &to_image, &mut self.points);
+            self.parts.push((area, first..self.points.len()));
         }
     }
 
@@ -154,9 +158,7 @@ impl MaskScratch {
             out.clear();
             let mut total = 0;
             for (_, ring) in &self.parts {
-                self.ring.clear();
-                self.ring.extend_from_slice(ring);
-                let poly = simplify_ring(&self.ring, tolerance, &mut self.keep);
+                let poly = simplify_ring(&self.points[ring.clone()], tolerance, &mut self.keep);
                 if poly.len() < 3 {
                     continue;
                 }
@@ -181,23 +183,24 @@ fn round1(v: f32) -> f32 {
 }
 
 /// The outer boundary of the part labelled `label` whose first pixel in raster order is
-/// `(sx, sy)`, followed along pixel edges with the part on the right; a vertex where it turns.
+/// `(sx, sy)`, followed along pixel edges with the part on the right; a vertex where it turns,
+/// appended to `ring`.
 fn trace(
     labels: &[u32],
     gw: usize,
     gh: usize,
-    sx: usize,
-    sy: usize,
+    (sx, sy): (usize, usize),
     label: u32,
     to_image: impl Fn(usize, usize) -> [f32; 2],
-) -> Vec<[f32; 2]> {
+    ring: &mut Vec<[f32; 2]>,
+) {
     // Directions east, south, west, north (y down): a right turn is the next one.
     const DIRS: [(isize, isize); 4] = [(1, 0), (0, 1), (-1, 0), (0, -1)];
     let inside = |x: isize, y: isize| {
         x >= 0 && y >= 0 && (x as usize) < gw && (y as usize) < gh && labels[y as usize * gw + x as usize] == label
     };
     let (mut cx, mut cy, mut d) = (sx as isize, sy as isize, 0usize);
-    let mut ring = vec![to_image(sx, sy)];
+    ring.push(to_image(sx, sy));
     for _ in 0..4 * (gw + 1) * (gh + 1) {
         cx += DIRS[d].0;
         cy += DIRS[d].1;
@@ -223,7 +226,6 @@ fn trace(
             d = turn;
         }
     }
-    ring
 }
 
 /// Douglas–Peucker on a closed ring: the vertices farther than `tolerance` from the simplified
