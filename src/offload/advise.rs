@@ -316,9 +316,9 @@ fn sides(rows: &[Row]) -> Option<(Group, Vec<Group>)> {
     Some((here, others))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// The median of the (non-empty) values, as every summary takes it ([`super::stats::median`]).
+fn median(v: Vec<f64>) -> f64 {
+    super::stats::median(&v).unwrap_or(f64::NAN)
 }
 
 /// What the measurements show without any model: per batch size measured on both sides, which

@@ -8,6 +8,7 @@ pub mod csv;
 pub mod dataset;
 pub mod plot;
 pub mod split;
+pub mod stats;
 pub mod tune;
 
 use std::path::{Path, PathBuf};
@@ -158,17 +159,6 @@ pub fn to_row(m: &Measured, opts: &BenchOptions, mode: &str, repeat: usize) -> R
     }
 }
 
-/// The `q` quantile (0..1) by nearest rank.
-pub fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    v[idx]
-}
-
 /// Where a benchmark's batches are detected.
 enum Side {
     /// In this process.
@@ -247,7 +237,8 @@ pub async fn run(opts: &BenchOptions, config: Arc<Config>) -> Result<Vec<Row>> {
         }
         if opts.repeat > 1 && !group.is_empty() {
             let rts: Vec<f64> = group.iter().map(|r| r.round_trip_s).collect();
-            let (p50, p95) = (quantile(&rts, 0.5), quantile(&rts, 0.95));
+            let (p50, p95) =
+                (stats::quantile(&rts, 0.5).unwrap_or(f64::NAN), stats::quantile(&rts, 0.95).unwrap_or(f64::NAN));
             for row in &mut group {
                 row.round_trip_p50_s = Some(p50);
                 row.round_trip_p95_s = Some(p95);
@@ -270,7 +261,8 @@ pub fn summary(rows: &[Row]) -> String {
     keys.dedup();
     for (loc, mode, n) in keys {
         let g: Vec<&Row> = rows.iter().filter(|r| r.location == loc && r.mode == mode && r.total_images == n).collect();
-        let med = |f: &dyn Fn(&Row) -> f64| quantile(&g.iter().map(|r| f(r)).collect::<Vec<_>>(), 0.5);
+        let med =
+            |f: &dyn Fn(&Row) -> f64| stats::median(&g.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(f64::NAN);
         let transfer = g.iter().filter_map(|r| r.transfer_mb_s).collect::<Vec<_>>();
         out.push_str(&format!(
             "| {loc} | {mode} | {n} | {:.2} | {:.3} | {:.3} | {:.4} | {} | {} |\n",
@@ -278,7 +270,11 @@ pub fn summary(rows: &[Row]) -> String {
             med(&|r| r.round_trip_s),
             med(&|r| r.server_total_s),
             med(&|r| r.avg_inference_s),
-            if transfer.is_empty() { "-".into() } else { format!("{:.1}", quantile(&transfer, 0.5)) },
+            if transfer.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.1}", stats::median(&transfer).unwrap_or(f64::NAN))
+            },
             g.iter().map(|r| r.errors).sum::<usize>(),
         ));
     }

@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::csv::Row;
-use super::quantile;
+use super::stats::median;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 /// The font every label uses (embedded: plots need no system fonts).
@@ -39,7 +39,7 @@ pub fn series(rows: &[Row]) -> Vec<Series> {
                     let at: Vec<&&Row> = g.iter().filter(|r| r.total_images == n).collect();
                     let rt: Vec<f64> = at.iter().map(|r| r.round_trip_s).collect();
                     let inf: Vec<f64> = at.iter().map(|r| r.avg_inference_s).collect();
-                    (n as f64, quantile(&rt, 0.5), quantile(&inf, 0.5))
+                    (n as f64, median(&rt).unwrap_or(f64::NAN), median(&inf).unwrap_or(f64::NAN))
                 })
                 .collect();
             Series { name: format!("{loc} ({mode})"), points }

@@ -122,12 +122,12 @@ pub struct SizeResult {
 impl SizeResult {
     /// Median warm duration per invocation, ms.
     pub fn p50_ms(&self) -> Option<f64> {
-        percentile(&self.warm_ms, 0.5)
+        super::stats::quantile(&self.warm_ms, 0.5)
     }
 
     /// 95th percentile warm duration per invocation, ms.
     pub fn p95_ms(&self) -> Option<f64> {
-        percentile(&self.warm_ms, 0.95)
+        super::stats::quantile(&self.warm_ms, 0.95)
     }
 
     /// Median warm time per image, ms.
@@ -143,17 +143,6 @@ impl SizeResult {
     fn usable(&self) -> bool {
         self.failure.is_none() && !self.warm_ms.is_empty()
     }
-}
-
-/// The nearest-rank percentile `q` (0..1) of `values`.
-pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
 }
 
 /// One configuration: a model at a memory size.
@@ -439,8 +428,6 @@ mod tests {
         assert!(csv.lines().next().unwrap() == CSV_HEADER);
         assert!(csv.contains(",256,") && csv.contains("out of memory"), "{csv}");
         assert!(table(&results, &p, &none).contains("cheapest 1024 MB, fastest 3008 MB, balanced 2048 MB"));
-        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
-        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.95), Some(4.0));
         assert!(recommend(&results[4..], &p, &none).is_none());
         let (back, prices) = read_csv(&csv).unwrap();
         assert_eq!(prices, p);
