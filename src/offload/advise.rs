@@ -403,12 +403,12 @@ fn observed(rows: &[Row], fits: &[Result<Fit, NoFit>]) -> String {
     out
 }
 
-/// Lambda compute + request cost of 1,000 images, at the server time per image of `f` (x86_64
-/// prices, the least of Lambda's compute prices in us-east-1).
-pub fn lambda_cost_per_1000(f: &Fit, memory_mb: f64, images_per_request: f64) -> f64 {
-    let prices = super::tune::Prices::X86_64;
-    let gb_s = f.server_s_per_image * 1000.0 * memory_mb / 1024.0;
-    gb_s * prices.gb_second + (1000.0 / images_per_request.max(1.0)) * prices.request
+/// Lambda compute + request cost of 1,000 images sent `images_per_request` at a time, at the
+/// server time per image of `f`: `tune`'s price formula with x86_64's prices (the default
+/// architecture).
+pub fn lambda_cost_per_1000(f: &Fit, memory_mb: f64, images_per_request: usize) -> f64 {
+    let billed_ms = f.server_s_per_image * images_per_request.max(1) as f64 * 1000.0;
+    super::tune::Prices::X86_64.per_1000_images(memory_mb.round() as u32, billed_ms, images_per_request)
 }
 
 /// The decision for one batch: run locally or send it.
@@ -531,7 +531,7 @@ pub fn report(rows: &[Row], payload_mb: Option<f64>, uplink_mbps: Option<f64>, m
             "- if {} {} ran on Lambda at {memory_mb:.0} MB: ${:.4} per 1,000 images ({:.3} s server time per image)\n",
             r.location,
             r.mode,
-            lambda_cost_per_1000(r, memory_mb, 10.0),
+            lambda_cost_per_1000(r, memory_mb, 10),
             r.server_s_per_image
         ));
     }
