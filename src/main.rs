@@ -76,7 +76,7 @@ struct BenchArgs {
     #[arg(long, default_value = "tests/fixtures/images")]
     images: PathBuf,
     /// Batch sizes.
-    #[arg(long, value_delimiter = ',', default_values_t = offload::DEFAULT_SIZES.to_vec())]
+    #[arg(long, value_delimiter = ',', default_values_t = offload::DEFAULT_BATCH_SIZES.to_vec())]
     sizes: Vec<usize>,
     /// Repeats per size (p50/p95 columns when > 1).
     #[arg(long, default_value_t = 1)]
@@ -558,7 +558,7 @@ async fn eval(args: EvalArgs, mut config: Config) -> anyhow::Result<()> {
 #[derive(clap::Args, Debug)]
 struct TuneArgs {
     /// Memory sizes, MB, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = objdet::offload::tune::DEFAULT_SIZES.to_vec())]
+    #[arg(long, value_delimiter = ',', default_values_t = objdet::offload::tune::DEFAULT_MEMORY_SIZES_MB.to_vec())]
     memory: Vec<u32>,
     /// Directory of photos; an invocation sends the first `--batch` of them inline.
     #[arg(long)]

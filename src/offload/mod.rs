@@ -25,7 +25,7 @@ use client::{Image, Link, Measured, Mode, Remote};
 use csv::Row;
 
 /// The original study's batch sizes.
-pub const DEFAULT_SIZES: &[usize] = &[1, 2, 5, 10, 20, 50, 100, 200];
+pub const DEFAULT_BATCH_SIZES: &[usize] = &[1, 2, 5, 10, 20, 50, 100, 200];
 
 /// Where a benchmark runs.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ pub fn lambda_visible_cores(memory_mb: u32) -> usize {
 }
 
 /// The memory sizes tried by default (MB).
-pub const DEFAULT_SIZES: &[u32] = &[512, 1024, 1536, 1769, 2048, 3008, 3538];
+pub const DEFAULT_MEMORY_SIZES_MB: &[u32] = &[512, 1024, 1536, 1769, 2048, 3008, 3538];
 
 /// One `REPORT` line of a Lambda invocation's log (AWS's and the emulator's format:
 /// `REPORT RequestId: … \tInit Duration: 250.12 ms\tDuration: 427.81 ms\tBilled Duration: 428 ms\t
