@@ -39,14 +39,6 @@ macro_rules! error_codes {
                     $(ErrorCode::$variant => $name,)*
                 }
             }
-
-            /// The code called `name` (as [`ErrorCode::as_str`] writes it).
-            pub fn parse(name: &str) -> Option<ErrorCode> {
-                match name {
-                    $($name => Some(ErrorCode::$variant),)*
-                    _ => None,
-                }
-            }
         }
     };
 }

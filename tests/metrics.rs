@@ -91,13 +91,20 @@ async fn an_api_event_writes_its_metrics_before_answering_and_the_cold_start_onc
     assert_eq!(total(&docs, "ColdStart", &[]), 1.0, "one cold start per environment");
 }
 
-#[tokio::test]
-async fn a_trigger_batch_with_a_bad_key_counts_three_images_and_one_error() {
+/// A fresh moto whose bucket holds the dog photo under each of `keys`.
+async fn moto_with_dogs(keys: &[&str]) -> Moto {
     let moto = Moto::start();
     let client = moto.client();
     aws::create_bucket(&client, BUCKET).await;
-    aws::put(&client, BUCKET, "uploads/a.jpg", common::fixture("dog.jpg")).await;
-    aws::put(&client, BUCKET, "uploads/c.jpg", common::fixture("dog.jpg")).await;
+    for key in keys {
+        aws::put(&client, BUCKET, key, common::fixture("dog.jpg")).await;
+    }
+    moto
+}
+
+#[tokio::test]
+async fn a_trigger_batch_with_a_bad_key_counts_three_images_and_one_error() {
+    let moto = moto_with_dogs(&["uploads/a.jpg", "uploads/c.jpg"]).await;
     let trigger = Emulator::start("s3", &moto.env());
     let mut event = aws::event("s3-put-upload.json");
     let record = event["Records"][0].clone();
@@ -124,10 +131,7 @@ async fn a_trigger_batch_with_a_bad_key_counts_three_images_and_one_error() {
 
 #[tokio::test]
 async fn a_bulk_item_is_counted_as_bulk() {
-    let moto = Moto::start();
-    let client = moto.client();
-    aws::create_bucket(&client, BUCKET).await;
-    aws::put(&client, BUCKET, "uploads/one.jpg", common::fixture("dog.jpg")).await;
+    let moto = moto_with_dogs(&["uploads/one.jpg"]).await;
     let bulk = Emulator::start("bulk", &moto.env());
     let summary = bulk.invoke(&json!({"Key": "uploads/one.jpg"})).await;
     assert_eq!(summary["processed"], 1, "{summary}");

@@ -422,6 +422,7 @@ impl DetectService {
             .map(|(name, outcome)| {
                 if let Err(e) = &outcome.result {
                     tracing::info!(image = %crate::error::excerpt(&name), code = %e.code(), error = %e.message(), "image failed");
+                    metrics::image_failed(e.code());
                 }
                 ImageResult::of(name, outcome)
             })

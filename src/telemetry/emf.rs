@@ -324,6 +324,7 @@ mod tests {
         let many = DetectResponse { results: (0..250).map(|_| image(None)).collect(), timing: Timing::default() };
         metrics::with_local_recorder(&recorder, || {
             m::started(850.0);
+            m::image_failed(ErrorCode::NotAnImage);
             m::answered(Source::Trigger, &three);
             m::answered(Source::ApiGateway, &many);
             m::failed(Source::ApiGateway, ErrorCode::TooManyImages);

@@ -156,28 +156,25 @@ impl Source {
     }
 }
 
-/// A detection request answered: the request's metrics and each image's.
+/// A detection request answered: the request's metrics and each detected image's.
 pub fn answered(source: Source, response: &DetectResponse) {
     let s = source.as_str();
     metrics::counter!(REQUESTS.name, "source" => s).increment(1);
     metrics::histogram!(REQUEST_MS.name, "source" => s).record(response.timing.total_ms);
     metrics::histogram!(PAYLOAD_BYTES.name, "source" => s).record(response.timing.payload_bytes as f64);
     metrics::counter!(IMAGES.name, "source" => s).increment(response.results.len() as u64);
-    for image in &response.results {
-        match &image.error {
-            Some(e) => {
-                // The code string comes from `ErrorCode::as_str` (a closed set), never from input.
-                let code = ErrorCode::parse(&e.code).map_or("unknown", ErrorCode::as_str);
-                metrics::counter!(IMAGE_ERRORS.name, "code" => code).increment(1);
-            }
-            None => {
-                metrics::histogram!(DECODE_MS.name).record(image.decode_ms);
-                metrics::histogram!(INFERENCE_MS.name).record(image.inference_ms);
-                metrics::histogram!(POSTPROCESS_MS.name).record(image.postprocess_ms);
-                metrics::histogram!(OBJECTS.name).record(image.objects.len() as f64);
-            }
-        }
+    // Failed images were counted by code as they were answered ([`image_failed`]).
+    for image in response.results.iter().filter(|r| r.error.is_none()) {
+        metrics::histogram!(DECODE_MS.name).record(image.decode_ms);
+        metrics::histogram!(INFERENCE_MS.name).record(image.inference_ms);
+        metrics::histogram!(POSTPROCESS_MS.name).record(image.postprocess_ms);
+        metrics::histogram!(OBJECTS.name).record(image.objects.len() as f64);
     }
+}
+
+/// An image answered with an error (inside a 200 answer or an error result document).
+pub fn image_failed(code: ErrorCode) {
+    metrics::counter!(IMAGE_ERRORS.name, "code" => code.as_str()).increment(1);
 }
 
 /// A request answered with an error.
